@@ -1,0 +1,30 @@
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "commands.h"
+#include "engine/checkpoint.h"
+#include "engine/evaluator.h"
+
+namespace attnseg::app {
+
+void setup_eval(CLI::App& app, EvalOptions& options) {
+  app.add_option("config", options.config, "experiment config (YAML)")->required();
+  app.add_option("--checkpoint", options.checkpoint, "checkpoint to evaluate")->required();
+  app.add_option("--json", options.json, "write every figure to this JSON file");
+  app.add_option("--show-dir", options.show_dir, "write colour overlays of the predictions here");
+  app.add_option("overrides", options.overrides, "dotted.key=value overrides");
+}
+
+int run_eval(const EvalOptions& options) {
+  const Config config = Config::load(options.config, options.overrides);
+  const EvalResult result = evaluate(config, options.checkpoint, options.show_dir);
+  std::printf("%s", format_report(result).c_str());
+  if (!options.json.empty()) {
+    write_text_atomically(options.json, report_json(result).dump(2) + "\n");
+    spdlog::info("wrote {}", options.json);
+  }
+  return 0;
+}
+
+}  // namespace attnseg::app

@@ -1,0 +1,28 @@
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "commands.h"
+#include "engine/trainer.h"
+
+namespace attnseg::app {
+
+void setup_train(CLI::App& app, TrainOptions& options) {
+  app.add_option("config", options.config, "experiment config (YAML)")->required();
+  app.add_option("--work-dir", options.work_dir, "output directory (default work_dirs/<config name>)");
+  app.add_flag("--resume", options.resume, "continue from the latest checkpoint in the work dir");
+  app.add_option("overrides", options.overrides, "dotted.key=value overrides");
+}
+
+int run_train(const TrainOptions& options) {
+  const Config config = Config::load(options.config, options.overrides);
+  const std::filesystem::path work_dir =
+      options.work_dir.empty()
+          ? std::filesystem::path("work_dirs") / std::filesystem::path(options.config).stem()
+          : std::filesystem::path(options.work_dir);
+  const TrainResult r = train(config, work_dir, options.resume);
+  spdlog::info("final loss {:.4f}; checkpoint {}", r.final_loss, r.checkpoint.string());
+  return 0;
+}
+
+}  // namespace attnseg::app

@@ -1,0 +1,39 @@
+// One options struct, one setup_x and one run_x per subcommand; main only wires them.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+namespace attnseg::app {
+
+struct ListOptions {
+  int64_t channels = 256;
+};
+void setup_list(CLI::App& app, ListOptions& options);
+int run_list(const ListOptions& options);
+
+struct SynthOptions {
+  std::string out;
+  int64_t train = 1000, val = 200, size = 128, seed = 0;
+};
+void setup_synth(CLI::App& app, SynthOptions& options);
+int run_synth(const SynthOptions& options);
+
+struct TrainOptions {
+  std::string config, work_dir;
+  bool resume = false;
+  std::vector<std::string> overrides;
+};
+void setup_train(CLI::App& app, TrainOptions& options);
+int run_train(const TrainOptions& options);
+
+struct EvalOptions {
+  std::string config, checkpoint, json, show_dir;
+  std::vector<std::string> overrides;
+};
+void setup_eval(CLI::App& app, EvalOptions& options);
+int run_eval(const EvalOptions& options);
+
+}  // namespace attnseg::app

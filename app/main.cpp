@@ -1,0 +1,49 @@
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/runtime.h"
+
+int main(int argc, char** argv) {
+  using namespace attnseg::app;
+  CLI::App app{"attnseg: semantic segmentation with pluggable attention blocks"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
+
+  ListOptions list;
+  SynthOptions synth;
+  TrainOptions train;
+  EvalOptions eval;
+  setup_list(*app.add_subcommand("list", "List every registered attention block"), list);
+  setup_synth(*app.add_subcommand("synth", "Write the synthetic long-range-context dataset"), synth);
+  setup_train(*app.add_subcommand("train", "Train a model from a config"), train);
+  setup_eval(*app.add_subcommand("eval", "Evaluate a checkpoint: mIoU, per-class IoU, speed"), eval);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    attnseg::init_logging(log_level);
+    attnseg::warn_if_slow_blas();
+    if (app.got_subcommand("list")) return run_list(list);
+    if (app.got_subcommand("synth")) return run_synth(synth);
+    if (app.got_subcommand("train")) return run_train(train);
+    if (app.got_subcommand("eval")) return run_eval(eval);
+  } catch (const attnseg::Error& e) {
+    std::fprintf(stderr, "error: %s\n", attnseg::one_line(e.what()).c_str());
+    return 1;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: %s\n", attnseg::one_line(e.what_without_backtrace()).c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", attnseg::one_line(e.what()).c_str());
+    return 1;
+  }
+  return 1;
+}

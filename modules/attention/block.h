@@ -1,0 +1,22 @@
+// The interface every attention block implements: a module [B, C, H, W] → [B, C, H, W] that
+// also reports its own multiply-add count, attention products included (mmsegmentation's
+// FLOPs counter skips matmul/bmm and so undercounts attention heads).
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace attnseg {
+
+class AttentionBlockImpl : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  // Multiply-adds of one forward pass on an input of shape {B, C, H, W}.
+  virtual int64_t macs(const std::vector<int64_t>& shape) const = 0;
+};
+
+using AttentionBlock = std::shared_ptr<AttentionBlockImpl>;
+
+}  // namespace attnseg

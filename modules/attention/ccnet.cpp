@@ -1,0 +1,42 @@
+#include "attention/ccnet.h"
+
+#include "attention/functional.h"
+
+namespace attnseg {
+
+CrissCrossImpl::CrissCrossImpl(const CrissCrossOptions& options_) : options(options_) { reset(); }
+
+void CrissCrossImpl::reset() {
+  TORCH_CHECK(options.channels() > 0, "ccnet: channels must be positive, got ", options.channels());
+  TORCH_CHECK(options.recurrence() >= 1, "ccnet: recurrence must be at least 1, got ",
+              options.recurrence());
+  TORCH_CHECK(options.reduction() > 0 && options.channels() / options.reduction() >= 1,
+              "ccnet: reduction must be in [1, channels], got ", options.reduction());
+  const int64_t c = options.channels(), inner = c / options.reduction();
+  query_ = register_module("query", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
+  key_ = register_module("key", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
+  value_ = register_module("value", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 1)));
+  gamma = register_parameter("gamma", torch::zeros({1}));
+}
+
+torch::Tensor CrissCrossImpl::pass(const torch::Tensor& x) {
+  return x + gamma * functional::criss_cross_attention(query_(x), key_(x), value_(x));
+}
+
+torch::Tensor CrissCrossImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = x;
+  for (int64_t r = 0; r < options.recurrence(); ++r) y = pass(y);
+  return y;
+}
+
+int64_t CrissCrossImpl::macs(const std::vector<int64_t>& shape) const {
+  const int64_t b = shape[0], c = shape[1], h = shape[2], w = shape[3], n = h * w;
+  const int64_t inner = c / options.reduction();
+  const int64_t projections = b * n * c * (2 * inner + c);
+  // Energies and aggregation over the H + W positions of each criss-cross (the masked
+  // duplicate of the centre is computed too).
+  const int64_t products = b * n * (h + w) * (inner + c);
+  return options.recurrence() * (projections + products);
+}
+
+}  // namespace attnseg

@@ -1,0 +1,39 @@
+// CCNet: Criss-Cross Attention for Semantic Segmentation (Huang et al., arXiv:1811.11721).
+// Each pixel attends to the H+W−1 pixels of its row and column under one softmax; the
+// module is applied `recurrence` times with shared weights (R=2 reaches every pixel).
+// As in the reference code, gamma starts at 0 so the block starts as the identity, and the
+// query/key width is channels/8.
+#pragma once
+
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/pimpl.h>
+
+#include "attention/block.h"
+
+namespace attnseg {
+
+struct CrissCrossOptions {
+  explicit CrissCrossOptions(int64_t channels) : channels_(channels) {}
+  TORCH_ARG(int64_t, channels);
+  TORCH_ARG(int64_t, recurrence) = 2;
+  TORCH_ARG(int64_t, reduction) = 8;
+};
+
+class CrissCrossImpl : public AttentionBlockImpl {
+ public:
+  explicit CrissCrossImpl(const CrissCrossOptions& options);
+  void reset();
+  torch::Tensor forward(const torch::Tensor& x) override;
+  // One recurrent pass: x + gamma · criss_cross_attention(q(x), k(x), v(x)).
+  torch::Tensor pass(const torch::Tensor& x);
+  int64_t macs(const std::vector<int64_t>& shape) const override;
+
+  CrissCrossOptions options;
+  torch::Tensor gamma;
+
+ private:
+  torch::nn::Conv2d query_{nullptr}, key_{nullptr}, value_{nullptr};
+};
+TORCH_MODULE(CrissCross);
+
+}  // namespace attnseg

@@ -1,0 +1,49 @@
+#include "attention/functional.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+
+namespace attnseg::functional {
+namespace {
+
+void check_qkv(const char* name, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, name,
+              ": q, k and v must be [B, C, H, W], got ", q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  TORCH_CHECK(q.sizes() == k.sizes(), name, ": q and k must have the same shape, got ", q.sizes(),
+              " and ", k.sizes());
+  TORCH_CHECK(q.size(0) == v.size(0) && q.size(2) == v.size(2) && q.size(3) == v.size(3), name,
+              ": v must share batch and spatial size with q, got ", v.sizes(), " and ", q.sizes());
+}
+
+}  // namespace
+
+at::Tensor nonlocal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  check_qkv("nonlocal_attention", q, k, v);
+  const auto b = q.size(0), h = q.size(2), w = q.size(3);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(1)));
+  const at::Tensor qf = q.flatten(2).transpose(1, 2);           // [B, N, D]
+  const at::Tensor kf = k.flatten(2);                           // [B, D, N]
+  const at::Tensor attn = at::softmax(at::bmm(qf, kf) * scale, -1);  // [B, N, N]
+  return at::bmm(v.flatten(2), attn.transpose(1, 2)).view({b, v.size(1), h, w});
+}
+
+at::Tensor criss_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  check_qkv("criss_cross_attention", q, k, v);
+  const auto h = q.size(2), w = q.size(3);
+  // Column energies e_h[b, y, x, y'] and row energies e_w[b, y, x, x'].
+  at::Tensor e_h = at::einsum("bdyx,bdzx->byxz", {q, k});
+  const at::Tensor e_w = at::einsum("bdyx,bdyz->byxz", {q, k});
+  // The centre pixel lies on both its row and its column; count it once (in the row).
+  const at::Tensor diagonal = at::eye(h, q.options().dtype(at::kBool)).view({1, h, 1, h});
+  e_h = e_h.masked_fill(diagonal, -std::numeric_limits<double>::infinity());
+  const at::Tensor attn = at::softmax(at::cat({e_h, e_w}, -1), -1);
+  const at::Tensor a_h = attn.narrow(-1, 0, h);
+  const at::Tensor a_w = attn.narrow(-1, h, w);
+  return at::einsum("byxz,bczx->bcyx", {a_h, v}) + at::einsum("byxz,bcyz->bcyx", {a_w, v});
+}
+
+}  // namespace attnseg::functional

@@ -1,0 +1,18 @@
+// Parameter-free cores of the attention blocks, like torch::nn::functional: tensors in,
+// tensors out, no weights, so each can be checked against a float64 reference.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace attnseg::functional {
+
+// out[:, :, i] = Σ_j softmax_j(q_i · k_j / √D) v[:, :, j], over all N = H·W positions.
+// q, k: [B, D, H, W]; v: [B, C, H, W] → [B, C, H, W].
+at::Tensor nonlocal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// out[:, :, y, x] = Σ_{(y',x') ∈ row y ∪ column x} softmax(q_yx · k_y'x') v[:, :, y', x'],
+// one softmax over the H+W−1 positions of the criss-cross (the centre counted once).
+// q, k: [B, D, H, W]; v: [B, C, H, W] → [B, C, H, W].
+at::Tensor criss_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+}  // namespace attnseg::functional

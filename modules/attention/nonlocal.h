@@ -1,0 +1,35 @@
+// Non-local Neural Networks (Wang et al., arXiv:1711.07971), embedded-Gaussian form with the
+// 1/√d scale that mmsegmentation's NonLocal2d uses: every pixel attends to all N pixels.
+#pragma once
+
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/pimpl.h>
+
+#include "attention/block.h"
+
+namespace attnseg {
+
+struct NonLocalOptions {
+  explicit NonLocalOptions(int64_t channels) : channels_(channels) {}
+  TORCH_ARG(int64_t, channels);
+  // Inner width is channels / reduction, as in the paper's bottleneck.
+  TORCH_ARG(int64_t, reduction) = 2;
+};
+
+class NonLocalImpl : public AttentionBlockImpl {
+ public:
+  explicit NonLocalImpl(const NonLocalOptions& options);
+  void reset();
+  torch::Tensor forward(const torch::Tensor& x) override;
+  int64_t macs(const std::vector<int64_t>& shape) const override;
+
+  NonLocalOptions options;
+
+ private:
+  torch::nn::Conv2d theta_{nullptr}, phi_{nullptr}, g_{nullptr}, out_{nullptr};
+  torch::nn::BatchNorm2d norm_{nullptr};
+};
+TORCH_MODULE(NonLocal);
+
+}  // namespace attnseg

@@ -1,0 +1,84 @@
+#include "attention/registry.h"
+
+#include <set>
+
+#include "attention/ccnet.h"
+#include "attention/nonlocal.h"
+#include "attention/none.h"
+
+namespace attnseg {
+namespace {
+
+std::vector<BlockSpec> make_registry() {
+  std::vector<BlockSpec> specs;
+  specs.push_back({"none", "baseline", "-", "0", {}, [](int64_t, const ConfigNode&) {
+                     return AttentionBlock(std::make_shared<IdentityBlockImpl>());
+                   }});
+  specs.push_back({"nonlocal", "vision", "1711.07971", "O(N^2 C)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     NonLocalOptions o(channels);
+                     o.reduction(node.get<int64_t>("reduction", o.reduction()));
+                     return AttentionBlock(std::make_shared<NonLocalImpl>(o));
+                   }});
+  specs.push_back({"ccnet", "vision", "1811.11721", "O(N(H+W)C)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     CrissCrossOptions o(channels);
+                     o.recurrence(node.get<int64_t>("recurrence", o.recurrence()));
+                     o.reduction(node.get<int64_t>("reduction", o.reduction()));
+                     return AttentionBlock(std::make_shared<CrissCrossImpl>(o));
+                   }});
+  std::set<std::string> seen;
+  for (const auto& spec : specs) {
+    if (!seen.insert(spec.name).second) throw Error("duplicate block name in registry: " + spec.name);
+  }
+  return specs;
+}
+
+}  // namespace
+
+const std::vector<BlockSpec>& block_registry() {
+  static const std::vector<BlockSpec> registry = make_registry();
+  return registry;
+}
+
+std::vector<std::string> block_names() {
+  std::vector<std::string> names;
+  for (const auto& spec : block_registry()) names.push_back(spec.name);
+  return names;
+}
+
+const BlockSpec& find_block(const std::string& name, const std::string& where) {
+  for (const auto& spec : block_registry()) {
+    if (spec.name == name) return spec;
+  }
+  std::string accepted;
+  for (const auto& n : block_names()) accepted += (accepted.empty() ? "" : ", ") + n;
+  throw Error("unknown attention block '" + name + "' in " + where + "; accepted: " + accepted);
+}
+
+AttentionBlock build_block(const ConfigNode& node, int64_t channels) {
+  const std::string type = node.require<std::string>("type");
+  const BlockSpec& spec = find_block(type, "config key " + node.where("type"));
+  AttentionBlock block;
+  try {
+    block = spec.build(channels, node);
+  } catch (const c10::Error& e) {
+    throw Error("config " + node.path() + " (" + node.where("type") +
+                "): " + e.what_without_backtrace());
+  }
+  node.finish();
+  return block;
+}
+
+AttentionBlock build_block(const std::string& name, int64_t channels) {
+  const Config empty = Config::from_string("{}", "defaults");
+  return find_block(name).build(channels, empty.root());
+}
+
+int64_t count_parameters(const torch::nn::Module& module) {
+  int64_t total = 0;
+  for (const auto& p : module.parameters()) total += p.numel();
+  return total;
+}
+
+}  // namespace attnseg

@@ -1,0 +1,63 @@
+#include "core/runtime.h"
+
+#include <ATen/Parallel.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "core/error.h"
+
+namespace attnseg {
+
+int set_threads(int threads) {
+  if (threads < 0) {
+    throw Error("runtime.threads must be 0 (all cores) or positive, got " +
+                std::to_string(threads));
+  }
+  if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  return at::get_num_threads();
+}
+
+std::string blas_library() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    const auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    const std::string name = std::filesystem::path(path).filename().string();
+    if (name.rfind("libblas.so", 0) == 0 || name.rfind("libopenblas", 0) == 0) {
+      std::error_code ec;
+      const auto real = std::filesystem::canonical(path, ec);
+      return ec ? path : real.string();
+    }
+  }
+  return {};
+}
+
+void warn_if_slow_blas() {
+  const std::string lib = blas_library();
+  // Debian's reference BLAS lives in .../blas/libblas.so.3; OpenBLAS, BLIS and MKL do not.
+  if (lib.find("/blas/libblas.so") != std::string::npos) {
+    spdlog::warn(
+        "BLAS in use is the reference implementation ({}); matrix products run ~20x slower "
+        "than with OpenBLAS: apt-get install libopenblas0-pthread",
+        lib);
+  }
+}
+
+void init_logging(const std::string& level) {
+  const auto parsed = spdlog::level::from_str(level);
+  if (parsed == spdlog::level::off && level != "off") {
+    throw Error("unknown log level '" + level + "'; accepted: trace, debug, info, warn, error, off");
+  }
+  if (!spdlog::get("attnseg")) spdlog::set_default_logger(spdlog::stderr_color_mt("attnseg"));
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  spdlog::set_level(parsed);
+}
+
+}  // namespace attnseg

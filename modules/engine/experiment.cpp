@@ -1,0 +1,113 @@
+#include "engine/experiment.h"
+
+#include <torch/utils.h>
+
+#include <cmath>
+
+namespace attnseg {
+namespace {
+
+void positive(const ConfigNode& node, const std::string& key, double value, bool allow_zero = false) {
+  if (value < 0 || (!allow_zero && value == 0)) {
+    throw Error("config key " + node.where(key) + " must be " +
+                (allow_zero ? "zero or positive" : "positive") + ", got " + std::to_string(value));
+  }
+}
+
+TrainSettings read_train(const ConfigNode& t, const ConfigNode& data) {
+  TrainSettings s;
+  s.iters = t.require<int64_t>("iters");
+  s.lr = t.get<double>("lr", s.lr);
+  s.momentum = t.get<double>("momentum", s.momentum);
+  s.weight_decay = t.get<double>("weight_decay", s.weight_decay);
+  s.power = t.get<double>("power", s.power);
+  s.min_lr = t.get<double>("min_lr", s.min_lr);
+  s.warmup_iters = t.get<int64_t>("warmup_iters", s.warmup_iters);
+  s.warmup_ratio = t.get<double>("warmup_ratio", s.warmup_ratio);
+  s.checkpoint_interval = t.get<int64_t>("checkpoint_interval", s.checkpoint_interval);
+  s.keep_checkpoints = t.get<int64_t>("keep_checkpoints", s.keep_checkpoints);
+  s.log_interval = t.get<int64_t>("log_interval", s.log_interval);
+  s.seed = static_cast<uint64_t>(t.get<int64_t>("seed", 0));
+  s.batch_size = data.get<int64_t>("batch_size", s.batch_size);
+  s.workers = data.get<int64_t>("workers", s.workers);
+  t.finish();
+  positive(t, "iters", s.iters);
+  positive(t, "lr", s.lr);
+  positive(t, "momentum", s.momentum, true);
+  positive(t, "weight_decay", s.weight_decay, true);
+  positive(t, "min_lr", s.min_lr, true);
+  positive(t, "warmup_iters", s.warmup_iters, true);
+  positive(t, "checkpoint_interval", s.checkpoint_interval, true);
+  positive(t, "keep_checkpoints", s.keep_checkpoints);
+  positive(t, "log_interval", s.log_interval);
+  positive(data, "batch_size", s.batch_size);
+  positive(data, "workers", s.workers);
+  if (s.warmup_ratio <= 0 || s.warmup_ratio > 1) {
+    throw Error("config key " + t.where("warmup_ratio") + " must be in (0, 1]");
+  }
+  return s;
+}
+
+template <size_t N>
+std::array<int64_t, N> read_sizes(const ConfigNode& node, const std::string& key,
+                                  std::array<int64_t, N> fallback) {
+  const auto v = node.get<std::vector<int64_t>>(key, std::vector<int64_t>(fallback.begin(), fallback.end()));
+  if (v.size() != N) throw Error("config key " + node.where(key) + " must list " + std::to_string(N) + " values");
+  std::array<int64_t, N> out{};
+  for (size_t i = 0; i < N; ++i) {
+    if (v[i] <= 0) throw Error("config key " + node.where(key) + " must hold positive sizes");
+    out[i] = v[i];
+  }
+  return out;
+}
+
+EvalSettings read_eval(const ConfigNode& e) {
+  EvalSettings s;
+  s.mode = e.get<std::string>("mode", s.mode);
+  if (s.mode != "whole" && s.mode != "slide") {
+    throw Error("config key " + e.where("mode") + " must be 'whole' or 'slide', got '" + s.mode + "'");
+  }
+  s.crop_size = read_sizes(e, "crop_size", s.crop_size);
+  s.stride = read_sizes(e, "stride", s.stride);
+  s.flip = e.get<bool>("flip", s.flip);
+  s.speed_warmup = e.get<int64_t>("speed_warmup", s.speed_warmup);
+  s.speed_runs = e.get<int64_t>("speed_runs", s.speed_runs);
+  e.finish();
+  positive(e, "speed_warmup", s.speed_warmup, true);
+  positive(e, "speed_runs", s.speed_runs);
+  return s;
+}
+
+}  // namespace
+
+Experiment read_experiment(const Config& config) {
+  const ConfigNode root = config.root();
+  const ConfigNode data = root.child("data");
+  const ConfigNode runtime = root.child("runtime");
+  Experiment x;
+  x.data = read_dataset_info(data);
+  x.pipeline = read_train_pipeline(data.child("train_pipeline"));
+  x.norm = read_normalization(data);
+  x.train = read_train(root.child("train"), data);
+  x.eval = read_eval(root.child("eval"));
+  x.threads = static_cast<int>(runtime.get<int64_t>("threads", 0));
+  if (x.threads < 0) throw Error("config key " + runtime.where("threads") + " must be 0 (all cores) or positive");
+  runtime.finish();
+  data.finish();
+  torch::manual_seed(x.train.seed);
+  x.model = build_segmentor(root.child("model"), static_cast<int64_t>(x.data.class_names.size()));
+  root.finish();
+  return x;
+}
+
+double poly_lr(const TrainSettings& s, int64_t iteration) {
+  const double progress = std::min(1.0, static_cast<double>(iteration) / s.iters);
+  double lr = (s.lr - s.min_lr) * std::pow(1.0 - progress, s.power) + s.min_lr;
+  if (iteration < s.warmup_iters) {
+    const double k = (1.0 - static_cast<double>(iteration) / s.warmup_iters) * (1.0 - s.warmup_ratio);
+    lr *= 1.0 - k;
+  }
+  return lr;
+}
+
+}  // namespace attnseg

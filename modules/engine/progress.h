@@ -1,0 +1,25 @@
+// Training progress: a bar redrawn in place on a terminal; elsewhere (CI, files) a log line
+// every few percent, so logs stay short and readable.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace attnseg {
+
+class Progress {
+ public:
+  Progress(int64_t total, int64_t start);
+  // `done` items finished; `fields` is appended after the counts ("loss 0.51 lr 1e-3").
+  void update(int64_t done, const std::string& fields);
+  void finish();
+
+ private:
+  int64_t total_, start_;
+  int64_t last_logged_percent_ = -1;
+  bool tty_;
+  std::chrono::steady_clock::time_point begin_;
+};
+
+}  // namespace attnseg

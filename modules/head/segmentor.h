@@ -1,0 +1,58 @@
+// Encoder-decoder segmentor: ResNet backbone, attention decode head on stage 4 and an
+// optional auxiliary FCN head on stage 3, as in mmsegmentation's EncoderDecoder.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+
+#include "backbone/resnet.h"
+#include "config/config.h"
+#include "head/decode_head.h"
+
+namespace attnseg {
+
+constexpr int64_t kIgnoreIndex = 255;
+
+struct SegmentorOutput {
+  torch::Tensor logits;  // [B, K, h, w] at the feature resolution
+  torch::Tensor aux;     // same, from the auxiliary head; undefined when it is disabled
+};
+
+struct SegmentorLoss {
+  torch::Tensor total, decode, aux;
+};
+
+class SegmentorImpl : public torch::nn::Module {
+ public:
+  SegmentorImpl(ResNet backbone, AttentionHead head, FCNHead aux_head, double aux_weight);
+  SegmentorOutput forward(const torch::Tensor& images);
+  // Class scores at the input resolution (bilinear upsampling of the decode head's logits).
+  torch::Tensor predict(const torch::Tensor& images);
+  // Cross-entropy with kIgnoreIndex, on logits upsampled to the label size; the auxiliary
+  // loss is added with its weight.
+  SegmentorLoss loss(const SegmentorOutput& out, const torch::Tensor& labels) const;
+
+  // Parameter and buffer names with shapes: two models with the same signature can share a
+  // checkpoint.
+  std::string signature() const;
+  int64_t num_classes() const { return head_->options.num_classes(); }
+  ResNet backbone() const { return backbone_; }
+  AttentionHead head() const { return head_; }
+
+ private:
+  ResNet backbone_{nullptr};
+  AttentionHead head_{nullptr};
+  FCNHead aux_head_{nullptr};
+  double aux_weight_;
+};
+TORCH_MODULE(Segmentor);
+
+// Builds from the `model` section of a config; every key is validated.
+Segmentor build_segmentor(const ConfigNode& model, int64_t num_classes);
+
+// Cross-entropy averaged over the pixels whose label is not kIgnoreIndex (0 when none is).
+torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& labels);
+
+}  // namespace attnseg
