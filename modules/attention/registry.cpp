@@ -58,15 +58,21 @@ const BlockSpec& find_block(const std::string& name, const std::string& where) {
 
 AttentionBlock build_block(const ConfigNode& node, int64_t channels) {
   const std::string type = node.require<std::string>("type");
-  const BlockSpec& spec = find_block(type, "config key " + node.where("type"));
+  const BlockSpec& active = find_block(type, "config key " + node.where("type"));
   AttentionBlock block;
-  try {
-    block = spec.build(channels, node);
-  } catch (const c10::Error& e) {
-    throw Error("config " + node.path() + " (" + node.where("type") +
-                "): " + e.what_without_backtrace());
+  for (const std::string& key : node.keys()) {
+    if (key == "type") continue;
+    const BlockSpec& spec = find_block(key, "config key " + node.where(key));
+    const ConfigNode options = node.child(key);
+    try {
+      AttentionBlock built = spec.build(channels, options);
+      if (&spec == &active) block = built;
+    } catch (const c10::Error& e) {
+      throw Error("config key " + node.where(key) + ": " + e.what_without_backtrace());
+    }
+    options.finish();
   }
-  node.finish();
+  if (!block) block = active.build(channels, node.child(type));
   return block;
 }
 

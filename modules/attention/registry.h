@@ -25,8 +25,8 @@ struct BlockSpec {
   std::string paper;       // arXiv id
   std::string complexity;  // e.g. "O(N(H+W)C)"
   BlockCaps caps;
-  // Builds the block for `channels` input channels from its YAML node (the keys other than
-  // `type`); every option read is accepted, any other key is rejected afterwards.
+  // Builds the block for `channels` input channels from its options node; every option read
+  // is accepted, any other key is rejected afterwards.
   std::function<AttentionBlock(int64_t channels, const ConfigNode& options)> build;
 };
 
@@ -35,7 +35,10 @@ std::vector<std::string> block_names();
 // Throws attnseg::Error listing the accepted names when `name` is unknown; `where` names the
 // config key that held it.
 const BlockSpec& find_block(const std::string& name, const std::string& where = "block name");
-// Builds from a node holding `type` and the block's options; unknown options are an error.
+// Builds from the `model.attention` node: `type` names the block, and each block's options
+// sit under its own name, so one line (`type: ema`) switches blocks:
+//   attention: {type: ccnet, ccnet: {recurrence: 2}, nonlocal: {reduction: 2}}
+// Options of blocks other than the active one are validated too; unknown names are errors.
 AttentionBlock build_block(const ConfigNode& node, int64_t channels);
 // A block with its default options (no config), as `attnseg list` and the tests use.
 AttentionBlock build_block(const std::string& name, int64_t channels);

@@ -29,10 +29,10 @@ std::string join(const std::string& prefix, const std::string& key) {
   return prefix.empty() ? key : prefix + "." + key;
 }
 
-// Deep-merges `over` into `base` (maps merge, everything else replaces) and records `origin`
-// for every leaf that `over` sets.
+// Deep-merges `over` into `base` (maps merge, everything else replaces) and, when `origins` is
+// given, records `origin` for every key that `over` sets.
 void merge(YAML::Node base, const YAML::Node& over, const std::string& prefix,
-           const std::string& origin, std::map<std::string, std::string>& origins) {
+           const std::string& origin, std::map<std::string, std::string>* origins) {
   for (const auto& item : over) {
     const std::string key = item.first.as<std::string>();
     const std::string path = join(prefix, key);
@@ -43,7 +43,7 @@ void merge(YAML::Node base, const YAML::Node& over, const std::string& prefix,
     } else {
       base[key] = YAML::Clone(value);
     }
-    origins[path] = origin;
+    if (origins) (*origins)[path] = origin;
   }
 }
 
@@ -72,11 +72,12 @@ YAML::Node load_layered(const fs::path& file, int depth, std::map<std::string, s
         throw Error("config file " + file.string() + ": _base_ file " + base_path.string() +
                     " does not exist");
       }
-      merge(result, load_layered(base_path, depth + 1, origins), "", base_path.string(), origins);
+      // The base records where each of its keys came from (it may have bases of its own).
+      merge(result, load_layered(base_path, depth + 1, origins), "", "", nullptr);
     }
     own.remove("_base_");
   }
-  merge(result, own, "", file.string(), origins);
+  merge(result, own, "", file.string(), &origins);
   return result;
 }
 
@@ -103,6 +104,13 @@ std::string ConfigNode::where(const std::string& key) const {
 
 bool ConfigNode::has(const std::string& key) const {
   return node_ && node_.IsMap() && node_[key] && !node_[key].IsNull();
+}
+
+std::vector<std::string> ConfigNode::keys() const {
+  std::vector<std::string> out;
+  if (!node_ || !node_.IsMap()) return out;
+  for (const auto& item : node_) out.push_back(item.first.as<std::string>());
+  return out;
 }
 
 ConfigNode ConfigNode::child(const std::string& key) const {
@@ -146,7 +154,7 @@ Config Config::from_string(const std::string& yaml, const std::string& origin) {
   if (node.IsNull()) node = YAML::Node(YAML::NodeType::Map);
   if (!node.IsMap()) throw Error("config in " + origin + " must hold a mapping at top level");
   config.tree_ = YAML::Node(YAML::NodeType::Map);
-  merge(config.tree_, node, "", origin, config.origins_);
+  merge(config.tree_, node, "", origin, &config.origins_);
   return config;
 }
 

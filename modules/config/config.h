@@ -32,6 +32,8 @@ class ConfigNode {
   // A nested mapping (empty when absent); the key is accepted.
   ConfigNode child(const std::string& key) const;
   bool has(const std::string& key) const;
+  // The keys present in this mapping, in file order.
+  std::vector<std::string> keys() const;
   // Throws naming the first key that no get/require/child asked for.
   void finish() const;
 

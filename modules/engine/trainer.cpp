@@ -127,6 +127,15 @@ TrainResult train(const Config& config, const fs::path& work_dir, bool resume) {
       progress.update(done, fields.str());
     }
     if ((s.checkpoint_interval > 0 && done % s.checkpoint_interval == 0) || done == s.iters) {
+      // A finite loss can still leave non-finite weights after the step; never save those.
+      for (const auto& p : model->parameters()) {
+        if (!torch::isfinite(p).all().item<bool>()) {
+          throw Error("weights became non-finite at iteration " + std::to_string(done) +
+                      "; training stopped, last good checkpoint: " +
+                      (last_good.empty() ? std::string("none") : last_good.string()) +
+                      " (try a lower train.lr)");
+        }
+      }
       const fs::path path = checkpoint_name(work_dir, done);
       save_checkpoint(path, model, &optimizer, {done, config_yaml});
       write_text_atomically(work_dir / kLastCheckpoint, path.filename().string() + "\n");

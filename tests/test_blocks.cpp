@@ -1,0 +1,248 @@
+// The one harness every block goes through (shape on odd sizes, gradient to every parameter,
+// save/load round trip, functional core against float64), plus the properties that make
+// nonlocal and ccnet real.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <map>
+#include <sstream>
+
+#include "attention/ccnet.h"
+#include "attention/functional.h"
+#include "attention/nonlocal.h"
+#include "attention/registry.h"
+
+namespace attnseg {
+namespace {
+
+// --- float64 references, written as plain loops over pixels -----------------------------
+
+// softmax over all positions of q_i·k_j/√D, then the weighted sum of v.
+at::Tensor nonlocal_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const auto qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+  const int64_t B = q.size(0), D = q.size(1), H = q.size(2), W = q.size(3), C = v.size(1);
+  const auto qa = qd.accessor<double, 4>(), ka = kd.accessor<double, 4>(), va = vd.accessor<double, 4>();
+  at::Tensor out = at::zeros({B, C, H, W}, at::kDouble);
+  auto oa = out.accessor<double, 4>();
+  std::vector<double> w(H * W);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < H * W; ++i) {
+      double max = -1e300;
+      for (int64_t j = 0; j < H * W; ++j) {
+        double e = 0;
+        for (int64_t d = 0; d < D; ++d) e += qa[b][d][i / W][i % W] * ka[b][d][j / W][j % W];
+        w[j] = e / std::sqrt(static_cast<double>(D));
+        max = std::max(max, w[j]);
+      }
+      double z = 0;
+      for (auto& x : w) z += (x = std::exp(x - max));
+      for (int64_t c = 0; c < C; ++c) {
+        double acc = 0;
+        for (int64_t j = 0; j < H * W; ++j) acc += w[j] / z * va[b][c][j / W][j % W];
+        oa[b][c][i / W][i % W] = acc;
+      }
+    }
+  }
+  return out;
+}
+
+// For each pixel: the set of its row and its column, centre once, one softmax.
+at::Tensor criss_cross_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const auto qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+  const int64_t B = q.size(0), D = q.size(1), H = q.size(2), W = q.size(3), C = v.size(1);
+  const auto qa = qd.accessor<double, 4>(), ka = kd.accessor<double, 4>(), va = vd.accessor<double, 4>();
+  at::Tensor out = at::zeros({B, C, H, W}, at::kDouble);
+  auto oa = out.accessor<double, 4>();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t y = 0; y < H; ++y) {
+      for (int64_t x = 0; x < W; ++x) {
+        std::vector<std::pair<int64_t, int64_t>> set;
+        for (int64_t yy = 0; yy < H; ++yy) set.emplace_back(yy, x);
+        for (int64_t xx = 0; xx < W; ++xx) {
+          if (xx != x) set.emplace_back(y, xx);
+        }
+        std::vector<double> e;
+        double max = -1e300;
+        for (auto [yy, xx] : set) {
+          double s = 0;
+          for (int64_t d = 0; d < D; ++d) s += qa[b][d][y][x] * ka[b][d][yy][xx];
+          e.push_back(s);
+          max = std::max(max, s);
+        }
+        double z = 0;
+        for (auto& s : e) z += (s = std::exp(s - max));
+        for (int64_t c = 0; c < C; ++c) {
+          double acc = 0;
+          for (size_t j = 0; j < set.size(); ++j) acc += e[j] / z * va[b][c][set[j].first][set[j].second];
+          oa[b][c][y][x] = acc;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+double relative_error(const at::Tensor& out, const at::Tensor& ref) {
+  return ((out.to(at::kDouble) - ref).norm() / ref.norm()).item<double>();
+}
+
+// The functional core of each block against its float64 reference on an odd-sized input.
+// Every registered block must appear here: a block without a reference check fails.
+using CoreCheck = std::function<double()>;
+const std::map<std::string, CoreCheck>& core_checks() {
+  static const std::map<std::string, CoreCheck> checks{
+      {"none", [] { return 0.0; }},  // identity: no core
+      {"nonlocal",
+       [] {
+         torch::manual_seed(1);
+         const auto q = torch::randn({2, 5, 7, 9}), k = torch::randn({2, 5, 7, 9}), v = torch::randn({2, 6, 7, 9});
+         return relative_error(functional::nonlocal_attention(q, k, v), nonlocal_reference(q, k, v));
+       }},
+      {"ccnet",
+       [] {
+         torch::manual_seed(2);
+         const auto q = torch::randn({2, 5, 7, 9}), k = torch::randn({2, 5, 7, 9}), v = torch::randn({2, 6, 7, 9});
+         return relative_error(functional::criss_cross_attention(q, k, v), criss_cross_reference(q, k, v));
+       }},
+  };
+  return checks;
+}
+
+class BlockTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BlockTest, KeepsShapeOnOddSizes) {
+  torch::manual_seed(0);
+  const AttentionBlock block = build_block(GetParam(), 32);
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 32, 45, 45}, {1, 32, 13, 29}}) {
+    const at::Tensor x = torch::randn(shape);
+    const at::Tensor y = block->forward(x);
+    EXPECT_EQ(y.sizes(), x.sizes());
+    EXPECT_TRUE(torch::isfinite(y).all().item<bool>());
+  }
+}
+
+TEST_P(BlockTest, GradientReachesEveryParameterAndTheInput) {
+  torch::manual_seed(0);
+  const AttentionBlock block = build_block(GetParam(), 16);
+  // Blocks start as the identity through zero-initialised scales; give those a value, or
+  // the gradient to everything before them would be zero by construction.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : block->parameters()) {
+      if (p.abs().sum().item<double>() == 0) p.normal_(0.0, 0.5);
+    }
+  }
+  const at::Tensor x = torch::randn({2, 16, 11, 13}, torch::requires_grad());
+  const at::Tensor y = block->forward(x);
+  (y * torch::randn_like(y)).sum().backward();
+  ASSERT_TRUE(x.grad().defined());
+  EXPECT_GT(x.grad().abs().sum().item<double>(), 0);
+  for (const auto& item : block->named_parameters()) {
+    ASSERT_TRUE(item.value().grad().defined()) << item.key();
+    EXPECT_GT(item.value().grad().abs().sum().item<double>(), 0) << item.key();
+    EXPECT_TRUE(torch::isfinite(item.value().grad()).all().item<bool>()) << item.key();
+  }
+}
+
+TEST_P(BlockTest, SaveLoadRoundTrip) {
+  torch::manual_seed(0);
+  const AttentionBlock a = build_block(GetParam(), 16);
+  torch::manual_seed(1);
+  const AttentionBlock b = build_block(GetParam(), 16);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : a->parameters()) p.normal_();
+  }
+  std::stringstream stream;
+  torch::serialize::OutputArchive out;
+  a->save(out);
+  out.save_to(stream);
+  torch::serialize::InputArchive in;
+  in.load_from(stream);
+  b->load(in);
+  a->eval();
+  b->eval();
+  const at::Tensor x = torch::randn({1, 16, 9, 7});
+  EXPECT_TRUE(torch::equal(a->forward(x), b->forward(x)));
+}
+
+TEST_P(BlockTest, FunctionalCoreMatchesFloat64Reference) {
+  const auto it = core_checks().find(GetParam());
+  ASSERT_NE(it, core_checks().end()) << "block " << GetParam() << " has no reference check";
+  EXPECT_LT(it->second(), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, BlockTest, ::testing::ValuesIn(block_names()),
+                         [](const auto& info) { return info.param; });
+
+TEST(Registry, UnknownNameListsTheAcceptedOnes) {
+  try {
+    find_block("nonlokal", "config key 'model.attention.type' (x.yaml)");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("nonlokal"), std::string::npos);
+    EXPECT_NE(m.find("model.attention.type"), std::string::npos);
+    EXPECT_NE(m.find("none, nonlocal, ccnet"), std::string::npos);
+  }
+}
+
+// --- ccnet: the criss-cross receptive field -----------------------------------------------
+
+// Which input pixels influence output pixel (y, x): the support of the input gradient.
+at::Tensor influence(CrissCross& block, int64_t h, int64_t w, int64_t y, int64_t x) {
+  const at::Tensor input = torch::randn({1, 8, h, w}, torch::requires_grad());
+  block->forward(input).select(2, y).select(2, x).sum().backward();
+  return input.grad().abs().sum(1).squeeze(0) > 0;  // [h, w] bool
+}
+
+TEST(CrissCross, OnePassSeesOnlyRowAndColumn) {
+  torch::manual_seed(0);
+  CrissCross block(CrissCrossOptions(8).recurrence(1).reduction(2));
+  block->gamma.data().fill_(1.0);
+  const int64_t h = 13, w = 17, y = 4, x = 11;
+  const at::Tensor reach = influence(block, h, w, y, x);
+  for (int64_t i = 0; i < h; ++i) {
+    for (int64_t j = 0; j < w; ++j) {
+      EXPECT_EQ(reach[i][j].item<bool>(), i == y || j == x) << "pixel " << i << "," << j;
+    }
+  }
+}
+
+TEST(CrissCross, TwoPassesSeeEveryPixel) {
+  torch::manual_seed(0);
+  CrissCross block(CrissCrossOptions(8).recurrence(2).reduction(2));
+  block->gamma.data().fill_(1.0);
+  const at::Tensor reach = influence(block, 13, 17, 4, 11);
+  EXPECT_TRUE(reach.all().item<bool>());
+}
+
+TEST(CrissCross, StartsAsIdentity) {
+  CrissCross block(CrissCrossOptions(8));
+  const at::Tensor x = torch::randn({1, 8, 5, 6});
+  EXPECT_TRUE(torch::equal(block->forward(x), x));
+}
+
+TEST(CrissCross, MultiplyAddsMatchHandCount) {
+  // C=64, D=8, H=5, W=7, B=2, R=2: per pass N·C·(2D+C) + N·(H+W)·(D+C).
+  CrissCross block(CrissCrossOptions(64).recurrence(2).reduction(8));
+  const int64_t n = 35;
+  EXPECT_EQ(block->macs({2, 64, 5, 7}), 2 * (2 * n * 64 * (16 + 64) + 2 * n * 12 * (8 + 64)));
+}
+
+TEST(NonLocal, MultiplyAddsMatchHandCount) {
+  // C=64, inner 32, N=35, B=1: four 1×1 projections N·C·32 and two N²·32 products.
+  NonLocal block(NonLocalOptions(64).reduction(2));
+  EXPECT_EQ(block->macs({1, 64, 5, 7}), 4 * 35 * 64 * 32 + 2 * 35 * 35 * 32);
+}
+
+TEST(NonLocal, StartsAsIdentity) {
+  NonLocal block(NonLocalOptions(8));
+  block->eval();
+  const at::Tensor x = torch::randn({1, 8, 5, 6});
+  EXPECT_TRUE(torch::allclose(block->forward(x), x));
+}
+
+}  // namespace
+}  // namespace attnseg

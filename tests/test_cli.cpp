@@ -1,0 +1,153 @@
+// The executable as a user meets it: every bad input ends with one "error:" line naming the
+// file or key and a non-zero exit; and a smoke run of synth, train and eval.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace attnseg {
+namespace {
+
+using test::read_file;
+using test::run_attnseg;
+using test::TempDir;
+using test::tiny_config;
+using test::write_file;
+namespace fs = std::filesystem;
+
+// One line starting with "error:" that contains every part; exit code non-zero; no crash.
+void expect_clean_error(const test::CommandResult& r, const std::vector<std::string>& parts) {
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_LT(r.exit_code, 128) << "crashed: " << r.output;
+  std::string error_line;
+  std::istringstream lines(r.output);
+  int error_lines = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("error: ", 0) == 0) {
+      error_line = line;
+      ++error_lines;
+    }
+  }
+  EXPECT_EQ(error_lines, 1) << r.output;
+  for (const auto& p : parts) EXPECT_NE(error_line.find(p), std::string::npos) << "missing '" << p << "' in: " << r.output;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new TempDir();
+    const auto r = run_attnseg("synth --out '" + data_->path().string() + "' --train 8 --val 3 --size 64");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() { delete data_; }
+  std::string config(const std::string& block = "ccnet") {
+    const fs::path p = dir / (block + ".yaml");
+    write_file(p, tiny_config(data_->path(), block));
+    return "'" + p.string() + "'";
+  }
+  std::string work(const std::string& name) { return "--work-dir '" + (dir / name).string() + "'"; }
+  static TempDir* data_;
+  TempDir dir;
+};
+TempDir* Cli::data_ = nullptr;
+
+TEST_F(Cli, SmokeTrainThenEvaluate) {
+  auto r = run_attnseg("train " + config() + " " + work("run"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "run/iter_4.pt"));
+  EXPECT_TRUE(fs::exists(dir / "run/config.yaml"));
+  const fs::path json = dir / "eval.json";
+  r = run_attnseg("eval " + config() + " --checkpoint '" + (dir / "run/iter_4.pt").string() + "' --json '" +
+                  json.string() + "' --show-dir '" + (dir / "show").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("mIoU"), std::string::npos);
+  EXPECT_NE(r.output.find("disc_warm"), std::string::npos);
+  EXPECT_NE(r.output.find("FPS"), std::string::npos);
+  const auto j = nlohmann::json::parse(read_file(json));
+  EXPECT_EQ(j["images"].get<int>(), 3);
+  EXPECT_EQ(j["classes"].size(), 5u);
+  EXPECT_GT(j["speed"]["median_ms"].get<double>(), 0);
+  EXPECT_EQ(j["speed"]["height"].get<int>(), 64);
+  EXPECT_TRUE(fs::exists(dir / "show/val_00002.png"));
+}
+
+TEST_F(Cli, ListShowsEveryBlock) {
+  const auto r = run_attnseg("list");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* name : {"none", "nonlocal", "ccnet", "O(N(H+W)C)", "params@C=256"}) {
+    EXPECT_NE(r.output.find(name), std::string::npos) << name;
+  }
+}
+
+TEST_F(Cli, MissingConfig) {
+  expect_clean_error(run_attnseg("train /nonexistent/x.yaml " + work("w")), {"/nonexistent/x.yaml"});
+}
+
+TEST_F(Cli, MalformedYaml) {
+  write_file(dir / "bad.yaml", "model: {attention: [oops\n");
+  expect_clean_error(run_attnseg("train '" + (dir / "bad.yaml").string() + "' " + work("w")),
+                     {"malformed YAML", "bad.yaml"});
+}
+
+TEST_F(Cli, UnknownKey) {
+  expect_clean_error(run_attnseg("train " + config() + " " + work("w") + " train.iterz=3"),
+                     {"'train.iterz'", "command line", "iters"});
+}
+
+TEST_F(Cli, UnknownKeyInAFileNamesTheFile) {
+  write_file(dir / "typo.yaml", "_base_: ccnet.yaml\nmodel: {head: {chanels: 8}}\n");
+  config();
+  expect_clean_error(run_attnseg("train '" + (dir / "typo.yaml").string() + "' " + work("w")),
+                     {"'model.head.chanels'", "typo.yaml", "channels"});
+}
+
+TEST_F(Cli, WrongType) {
+  expect_clean_error(run_attnseg("train " + config() + " " + work("w") + " train.lr=fast"),
+                     {"'train.lr'", "a number", "'fast'"});
+}
+
+TEST_F(Cli, UnknownBlock) {
+  expect_clean_error(run_attnseg("train " + config() + " " + work("w") + " model.attention.type=magic"),
+                     {"'magic'", "model.attention.type", "none, nonlocal, ccnet"});
+}
+
+TEST_F(Cli, ZeroAndNegativeSizes) {
+  expect_clean_error(run_attnseg("synth --out '" + (dir / "s").string() + "' --size 0"), {"--size"});
+  expect_clean_error(run_attnseg("synth --out '" + (dir / "s").string() + "' --train -3"), {"--train"});
+  expect_clean_error(run_attnseg("train " + config() + " " + work("w") + " 'data.train_pipeline.crop_size=[64, 0]'"),
+                     {"data.train_pipeline.crop_size"});
+}
+
+TEST_F(Cli, MissingDatasetRoot) {
+  expect_clean_error(run_attnseg("train " + config() + " " + work("w") + " data.root=/nonexistent/data"),
+                     {"/nonexistent/data"});
+}
+
+TEST_F(Cli, CorruptImageEndsTrainingCleanly) {
+  // A private copy of the data whose images are all corrupt: the first batch meets one.
+  fs::copy(data_->path(), dir / "data", fs::copy_options::recursive);
+  write_file(dir / "c.yaml", tiny_config(dir / "data"));
+  for (int i = 0; i < 8; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "images/train_%05d.png", i);
+    write_file(dir / "data" / name, "garbage");
+  }
+  const auto r = run_attnseg("train '" + (dir / "c.yaml").string() + "' " + work("w"));
+  expect_clean_error(r, {"cannot read image", "train_0000"});
+  EXPECT_FALSE(fs::exists(dir / "w/iter_2.pt"));
+}
+
+TEST_F(Cli, CheckpointFromAnotherModel) {
+  auto r = run_attnseg("train " + config("none") + " " + work("none") + " train.iters=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_attnseg("eval " + config("ccnet") + " --checkpoint '" + (dir / "none/iter_1.pt").string() + "'");
+  expect_clean_error(r, {"iter_1.pt", "another model"});
+}
+
+TEST_F(Cli, MissingCheckpoint) {
+  expect_clean_error(run_attnseg("eval " + config() + " --checkpoint '" + (dir / "nope.pt").string() + "'"),
+                     {"nope.pt"});
+}
+
+}  // namespace
+}  // namespace attnseg

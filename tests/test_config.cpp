@@ -1,0 +1,173 @@
+// Config layering, overrides and the errors that name the key and the file.
+#include <gtest/gtest.h>
+
+#include "attention/nonlocal.h"
+#include "attention/registry.h"
+#include "config/config.h"
+#include "engine/experiment.h"
+#include "test_util.h"
+
+namespace attnseg {
+namespace {
+
+using test::TempDir;
+using test::write_file;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_file(dir / "_base_/a.yaml", "train: {iters: 10, lr: 0.1}\nmodel: {head: {channels: 8}}\n");
+    write_file(dir / "_base_/b.yaml", "train: {lr: 0.2}\nlist: [1, 2, 3]\n");
+    write_file(dir / "exp.yaml", "_base_: [_base_/a.yaml, _base_/b.yaml]\ntrain: {seed: 7}\nlist: [9]\n");
+  }
+  TempDir dir;
+};
+
+TEST_F(ConfigTest, LaterBasesAndTheFileOverrideEarlierOnes) {
+  const Config c = Config::load(dir / "exp.yaml");
+  const ConfigNode train = c.root().child("train");
+  EXPECT_EQ(train.get<int64_t>("iters", 0), 10);
+  EXPECT_DOUBLE_EQ(train.get<double>("lr", 0), 0.2);
+  EXPECT_EQ(train.get<int64_t>("seed", 0), 7);
+  EXPECT_EQ(c.root().get<std::vector<int64_t>>("list", {}), std::vector<int64_t>{9});  // lists replace
+  EXPECT_EQ(c.root().child("model").child("head").get<int64_t>("channels", 0), 8);
+  EXPECT_EQ(c.origin("train.lr"), (dir / "exp.yaml").parent_path().string() + "/_base_/b.yaml");
+  EXPECT_EQ(c.origin("train.seed"), (dir / "exp.yaml").string());
+}
+
+TEST_F(ConfigTest, OverridesSetNestedKeysWithYamlValues) {
+  const Config c = Config::load(dir / "exp.yaml", {"train.iters=99", "model.head.channels=4", "list=[4, 5]"});
+  EXPECT_EQ(c.root().child("train").get<int64_t>("iters", 0), 99);
+  EXPECT_EQ(c.root().child("model").child("head").get<int64_t>("channels", 0), 4);
+  EXPECT_EQ(c.root().get<std::vector<int64_t>>("list", {}), (std::vector<int64_t>{4, 5}));
+  EXPECT_EQ(c.origin("train.iters"), "command line");
+}
+
+TEST_F(ConfigTest, WrongTypeNamesKeyOriginAndExpectedType) {
+  const Config c = Config::load(dir / "exp.yaml", {"train.iters=abc"});
+  const std::string m = error_of([&] { c.root().child("train").get<int64_t>("iters", 0); });
+  EXPECT_TRUE(contains(m, "'train.iters'")) << m;
+  EXPECT_TRUE(contains(m, "command line")) << m;
+  EXPECT_TRUE(contains(m, "an integer")) << m;
+  EXPECT_TRUE(contains(m, "'abc'")) << m;
+}
+
+TEST_F(ConfigTest, UnknownKeyNamesKeyFileAndAcceptedKeys) {
+  const Config c = Config::load(dir / "exp.yaml");
+  const ConfigNode train = c.root().child("train");
+  train.get<int64_t>("iters", 0);
+  train.get<double>("lr", 0);
+  const std::string m = error_of([&] { train.finish(); });
+  EXPECT_TRUE(contains(m, "unknown config key 'train.seed'")) << m;
+  EXPECT_TRUE(contains(m, "exp.yaml")) << m;
+  EXPECT_TRUE(contains(m, "iters, lr")) << m;
+}
+
+TEST_F(ConfigTest, MalformedYamlNamesFileAndLine) {
+  write_file(dir / "bad.yaml", "train:\n  iters: 10\n  lr: [0.1\n");
+  const std::string m = error_of([&] { Config::load(dir / "bad.yaml"); });
+  EXPECT_TRUE(contains(m, "malformed YAML in " + (dir / "bad.yaml").string() + ":")) << m;
+}
+
+TEST_F(ConfigTest, MissingFilesAreNamed) {
+  EXPECT_TRUE(contains(error_of([&] { Config::load(dir / "nope.yaml"); }), "nope.yaml"));
+  write_file(dir / "orphan.yaml", "_base_: missing_base.yaml\n");
+  const std::string m = error_of([&] { Config::load(dir / "orphan.yaml"); });
+  EXPECT_TRUE(contains(m, "missing_base.yaml")) << m;
+}
+
+TEST_F(ConfigTest, MalformedOverrideIsRejected) {
+  EXPECT_TRUE(contains(error_of([&] { Config::load(dir / "exp.yaml", {"train.iters"}); }), "dotted.key=value"));
+  EXPECT_TRUE(contains(error_of([&] { Config::load(dir / "exp.yaml", {"train..iters=1"}); }), "empty key"));
+  EXPECT_TRUE(contains(error_of([&] { Config::load(dir / "exp.yaml", {"train=3"}); }), "mapping"));
+}
+
+// The repository's own experiment configs, through the full reader.
+const std::string kDefault = ATTNSEG_SOURCE_DIR "/configs/ccnet_r18_synthetic.yaml";
+
+TEST(ExperimentConfig, RepositoryConfigsAreValid) {
+  for (const char* name : {"ccnet_r18_synthetic", "none_r18_synthetic", "nonlocal_r18_synthetic"}) {
+    const Config c = Config::load(std::string(ATTNSEG_SOURCE_DIR "/configs/") + name + ".yaml");
+    EXPECT_NO_THROW(read_experiment(c)) << name;
+  }
+}
+
+TEST(ExperimentConfig, UnknownOverrideKeyIsAnErrorNamingIt) {
+  const Config c = Config::load(kDefault, {"train.iterz=5"});
+  const std::string m = error_of([&] { read_experiment(c); });
+  EXPECT_TRUE(contains(m, "'train.iterz' (command line)")) << m;
+  EXPECT_TRUE(contains(m, "iters")) << m;
+}
+
+TEST(ExperimentConfig, UnknownBlockNamesKeyAndAcceptedBlocks) {
+  const Config c = Config::load(kDefault, {"model.attention.type=crisscross"});
+  const std::string m = error_of([&] { read_experiment(c); });
+  EXPECT_TRUE(contains(m, "'crisscross'")) << m;
+  EXPECT_TRUE(contains(m, "model.attention.type")) << m;
+  EXPECT_TRUE(contains(m, "accepted: none, nonlocal, ccnet")) << m;
+}
+
+TEST(ExperimentConfig, UnknownBlockOptionNamesTheBlocksOptions) {
+  const Config c = Config::load(kDefault, {"model.attention.ccnet.recurrance=3"});
+  const std::string m = error_of([&] { read_experiment(c); });
+  EXPECT_TRUE(contains(m, "model.attention.ccnet.recurrance")) << m;
+  EXPECT_TRUE(contains(m, "recurrence")) << m;
+}
+
+TEST(ExperimentConfig, OptionsOfAnUnknownBlockAreAnError) {
+  const Config c = Config::load(kDefault, {"model.attention.ccnett.recurrence=3"});
+  const std::string m = error_of([&] { read_experiment(c); });
+  EXPECT_TRUE(contains(m, "'ccnett'")) << m;
+  EXPECT_TRUE(contains(m, "model.attention.ccnett")) << m;
+}
+
+TEST(ExperimentConfig, OneLineSwitchesTheBlock) {
+  const Config c = Config::load(kDefault, {"model.attention.type=nonlocal"});
+  const Experiment x = read_experiment(c);
+  EXPECT_NE(std::dynamic_pointer_cast<NonLocalImpl>(x.model->head()->block()), nullptr);
+}
+
+TEST(ExperimentConfig, ZeroOrNegativeSizesAreRejected) {
+  for (const std::string o : {"data.train_pipeline.crop_size=[0, 128]", "train.iters=0", "data.batch_size=-2",
+                              "eval.crop_size=[-1, 5]", "model.head.channels=0"}) {
+    const Config c = Config::load(kDefault, {o});
+    const std::string key = o.substr(0, o.find('='));
+    const std::string m = error_of([&] { read_experiment(c); });
+    EXPECT_NE(m, "(no error)") << o;
+    const std::string last = key.substr(key.rfind('.') + 1);
+    EXPECT_TRUE(contains(m, last)) << o << ": " << m;
+  }
+}
+
+TEST(ExperimentConfig, PolyScheduleWithWarmup) {
+  TrainSettings s;
+  s.iters = 100;
+  s.lr = 0.01;
+  s.min_lr = 1e-4;
+  s.power = 0.9;
+  s.warmup_iters = 10;
+  s.warmup_ratio = 0.1;
+  // Warm-up starts at lr·ratio of the poly value and reaches the poly value at warmup_iters.
+  EXPECT_NEAR(poly_lr(s, 0), 0.01 * 0.1, 1e-12);
+  const double poly10 = (0.01 - 1e-4) * std::pow(0.9, 0.9) + 1e-4;
+  EXPECT_NEAR(poly_lr(s, 10), poly10, 1e-12);
+  const double poly5 = (0.01 - 1e-4) * std::pow(0.95, 0.9) + 1e-4;
+  EXPECT_NEAR(poly_lr(s, 5), poly5 * (1 - 0.5 * 0.9), 1e-12);
+  EXPECT_NEAR(poly_lr(s, 100), 1e-4, 1e-12);
+}
+
+}  // namespace
+}  // namespace attnseg

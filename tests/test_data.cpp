@@ -1,0 +1,294 @@
+// The synthetic dataset's rules, the folder dataset's bad inputs, transforms and the loader.
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <set>
+
+#include "core/error.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/synthetic.h"
+#include "data/transforms.h"
+#include "test_util.h"
+
+namespace attnseg {
+namespace {
+
+using test::TempDir;
+using test::write_file;
+
+TEST(Synthetic, SameSeedSameScene) {
+  const SynthScene a = make_synthetic_scene(64, 3, "train", 5);
+  const SynthScene b = make_synthetic_scene(64, 3, "train", 5);
+  const SynthScene c = make_synthetic_scene(64, 3, "train", 6);
+  EXPECT_EQ(cv::norm(a.image, b.image, cv::NORM_L1), 0);
+  EXPECT_EQ(cv::norm(a.mask, b.mask, cv::NORM_L1), 0);
+  EXPECT_GT(cv::norm(a.image, c.image, cv::NORM_L1), 0);
+}
+
+// The rule that makes the dataset need long-range context: every disc pixel is at least half
+// the image side from the beacon, and its class follows the beacon's colour alone.
+TEST(Synthetic, DiscClassFollowsTheFarBeacon) {
+  const int64_t size = 97;  // odd on purpose
+  int warm = 0, cool = 0;
+  for (int64_t i = 0; i < 60; ++i) {
+    const SynthScene s = make_synthetic_scene(size, 0, "val", i);
+    const cv::Mat beacon = s.mask == 1;
+    ASSERT_GT(cv::countNonZero(beacon), 0);
+    const int other = s.warm ? 4 : 3, own = s.warm ? 3 : 4;
+    EXPECT_EQ(cv::countNonZero(s.mask == other), 0) << "scene " << i;
+    ASSERT_GT(cv::countNonZero(s.mask == own), 0) << "scene " << i;
+    (s.warm ? warm : cool)++;
+    // distance from every disc pixel to the nearest beacon pixel
+    cv::Mat not_beacon = s.mask != 1, dist;
+    cv::distanceTransform(not_beacon, dist, cv::DIST_L2, cv::DIST_MASK_PRECISE);
+    double min_dist;
+    cv::minMaxLoc(dist, &min_dist, nullptr, nullptr, nullptr, s.mask == own);
+    EXPECT_GE(min_dist, size / 2) << "scene " << i;
+  }
+  EXPECT_GT(warm, 15);
+  EXPECT_GT(cool, 15);
+}
+
+TEST(Synthetic, DiscsLookTheSameWhicheverTheirClass) {
+  // Mean disc colour must not reveal the class: compare warm and cool scenes.
+  double sum[2] = {0, 0};
+  int n[2] = {0, 0};
+  for (int64_t i = 0; i < 40; ++i) {
+    const SynthScene s = make_synthetic_scene(64, 1, "train", i);
+    const cv::Mat discs = (s.mask == 3) | (s.mask == 4);
+    sum[s.warm] += cv::mean(s.image, discs)[2];
+    ++n[s.warm];
+  }
+  EXPECT_NEAR(sum[0] / n[0], sum[1] / n[1], 6.0);
+}
+
+TEST(Synthetic, WritesTheFolderLayout) {
+  TempDir dir;
+  write_synthetic_dataset(dir.path(), {/*train=*/3, /*val=*/2, /*size=*/40, /*seed=*/0});
+  FolderDatasetOptions o{dir.path(), "train.txt"};
+  o.num_classes = 5;
+  FolderDataset train(o);
+  ASSERT_EQ(train.size(), 3u);
+  const Sample s = train.load(2);
+  EXPECT_EQ(s.image.size(), cv::Size(40, 40));
+  EXPECT_EQ(s.mask.type(), CV_8UC1);
+  for (const auto& e : std::filesystem::directory_iterator(dir / "images")) {
+    EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+  }
+  EXPECT_THROW(write_synthetic_dataset(dir.path(), {0, 2, 40, 0}), Error);
+  EXPECT_THROW(write_synthetic_dataset(dir.path(), {2, 2, -5, 0}), Error);
+}
+
+// --- folder dataset: each bad input names its file -------------------------------------------
+
+class BadData : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_synthetic_dataset(dir.path(), {2, 1, 32, 0});
+    options.root = dir.path();
+    options.split = "train.txt";
+    options.num_classes = 5;
+  }
+  std::string load_error() {
+    try {
+      FolderDataset d(options);
+      for (size_t i = 0; i < d.size(); ++i) d.load(i);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  }
+  TempDir dir;
+  FolderDatasetOptions options;
+};
+
+TEST_F(BadData, CleanDataLoads) { EXPECT_EQ(load_error(), "(no error)"); }
+
+TEST_F(BadData, MissingImage) {
+  std::filesystem::remove(dir / "images/train_00001.png");
+  EXPECT_NE(load_error().find("images/train_00001.png"), std::string::npos);
+}
+
+TEST_F(BadData, CorruptImage) {
+  write_file(dir / "images/train_00000.png", "this is not a png");
+  const std::string m = load_error();
+  EXPECT_NE(m.find("cannot read image"), std::string::npos) << m;
+  EXPECT_NE(m.find("train_00000.png"), std::string::npos) << m;
+}
+
+TEST_F(BadData, MaskOfAnotherSize) {
+  cv::imwrite((dir / "masks/train_00001.png").string(), cv::Mat(31, 32, CV_8UC1, cv::Scalar(0)));
+  const std::string m = load_error();
+  EXPECT_NE(m.find("masks/train_00001.png is 32x31 but its image is 32x32"), std::string::npos) << m;
+}
+
+TEST_F(BadData, MaskValueOutsideTheClasses) {
+  cv::Mat mask(32, 32, CV_8UC1, cv::Scalar(0));
+  mask.at<uint8_t>(3, 7) = 9;
+  mask.at<uint8_t>(4, 4) = 255;  // ignore is fine
+  cv::imwrite((dir / "masks/train_00000.png").string(), mask);
+  const std::string m = load_error();
+  EXPECT_NE(m.find("holds label 9 at (7, 3)"), std::string::npos) << m;
+  EXPECT_NE(m.find("train_00000.png"), std::string::npos) << m;
+}
+
+TEST_F(BadData, ColourMaskIsRejected) {
+  cv::imwrite((dir / "masks/train_00000.png").string(), cv::Mat(32, 32, CV_8UC3, cv::Scalar(0, 0, 0)));
+  EXPECT_NE(load_error().find("single-channel"), std::string::npos);
+}
+
+TEST_F(BadData, EmptySplit) {
+  write_file(dir / "train.txt", "\n\n");
+  const std::string m = load_error();
+  EXPECT_NE(m.find("train.txt lists no samples"), std::string::npos) << m;
+}
+
+TEST_F(BadData, MissingSplitAndRoot) {
+  options.split = "nope.txt";
+  EXPECT_NE(load_error().find("nope.txt"), std::string::npos);
+  options.root = dir / "absent";
+  EXPECT_NE(load_error().find("absent does not exist"), std::string::npos);
+}
+
+// --- transforms ------------------------------------------------------------------------------
+
+Sample gradient_sample(int h, int w) {
+  Sample s;
+  s.image = cv::Mat(h, w, CV_8UC3);
+  s.mask = cv::Mat(h, w, CV_8UC1);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      s.image.at<cv::Vec3b>(y, x) = cv::Vec3b(x % 256, y % 256, 100);
+      s.mask.at<uint8_t>(y, x) = static_cast<uint8_t>((x / 8 + y / 8) % 3);
+    }
+  }
+  return s;
+}
+
+TEST(Transforms, CropPadsImageWithZeroAndMaskWithIgnore) {
+  Sample s = gradient_sample(20, 30);
+  Rng rng(1);
+  random_crop(s, {25, 40}, rng);
+  EXPECT_EQ(s.image.size(), cv::Size(40, 25));
+  // the pad is right and bottom; the crop offset is 0 because there is no slack
+  EXPECT_EQ(s.mask.at<uint8_t>(24, 39), 255);
+  EXPECT_EQ(s.image.at<cv::Vec3b>(24, 39), cv::Vec3b(0, 0, 0));
+  EXPECT_EQ(cv::countNonZero(s.mask(cv::Rect(0, 0, 30, 20)) == 255), 0);
+}
+
+TEST(Transforms, ResizeKeepsLabelsAndAlignment) {
+  Sample s = gradient_sample(37, 53);
+  TrainPipelineOptions o;
+  o.ratio_range = {1.5, 1.5};
+  Rng rng(2);
+  random_resize(s, o, rng);
+  EXPECT_EQ(s.image.size(), cv::Size(80, 56));
+  EXPECT_EQ(s.mask.size(), s.image.size());
+  double lo, hi;
+  cv::minMaxLoc(s.mask, &lo, &hi);
+  EXPECT_GE(lo, 0);
+  EXPECT_LE(hi, 2);  // nearest neighbour: no invented labels
+}
+
+TEST(Transforms, FlipMovesImageAndMaskTogether) {
+  Sample s = gradient_sample(9, 11);
+  const Sample before{s.image.clone(), s.mask.clone(), ""};
+  Rng rng(3);
+  random_flip(s, 1.0, rng);
+  EXPECT_EQ(s.image.at<cv::Vec3b>(2, 0), before.image.at<cv::Vec3b>(2, 10));
+  EXPECT_EQ(s.mask.at<uint8_t>(5, 1), before.mask.at<uint8_t>(5, 9));
+}
+
+TEST(Transforms, PhotometricChangesPixelsNotShape) {
+  Sample s = gradient_sample(16, 16);
+  const cv::Mat before = s.image.clone();
+  bool changed = false;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    cv::Mat img = before.clone();
+    Rng rng(seed);
+    photometric_distortion(img, rng);
+    EXPECT_EQ(img.size(), before.size());
+    changed |= cv::norm(img, before, cv::NORM_L1) > 0;
+  }
+  EXPECT_TRUE(changed);
+}
+
+TEST(Transforms, NormalisationUsesMeanAndStd) {
+  cv::Mat img(2, 3, CV_8UC3, cv::Scalar(10, 20, 30));
+  Normalization n;
+  n.mean = {10, 10, 10};
+  n.std = {2, 4, 5};
+  const at::Tensor t = image_to_tensor(img, n);
+  EXPECT_EQ(t.sizes(), (at::IntArrayRef{3, 2, 3}));
+  EXPECT_FLOAT_EQ(t[0][1][2].item<float>(), 0.0f);
+  EXPECT_FLOAT_EQ(t[1][0][0].item<float>(), 2.5f);
+  EXPECT_FLOAT_EQ(t[2][1][1].item<float>(), 4.0f);
+}
+
+// --- loader ----------------------------------------------------------------------------------
+
+TEST(Loader, EachEpochIsAPermutation) {
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    std::set<size_t> seen;
+    for (int64_t p = 0; p < 17; ++p) seen.insert(sample_index(17, 9, epoch * 17 + p));
+    EXPECT_EQ(seen.size(), 17u);
+  }
+  EXPECT_NE(sample_index(17, 9, 0) * 100 + sample_index(17, 9, 1),
+            sample_index(17, 9, 17) * 100 + sample_index(17, 9, 18));
+}
+
+TEST(Loader, PrefetcherKeepsOrderAndRethrows) {
+  Prefetcher<int64_t> p(
+      [](int64_t k) {
+        if (k == 5) throw Error("bad item 5");
+        return k * k;
+      },
+      2, 8, /*workers=*/3, /*depth=*/4);
+  EXPECT_EQ(p.next(), 4);
+  EXPECT_EQ(p.next(), 9);
+  EXPECT_EQ(p.next(), 16);
+  EXPECT_THROW(p.next(), Error);
+  EXPECT_EQ(p.next(), 36);
+  EXPECT_EQ(p.next(), 49);
+  EXPECT_TRUE(p.done());
+}
+
+TEST(Loader, PrefetcherStaysWithinItsDepth) {
+  std::atomic<int64_t> highest{-1};
+  Prefetcher<int64_t> p(
+      [&](int64_t k) {
+        int64_t h = highest.load();
+        while (k > h && !highest.compare_exchange_weak(h, k)) {}
+        return k;
+      },
+      0, 100, /*workers=*/2, /*depth=*/3);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_LE(highest.load(), 2);  // nothing consumed: at most items 0..2 made
+  p.next();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_LE(highest.load(), 3);
+}
+
+TEST(Loader, TrainBatchIsAFunctionOfSeedAndIteration) {
+  TempDir dir;
+  write_synthetic_dataset(dir.path(), {5, 1, 48, 0});
+  FolderDatasetOptions o{dir.path(), "train.txt"};
+  o.num_classes = 5;
+  FolderDataset d(o);
+  TrainPipelineOptions pipe;
+  pipe.crop_size = {40, 40};
+  const Batch a = make_train_batch(d, pipe, {}, 3, 7, 4);
+  const Batch b = make_train_batch(d, pipe, {}, 3, 7, 4);
+  const Batch c = make_train_batch(d, pipe, {}, 3, 7, 5);
+  EXPECT_EQ(a.images.sizes(), (at::IntArrayRef{3, 3, 40, 40}));
+  EXPECT_EQ(a.labels.sizes(), (at::IntArrayRef{3, 40, 40}));
+  EXPECT_TRUE(torch::equal(a.images, b.images));
+  EXPECT_TRUE(torch::equal(a.labels, b.labels));
+  EXPECT_FALSE(torch::equal(a.images, c.images));
+}
+
+}  // namespace
+}  // namespace attnseg
