@@ -65,7 +65,7 @@ TEST_F(Cli, SmokeTrainThenEvaluate) {
   EXPECT_NE(r.output.find("FPS"), std::string::npos);
   const auto j = nlohmann::json::parse(read_file(json));
   EXPECT_EQ(j["images"].get<int>(), 3);
-  EXPECT_EQ(j["classes"].size(), 5u);
+  EXPECT_EQ(j["classes"].size(), 6u);
   EXPECT_GT(j["speed"]["median_ms"].get<double>(), 0);
   EXPECT_EQ(j["speed"]["height"].get<int>(), 64);
   EXPECT_TRUE(fs::exists(dir / "show/val_00002.png"));

@@ -28,25 +28,27 @@ TEST(Synthetic, SameSeedSameScene) {
   EXPECT_GT(cv::norm(a.image, c.image, cv::NORM_L1), 0);
 }
 
-// The rule that makes the dataset need long-range context: every disc pixel is at least half
-// the image side from the beacon, and its class follows the beacon's colour alone.
+// The rule that makes the dataset need long-range context: every disc pixel is at least 3/8
+// of the image side from the beacon, and its class follows the beacon's colour alone.
 TEST(Synthetic, DiscClassFollowsTheFarBeacon) {
   const int64_t size = 97;  // odd on purpose
   int warm = 0, cool = 0;
   for (int64_t i = 0; i < 60; ++i) {
     const SynthScene s = make_synthetic_scene(size, 0, "val", i);
-    const cv::Mat beacon = s.mask == 1;
-    ASSERT_GT(cv::countNonZero(beacon), 0);
-    const int other = s.warm ? 4 : 3, own = s.warm ? 3 : 4;
+    // classes: 0 background, 1 beacon_warm, 2 beacon_cool, 3 box, 4 disc_warm, 5 disc_cool
+    const cv::Mat beacon = (s.mask == 1) | (s.mask == 2);
+    ASSERT_GT(cv::countNonZero(s.mask == (s.warm ? 1 : 2)), 0);
+    ASSERT_EQ(cv::countNonZero(s.mask == (s.warm ? 2 : 1)), 0);
+    const int other = s.warm ? 5 : 4, own = s.warm ? 4 : 5;
     EXPECT_EQ(cv::countNonZero(s.mask == other), 0) << "scene " << i;
     ASSERT_GT(cv::countNonZero(s.mask == own), 0) << "scene " << i;
     (s.warm ? warm : cool)++;
     // distance from every disc pixel to the nearest beacon pixel
-    cv::Mat not_beacon = s.mask != 1, dist;
+    cv::Mat not_beacon = ~beacon, dist;
     cv::distanceTransform(not_beacon, dist, cv::DIST_L2, cv::DIST_MASK_PRECISE);
     double min_dist;
     cv::minMaxLoc(dist, &min_dist, nullptr, nullptr, nullptr, s.mask == own);
-    EXPECT_GE(min_dist, size / 2) << "scene " << i;
+    EXPECT_GE(min_dist, 3 * size / 8) << "scene " << i;
   }
   EXPECT_GT(warm, 15);
   EXPECT_GT(cool, 15);
@@ -58,7 +60,7 @@ TEST(Synthetic, DiscsLookTheSameWhicheverTheirClass) {
   int n[2] = {0, 0};
   for (int64_t i = 0; i < 40; ++i) {
     const SynthScene s = make_synthetic_scene(64, 1, "train", i);
-    const cv::Mat discs = (s.mask == 3) | (s.mask == 4);
+    const cv::Mat discs = (s.mask == 4) | (s.mask == 5);
     sum[s.warm] += cv::mean(s.image, discs)[2];
     ++n[s.warm];
   }
@@ -69,7 +71,7 @@ TEST(Synthetic, WritesTheFolderLayout) {
   TempDir dir;
   write_synthetic_dataset(dir.path(), {/*train=*/3, /*val=*/2, /*size=*/40, /*seed=*/0});
   FolderDatasetOptions o{dir.path(), "train.txt"};
-  o.num_classes = 5;
+  o.num_classes = 6;
   FolderDataset train(o);
   ASSERT_EQ(train.size(), 3u);
   const Sample s = train.load(2);
@@ -90,7 +92,7 @@ class BadData : public ::testing::Test {
     write_synthetic_dataset(dir.path(), {2, 1, 32, 0});
     options.root = dir.path();
     options.split = "train.txt";
-    options.num_classes = 5;
+    options.num_classes = 6;
   }
   std::string load_error() {
     try {
@@ -276,7 +278,7 @@ TEST(Loader, TrainBatchIsAFunctionOfSeedAndIteration) {
   TempDir dir;
   write_synthetic_dataset(dir.path(), {5, 1, 48, 0});
   FolderDatasetOptions o{dir.path(), "train.txt"};
-  o.num_classes = 5;
+  o.num_classes = 6;
   FolderDataset d(o);
   TrainPipelineOptions pipe;
   pipe.crop_size = {40, 40};

@@ -50,7 +50,7 @@ TEST_F(EngineTest, CheckpointRoundTripRestoresModelAndOptimizer) {
   torch::optim::SGD opt(a.model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   a.model->train();
   const at::Tensor x = torch::randn({2, 3, 48, 40});
-  const at::Tensor y = torch::randint(0, 5, {2, 48, 40});
+  const at::Tensor y = torch::randint(0, 6, {2, 48, 40});
   a.model->loss(a.model->forward(x), y).total.backward();
   opt.step();
   save_checkpoint(dir / "a.pt", a.model, &opt, {17, "yaml: here"});

@@ -15,7 +15,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-enum SynthClass : uint8_t { kBackground = 0, kBeacon = 1, kBox = 2, kDiscWarm = 3, kDiscCool = 4 };
+enum SynthClass : uint8_t {
+  kBackground = 0,
+  kBeaconWarm = 1,
+  kBeaconCool = 2,
+  kBox = 3,
+  kDiscWarm = 4,
+  kDiscCool = 5
+};
 
 cv::Scalar jitter(Rng& rng, cv::Scalar colour, double amount) {
   for (int c = 0; c < 3; ++c) colour[c] = std::clamp(colour[c] + rng.uniform(-amount, amount), 0.0, 255.0);
@@ -41,8 +48,8 @@ void write_atomically(const fs::path& path, const cv::Mat& image) {
 }  // namespace
 
 const std::vector<std::string>& synthetic_class_names() {
-  static const std::vector<std::string> names{"background", "beacon", "box", "disc_warm",
-                                              "disc_cool"};
+  static const std::vector<std::string> names{"background", "beacon_warm", "beacon_cool",
+                                              "box",        "disc_warm",   "disc_cool"};
   return names;
 }
 
@@ -57,8 +64,8 @@ SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& 
   scene.mask = cv::Mat(s, s, CV_8UC1, cv::Scalar(kBackground));
 
   // Background: a low-saturation gradient between two random greys-with-tint.
-  const cv::Scalar a = jitter(rng, cv::Scalar(110, 110, 110), 40);
-  const cv::Scalar b = jitter(rng, cv::Scalar(150, 150, 150), 40);
+  const cv::Scalar a = jitter(rng, cv::Scalar(110, 110, 110), 20);
+  const cv::Scalar b = jitter(rng, cv::Scalar(150, 150, 150), 20);
   const bool vertical = rng.chance(0.5);
   for (int y = 0; y < s; ++y) {
     for (int x = 0; x < s; ++x) {
@@ -68,10 +75,11 @@ SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& 
     }
   }
 
-  // Beacon: a strip along one border, warm (red) or cool (blue), 1/10 of the side thick.
+  // Beacon: a band along one border, warm (red) or cool (blue), a quarter of the side thick.
   scene.side = static_cast<int>(rng.integer(0, 3));
   scene.warm = rng.chance(0.5);
-  const int thick = std::max(3, s / 10);
+  const int thick = s / 4;
+  const int gap = 3 * s / 8;  // least distance from any disc pixel to the beacon
   const cv::Rect strips[4] = {{0, 0, s, thick}, {s - thick, 0, thick, s},
                               {0, s - thick, s, thick}, {0, 0, thick, s}};
   const cv::Rect beacon = strips[scene.side];
@@ -90,13 +98,12 @@ SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& 
     scene.mask(r).setTo(kBox);
   }
 
-  // Discs: identical grey discs, in the half of the image away from the beacon, so that
-  // at least half the side separates every disc pixel from the beacon's inner edge.
+  // Discs: identical grey discs beyond `gap` from the beacon's inner edge.
   const uint8_t disc_class = scene.warm ? kDiscWarm : kDiscCool;
-  const int discs = static_cast<int>(rng.integer(1, 3));
+  const int discs = static_cast<int>(rng.integer(2, 3));
   for (int i = 0; i < discs; ++i) {
-    const int r = static_cast<int>(rng.integer(s / 14, s / 8));
-    int lo = s / 2 + thick + r, hi = s - 1 - r;  // far half along the beacon's axis
+    const int r = static_cast<int>(rng.integer(s / 14, s / 7));
+    const int lo = thick + gap + r, hi = s - 1 - r;  // along the axis away from the beacon
     int along = static_cast<int>(rng.integer(lo, std::max(lo, hi)));
     int across = static_cast<int>(rng.integer(r, s - 1 - r));
     if (scene.side == 1 || scene.side == 2) along = s - 1 - along;  // beacon at high end
@@ -111,7 +118,9 @@ SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& 
   const cv::Scalar beacon_colour =
       scene.warm ? jitter(rng, cv::Scalar(40, 40, 220), 25) : jitter(rng, cv::Scalar(220, 60, 40), 25);
   scene.image(beacon).setTo(beacon_colour);
-  scene.mask(beacon).setTo(kBeacon);
+  // The beacon's own class says its colour, so features there learn to tell the two apart;
+  // carrying that to the far discs is the attention block's job.
+  scene.mask(beacon).setTo(scene.warm ? kBeaconWarm : kBeaconCool);
 
   add_noise(scene.image, rng, 6.0);
   return scene;

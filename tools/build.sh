@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Configures and builds the release preset (ccache and a precompiled header keep rebuilds short).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+cmake --preset release >/dev/null
+cmake --build --preset release

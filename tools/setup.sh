@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what attnseg needs from Debian 12's archive; does nothing when all is present.
+set -euo pipefail
+
+packages=(
+  g++ cmake ninja-build ccache
+  libtorch-dev libopenblas0-pthread   # OpenBLAS: the reference BLAS ran matmul 20x slower
+  libopencv-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
+  libgtest-dev libbenchmark-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+echo "setup: installing ${missing[*]}" >&2
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
