@@ -9,7 +9,7 @@ void setup_synth(CLI::App& app, SynthOptions& options) {
   app.add_option("--out", options.out, "output directory")->required();
   app.add_option("--train", options.train, "number of training images");
   app.add_option("--val", options.val, "number of validation images");
-  app.add_option("--size", options.size, "image side in pixels (at least 32)");
+  app.add_option("--size", options.size, "scene height in pixels (at least 16); the width is 6 times that");
   app.add_option("--seed", options.seed, "random seed");
 }
 
@@ -20,8 +20,8 @@ int run_synth(const SynthOptions& options) {
   o.size = options.size;
   o.seed = static_cast<uint64_t>(options.seed);
   write_synthetic_dataset(options.out, o);
-  spdlog::info("wrote {} train and {} val images of {}x{} to {}", o.train, o.val, o.size, o.size,
-               options.out);
+  spdlog::info("wrote {} train and {} val images of {}x{} (width x height) to {}", o.train, o.val,
+               o.size * kSynthWidthFactor, o.size, options.out);
   return 0;
 }
 

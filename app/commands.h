@@ -16,7 +16,7 @@ int run_list(const ListOptions& options);
 
 struct SynthOptions {
   std::string out;
-  int64_t train = 1000, val = 200, size = 128, seed = 0;
+  int64_t train = 1000, val = 200, size = 64, seed = 0;
 };
 void setup_synth(CLI::App& app, SynthOptions& options);
 int run_synth(const SynthOptions& options);

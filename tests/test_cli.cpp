@@ -36,7 +36,7 @@ class Cli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     data_ = new TempDir();
-    const auto r = run_attnseg("synth --out '" + data_->path().string() + "' --train 8 --val 3 --size 64");
+    const auto r = run_attnseg("synth --out '" + data_->path().string() + "' --train 8 --val 3 --size 32");
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
   static void TearDownTestSuite() { delete data_; }
@@ -67,7 +67,8 @@ TEST_F(Cli, SmokeTrainThenEvaluate) {
   EXPECT_EQ(j["images"].get<int>(), 3);
   EXPECT_EQ(j["classes"].size(), 6u);
   EXPECT_GT(j["speed"]["median_ms"].get<double>(), 0);
-  EXPECT_EQ(j["speed"]["height"].get<int>(), 64);
+  EXPECT_EQ(j["speed"]["height"].get<int>(), 32);
+  EXPECT_EQ(j["speed"]["width"].get<int>(), 192);
   EXPECT_TRUE(fs::exists(dir / "show/val_00002.png"));
 }
 
@@ -114,7 +115,7 @@ TEST_F(Cli, UnknownBlock) {
 TEST_F(Cli, ZeroAndNegativeSizes) {
   expect_clean_error(run_attnseg("synth --out '" + (dir / "s").string() + "' --size 0"), {"--size"});
   expect_clean_error(run_attnseg("synth --out '" + (dir / "s").string() + "' --train -3"), {"--train"});
-  expect_clean_error(run_attnseg("train " + config() + " " + work("w") + " 'data.train_pipeline.crop_size=[64, 0]'"),
+  expect_clean_error(run_attnseg("train " + config() + " " + work("w") + " 'data.train_pipeline.crop_size=[32, 0]'"),
                      {"data.train_pipeline.crop_size"});
 }
 

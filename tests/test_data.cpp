@@ -11,6 +11,7 @@
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "data/transforms.h"
+#include "engine/experiment.h"
 #include "test_util.h"
 
 namespace attnseg {
@@ -28,30 +29,63 @@ TEST(Synthetic, SameSeedSameScene) {
   EXPECT_GT(cv::norm(a.image, c.image, cv::NORM_L1), 0);
 }
 
-// The rule that makes the dataset need long-range context: every disc pixel is at least 3/8
-// of the image side from the beacon, and its class follows the beacon's colour alone.
+// The rule that makes the dataset need long-range context: every disc pixel is at least
+// 3.75 times the scene height from the beacon, and its class follows the beacon's colour alone.
+double disc_to_beacon_distance(const SynthScene& s) {
+  const cv::Mat beacon = (s.mask == 1) | (s.mask == 2);
+  const cv::Mat discs = (s.mask == 4) | (s.mask == 5);
+  cv::Mat dist;
+  cv::distanceTransform(~beacon, dist, cv::DIST_L2, cv::DIST_MASK_PRECISE);
+  double min_dist;
+  cv::minMaxLoc(dist, &min_dist, nullptr, nullptr, nullptr, discs);
+  return min_dist;
+}
+
 TEST(Synthetic, DiscClassFollowsTheFarBeacon) {
-  const int64_t size = 97;  // odd on purpose
+  const int64_t size = 37;  // odd on purpose
   int warm = 0, cool = 0;
   for (int64_t i = 0; i < 60; ++i) {
     const SynthScene s = make_synthetic_scene(size, 0, "val", i);
+    ASSERT_EQ(s.image.size(), cv::Size(6 * size, size));
     // classes: 0 background, 1 beacon_warm, 2 beacon_cool, 3 box, 4 disc_warm, 5 disc_cool
-    const cv::Mat beacon = (s.mask == 1) | (s.mask == 2);
     ASSERT_GT(cv::countNonZero(s.mask == (s.warm ? 1 : 2)), 0);
     ASSERT_EQ(cv::countNonZero(s.mask == (s.warm ? 2 : 1)), 0);
-    const int other = s.warm ? 5 : 4, own = s.warm ? 4 : 5;
-    EXPECT_EQ(cv::countNonZero(s.mask == other), 0) << "scene " << i;
-    ASSERT_GT(cv::countNonZero(s.mask == own), 0) << "scene " << i;
+    EXPECT_EQ(cv::countNonZero(s.mask == (s.warm ? 5 : 4)), 0) << "scene " << i;
+    ASSERT_GT(cv::countNonZero(s.mask == (s.warm ? 4 : 5)), 0) << "scene " << i;
     (s.warm ? warm : cool)++;
-    // distance from every disc pixel to the nearest beacon pixel
-    cv::Mat not_beacon = ~beacon, dist;
-    cv::distanceTransform(not_beacon, dist, cv::DIST_L2, cv::DIST_MASK_PRECISE);
-    double min_dist;
-    cv::minMaxLoc(dist, &min_dist, nullptr, nullptr, nullptr, s.mask == own);
-    EXPECT_GE(min_dist, 3 * size / 8) << "scene " << i;
+    EXPECT_GE(disc_to_beacon_distance(s), 3.75 * size - 1) << "scene " << i;
   }
   EXPECT_GT(warm, 15);
   EXPECT_GT(cool, 15);
+}
+
+// At the default scene height the beacon lies outside the receptive field of the default
+// model's convolutions (backbone, head and upsampling) seen from any disc pixel: without
+// attention, no weight setting can make a disc's prediction depend on the beacon.
+TEST(Synthetic, BeaconIsBeyondTheDefaultModelsConvolutionalReach) {
+  const Config c = Config::load(ATTNSEG_SOURCE_DIR "/configs/none_r18_synthetic.yaml");
+  const Experiment x = read_experiment(c);
+  const int64_t radius = (x.model->conv_receptive_field() - 1) / 2;
+  double nearest = 1e9;
+  for (int64_t i = 0; i < 40; ++i) {
+    nearest = std::min(nearest, disc_to_beacon_distance(make_synthetic_scene(SynthOptions{}.size, 0, "val", i)));
+  }
+  EXPECT_GT(nearest, radius) << "receptive field " << x.model->conv_receptive_field();
+}
+
+// The same, measured rather than computed: the gradient of a disc-side output pixel of the
+// attention-free model with respect to the beacon's pixels is exactly zero.
+TEST(Synthetic, NoGradientFromTheBeaconWithoutAttention) {
+  const Config c = Config::load(ATTNSEG_SOURCE_DIR "/configs/none_r18_synthetic.yaml");
+  Experiment x = read_experiment(c);
+  x.model->eval();
+  const int64_t h = SynthOptions{}.size, w = kSynthWidthFactor * h;
+  const at::Tensor image = torch::randn({1, 3, h, w}, torch::requires_grad());
+  x.model->predict(image).select(2, h / 2).select(2, w - 1 - h / 2).sum().backward();
+  const at::Tensor reach = image.grad().abs().sum(at::IntArrayRef{0, 1}) > 0;  // [h, w]
+  // The left beacon band [0, h) and everything up to 3.75·h from the output's column.
+  EXPECT_FALSE(reach.slice(1, 0, h).any().item<bool>());
+  EXPECT_TRUE(reach.slice(1, w - h, w).any().item<bool>());
 }
 
 TEST(Synthetic, DiscsLookTheSameWhicheverTheirClass) {
@@ -75,7 +109,7 @@ TEST(Synthetic, WritesTheFolderLayout) {
   FolderDataset train(o);
   ASSERT_EQ(train.size(), 3u);
   const Sample s = train.load(2);
-  EXPECT_EQ(s.image.size(), cv::Size(40, 40));
+  EXPECT_EQ(s.image.size(), cv::Size(240, 40));
   EXPECT_EQ(s.mask.type(), CV_8UC1);
   for (const auto& e : std::filesystem::directory_iterator(dir / "images")) {
     EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
@@ -124,11 +158,11 @@ TEST_F(BadData, CorruptImage) {
 TEST_F(BadData, MaskOfAnotherSize) {
   cv::imwrite((dir / "masks/train_00001.png").string(), cv::Mat(31, 32, CV_8UC1, cv::Scalar(0)));
   const std::string m = load_error();
-  EXPECT_NE(m.find("masks/train_00001.png is 32x31 but its image is 32x32"), std::string::npos) << m;
+  EXPECT_NE(m.find("masks/train_00001.png is 32x31 but its image is 192x32"), std::string::npos) << m;
 }
 
 TEST_F(BadData, MaskValueOutsideTheClasses) {
-  cv::Mat mask(32, 32, CV_8UC1, cv::Scalar(0));
+  cv::Mat mask(32, 192, CV_8UC1, cv::Scalar(0));
   mask.at<uint8_t>(3, 7) = 9;
   mask.at<uint8_t>(4, 4) = 255;  // ignore is fine
   cv::imwrite((dir / "masks/train_00000.png").string(), mask);
@@ -138,7 +172,7 @@ TEST_F(BadData, MaskValueOutsideTheClasses) {
 }
 
 TEST_F(BadData, ColourMaskIsRejected) {
-  cv::imwrite((dir / "masks/train_00000.png").string(), cv::Mat(32, 32, CV_8UC3, cv::Scalar(0, 0, 0)));
+  cv::imwrite((dir / "masks/train_00000.png").string(), cv::Mat(32, 192, CV_8UC3, cv::Scalar(0, 0, 0)));
   EXPECT_NE(load_error().find("single-channel"), std::string::npos);
 }
 
@@ -276,7 +310,7 @@ TEST(Loader, PrefetcherStaysWithinItsDepth) {
 
 TEST(Loader, TrainBatchIsAFunctionOfSeedAndIteration) {
   TempDir dir;
-  write_synthetic_dataset(dir.path(), {5, 1, 48, 0});
+  write_synthetic_dataset(dir.path(), {5, 1, 24, 0});
   FolderDatasetOptions o{dir.path(), "train.txt"};
   o.num_classes = 6;
   FolderDataset d(o);

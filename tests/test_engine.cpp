@@ -29,7 +29,7 @@ class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     data_ = new TempDir();
-    write_synthetic_dataset(data_->path(), {12, 3, 64, 0});
+    write_synthetic_dataset(data_->path(), {12, 3, 32, 0});
   }
   static void TearDownTestSuite() { delete data_; }
   Config config(const std::vector<std::string>& overrides = {}) {

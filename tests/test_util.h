@@ -73,7 +73,7 @@ inline std::string tiny_config(const fs::path& data_root, const std::string& blo
          "  root: '" + data_root.string() + "'\n"
          "  batch_size: 2\n"
          "  workers: 1\n"
-         "  train_pipeline: {crop_size: [64, 64]}\n"
+         "  train_pipeline: {crop_size: [32, 192]}\n"
          "train:\n"
          "  iters: 4\n"
          "  warmup_iters: 2\n"

@@ -38,6 +38,7 @@ class ResNetImpl : public torch::nn::Module {
   int64_t stage4_channels() const { return stage_channels_[3]; }
   // Theoretical receptive field, in input pixels, of one stage-4 feature.
   int64_t receptive_field() const { return receptive_field_; }
+  int64_t output_stride() const { return options.output_stride(); }
 
   ResNetOptions options;
 

@@ -55,41 +55,38 @@ const std::vector<std::string>& synthetic_class_names() {
 
 SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& split,
                                 int64_t index) {
-  if (size < 32) throw Error("synthetic image size must be at least 32, got " + std::to_string(size));
+  if (size < 16) throw Error("synthetic image size must be at least 16, got " + std::to_string(size));
   const uint64_t split_id = split == "train" ? 1 : 2;
   Rng rng{seed, split_id, static_cast<uint64_t>(index)};
-  const int s = static_cast<int>(size);
+  const int h = static_cast<int>(size), w = kSynthWidthFactor * h;
   SynthScene scene;
-  scene.image = cv::Mat(s, s, CV_8UC3);
-  scene.mask = cv::Mat(s, s, CV_8UC1, cv::Scalar(kBackground));
+  scene.image = cv::Mat(h, w, CV_8UC3);
+  scene.mask = cv::Mat(h, w, CV_8UC1, cv::Scalar(kBackground));
 
   // Background: a low-saturation gradient between two random greys-with-tint.
   const cv::Scalar a = jitter(rng, cv::Scalar(110, 110, 110), 20);
   const cv::Scalar b = jitter(rng, cv::Scalar(150, 150, 150), 20);
   const bool vertical = rng.chance(0.5);
-  for (int y = 0; y < s; ++y) {
-    for (int x = 0; x < s; ++x) {
-      const double t = static_cast<double>(vertical ? y : x) / (s - 1);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      const double t = vertical ? static_cast<double>(y) / (h - 1) : static_cast<double>(x) / (w - 1);
       cv::Vec3b& px = scene.image.at<cv::Vec3b>(y, x);
       for (int c = 0; c < 3; ++c) px[c] = cv::saturate_cast<uint8_t>(a[c] * (1 - t) + b[c] * t);
     }
   }
 
-  // Beacon: a band along one border, warm (red) or cool (blue), a quarter of the side thick.
-  scene.side = static_cast<int>(rng.integer(0, 3));
+  // Beacon: a band across the left or right end, h wide, warm (red) or cool (blue).
+  scene.side = rng.chance(0.5) ? 1 : 3;
   scene.warm = rng.chance(0.5);
-  const int thick = s / 4;
-  const int gap = 3 * s / 8;  // least distance from any disc pixel to the beacon
-  const cv::Rect strips[4] = {{0, 0, s, thick}, {s - thick, 0, thick, s},
-                              {0, s - thick, s, thick}, {0, 0, thick, s}};
-  const cv::Rect beacon = strips[scene.side];
+  const bool right = scene.side == 1;
+  const cv::Rect beacon(right ? w - h : 0, 0, h, h);
 
   // Boxes: locally recognisable textured squares (green stripes), anywhere.
-  const int boxes = static_cast<int>(rng.integer(1, 2));
+  const int boxes = static_cast<int>(rng.integer(2, 4));
   for (int i = 0; i < boxes; ++i) {
-    const int w = static_cast<int>(rng.integer(s / 8, s / 4));
-    const cv::Rect r(static_cast<int>(rng.integer(0, s - w)), static_cast<int>(rng.integer(0, s - w)),
-                     w, w);
+    const int side = static_cast<int>(rng.integer(h / 4, h / 2));
+    const cv::Rect r(static_cast<int>(rng.integer(0, w - side)),
+                     static_cast<int>(rng.integer(0, h - side)), side, side);
     const cv::Scalar colour = jitter(rng, cv::Scalar(60, 170, 60), 25);
     scene.image(r).setTo(colour);
     for (int y = r.y; y < r.y + r.height; y += 4) {
@@ -98,17 +95,15 @@ SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& 
     scene.mask(r).setTo(kBox);
   }
 
-  // Discs: identical grey discs beyond `gap` from the beacon's inner edge.
+  // Discs: identical grey discs in the last 1.25·h of the far end, so every disc pixel is at
+  // least 3.75·h from the beacon.
   const uint8_t disc_class = scene.warm ? kDiscWarm : kDiscCool;
   const int discs = static_cast<int>(rng.integer(2, 3));
   for (int i = 0; i < discs; ++i) {
-    const int r = static_cast<int>(rng.integer(s / 14, s / 7));
-    const int lo = thick + gap + r, hi = s - 1 - r;  // along the axis away from the beacon
-    int along = static_cast<int>(rng.integer(lo, std::max(lo, hi)));
-    int across = static_cast<int>(rng.integer(r, s - 1 - r));
-    if (scene.side == 1 || scene.side == 2) along = s - 1 - along;  // beacon at high end
-    const cv::Point centre = (scene.side == 0 || scene.side == 2) ? cv::Point(across, along)
-                                                                    : cv::Point(along, across);
+    const int r = static_cast<int>(rng.integer(h / 6, h / 4));
+    int x = static_cast<int>(rng.integer(w - 5 * h / 4 + r, w - 1 - r));
+    if (right) x = w - 1 - x;
+    const cv::Point centre(x, static_cast<int>(rng.integer(r, h - 1 - r)));
     const cv::Scalar grey = jitter(rng, cv::Scalar(200, 200, 200), 10);
     cv::circle(scene.image, centre, r, grey, cv::FILLED, cv::LINE_8);
     cv::circle(scene.image, centre, r / 2, grey * 0.8, 2, cv::LINE_8);
@@ -129,7 +124,7 @@ SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& 
 void write_synthetic_dataset(const fs::path& out, const SynthOptions& options) {
   if (options.train <= 0) throw Error("--train must be positive, got " + std::to_string(options.train));
   if (options.val <= 0) throw Error("--val must be positive, got " + std::to_string(options.val));
-  if (options.size < 32) throw Error("--size must be at least 32, got " + std::to_string(options.size));
+  if (options.size < 16) throw Error("--size must be at least 16, got " + std::to_string(options.size));
   std::error_code ec;
   fs::create_directories(out / "images", ec);
   fs::create_directories(out / "masks", ec);

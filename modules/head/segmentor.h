@@ -38,6 +38,13 @@ class SegmentorImpl : public torch::nn::Module {
   // checkpoint.
   std::string signature() const;
   int64_t num_classes() const { return head_->options.num_classes(); }
+  // Receptive field, in input pixels, of one output pixel through the convolutions alone
+  // (the attention block excluded): the backbone's, the head's three 3×3 convolutions at the
+  // output stride, and the bilinear upsampling's reach of one feature step on each side.
+  int64_t conv_receptive_field() const {
+    const int64_t stride = backbone_->output_stride();
+    return backbone_->receptive_field() + 3 * 2 * stride + 2 * stride;
+  }
   ResNet backbone() const { return backbone_; }
   AttentionHead head() const { return head_; }
 
