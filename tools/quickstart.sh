@@ -4,7 +4,7 @@
 # Extra arguments are config overrides for training, e.g. train.iters=200.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/build.sh
+tools/build.sh --target attnseg_cli
 bin=build/release/attnseg
 config=configs/ccnet_r18_synthetic.yaml
 work=work_dirs/ccnet_r18_synthetic

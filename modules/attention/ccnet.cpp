@@ -16,7 +16,7 @@ void CrissCrossImpl::reset() {
   query_ = register_module("query", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
   key_ = register_module("key", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
   value_ = register_module("value", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 1)));
-  gamma = register_parameter("gamma", torch::zeros({1}));
+  gamma = register_parameter("gamma", torch::full({1}, options.gamma_init()));
 }
 
 torch::Tensor CrissCrossImpl::pass(const torch::Tensor& x) {

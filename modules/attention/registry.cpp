@@ -25,6 +25,7 @@ std::vector<BlockSpec> make_registry() {
                      CrissCrossOptions o(channels);
                      o.recurrence(node.get<int64_t>("recurrence", o.recurrence()));
                      o.reduction(node.get<int64_t>("reduction", o.reduction()));
+                     o.gamma_init(node.get<double>("gamma_init", o.gamma_init()));
                      return AttentionBlock(std::make_shared<CrissCrossImpl>(o));
                    }});
   std::set<std::string> seen;
