@@ -6,6 +6,7 @@
 
 #include "data/synthetic.h"
 #include "engine/checkpoint.h"
+#include "engine/evaluator.h"
 #include "engine/experiment.h"
 #include "engine/trainer.h"
 #include "test_util.h"
@@ -149,6 +150,39 @@ TEST_F(EngineTest, NaNLossStopsAndKeepsTheLastGoodCheckpoint) {
   for (const auto& e : fs::directory_iterator(dir / "nan")) {
     EXPECT_NE(e.path().extension(), ".tmp") << e.path();
   }
+}
+
+TEST_F(EngineTest, SlidingWindowCoversTheImageAndMatchesWholeWhenOneWindowFits) {
+  Experiment x = tiny_experiment();
+  x.model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor image = torch::randn({1, 3, 40, 72});
+  EvalSettings whole;
+  EvalSettings one_window;
+  one_window.mode = "slide";
+  one_window.crop_size = {64, 128};  // larger than the image: a single window
+  EXPECT_TRUE(torch::allclose(segment(x.model, image, whole), segment(x.model, image, one_window)));
+  EvalSettings tiles = one_window;
+  tiles.crop_size = {24, 32};
+  tiles.stride = {16, 20};  // overlapping windows, the last ones flush with the border
+  const at::Tensor tiled = segment(x.model, image, tiles);
+  EXPECT_EQ(tiled.sizes(), (at::IntArrayRef{1, 6, 40, 72}));
+  EXPECT_TRUE(torch::isfinite(tiled).all().item<bool>());
+  // Windows start at rows 0, 16 and columns 0, 20, 40 (the last flush with the border): only
+  // the one at (16, 40) covers the bottom-right pixel, so there the result is its prediction.
+  const at::Tensor corner = x.model->predict(image.slice(2, 16, 40).slice(3, 40, 72));
+  EXPECT_TRUE(torch::allclose(tiled.select(2, 39).select(2, 71), corner.select(2, 23).select(2, 31), 1e-4, 1e-5));
+}
+
+TEST_F(EngineTest, FlipAveragesTheMirroredPrediction) {
+  Experiment x = tiny_experiment();
+  x.model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor image = torch::randn({1, 3, 32, 48});
+  EvalSettings flip;
+  flip.flip = true;
+  const at::Tensor expected = (x.model->predict(image) + x.model->predict(image.flip({3})).flip({3})) / 2;
+  EXPECT_TRUE(torch::allclose(segment(x.model, image, flip), expected));
 }
 
 }  // namespace
