@@ -6,6 +6,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <array>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -29,6 +30,9 @@ class ConfigNode {
   T get(const std::string& key, const T& fallback) const;
   template <typename T>
   T require(const std::string& key) const;
+  // A list of exactly N values; `fallback` when absent.
+  template <typename T, size_t N>
+  std::array<T, N> get_array(const std::string& key, const std::array<T, N>& fallback) const;
   // A nested mapping (empty when absent); the key is accepted.
   ConfigNode child(const std::string& key) const;
   bool has(const std::string& key) const;
@@ -134,6 +138,18 @@ T ConfigNode::require(const std::string& key) const {
     throw Error("config key " + where(key) + " is required but missing");
   }
   return convert<T>(key, node_[key]);
+}
+
+template <typename T, size_t N>
+std::array<T, N> ConfigNode::get_array(const std::string& key, const std::array<T, N>& fallback) const {
+  const std::vector<T> value = get<std::vector<T>>(key, std::vector<T>(fallback.begin(), fallback.end()));
+  if (value.size() != N) {
+    throw Error("config key " + where(key) + " must list " + std::to_string(N) + " values, got " +
+                std::to_string(value.size()));
+  }
+  std::array<T, N> out{};
+  std::copy(value.begin(), value.end(), out.begin());
+  return out;
 }
 
 }  // namespace attnseg

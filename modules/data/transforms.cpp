@@ -108,26 +108,11 @@ at::Tensor mask_to_tensor(const cv::Mat& mask) {
   return at::from_blob(contiguous.data, {mask.rows, mask.cols}, at::kByte).to(at::kLong);
 }
 
-namespace {
-
-template <typename T, size_t N>
-std::array<T, N> read_array(const ConfigNode& node, const std::string& key, std::array<T, N> fallback) {
-  const std::vector<T> value = node.get<std::vector<T>>(key, std::vector<T>(fallback.begin(), fallback.end()));
-  if (value.size() != N) {
-    throw Error("config key " + node.where(key) + " must list " + std::to_string(N) + " values");
-  }
-  std::array<T, N> out{};
-  std::copy(value.begin(), value.end(), out.begin());
-  return out;
-}
-
-}  // namespace
-
 TrainPipelineOptions read_train_pipeline(const ConfigNode& node) {
   TrainPipelineOptions o;
-  o.scale = read_array(node, "scale", o.scale);
-  o.ratio_range = read_array(node, "ratio_range", o.ratio_range);
-  o.crop_size = read_array(node, "crop_size", o.crop_size);
+  o.scale = node.get_array("scale", o.scale);
+  o.ratio_range = node.get_array("ratio_range", o.ratio_range);
+  o.crop_size = node.get_array("crop_size", o.crop_size);
   o.flip_prob = node.get<double>("flip_prob", o.flip_prob);
   o.photometric = node.get<bool>("photometric", o.photometric);
   node.finish();
@@ -148,8 +133,8 @@ TrainPipelineOptions read_train_pipeline(const ConfigNode& node) {
 
 Normalization read_normalization(const ConfigNode& data) {
   Normalization n;
-  n.mean = read_array(data, "mean", n.mean);
-  n.std = read_array(data, "std", n.std);
+  n.mean = data.get_array("mean", n.mean);
+  n.std = data.get_array("std", n.std);
   for (double s : n.std) {
     if (s <= 0) throw Error("config key " + data.where("std") + " must be positive");
   }

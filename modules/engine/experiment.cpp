@@ -48,17 +48,10 @@ TrainSettings read_train(const ConfigNode& t, const ConfigNode& data) {
   return s;
 }
 
-template <size_t N>
-std::array<int64_t, N> read_sizes(const ConfigNode& node, const std::string& key,
-                                  std::array<int64_t, N> fallback) {
-  const auto v = node.get<std::vector<int64_t>>(key, std::vector<int64_t>(fallback.begin(), fallback.end()));
-  if (v.size() != N) throw Error("config key " + node.where(key) + " must list " + std::to_string(N) + " values");
-  std::array<int64_t, N> out{};
-  for (size_t i = 0; i < N; ++i) {
-    if (v[i] <= 0) throw Error("config key " + node.where(key) + " must hold positive sizes");
-    out[i] = v[i];
+void positive_sizes(const ConfigNode& node, const std::string& key, const std::array<int64_t, 2>& sizes) {
+  if (sizes[0] <= 0 || sizes[1] <= 0) {
+    throw Error("config key " + node.where(key) + " must hold positive sizes");
   }
-  return out;
 }
 
 EvalSettings read_eval(const ConfigNode& e) {
@@ -67,8 +60,10 @@ EvalSettings read_eval(const ConfigNode& e) {
   if (s.mode != "whole" && s.mode != "slide") {
     throw Error("config key " + e.where("mode") + " must be 'whole' or 'slide', got '" + s.mode + "'");
   }
-  s.crop_size = read_sizes(e, "crop_size", s.crop_size);
-  s.stride = read_sizes(e, "stride", s.stride);
+  s.crop_size = e.get_array("crop_size", s.crop_size);
+  s.stride = e.get_array("stride", s.stride);
+  positive_sizes(e, "crop_size", s.crop_size);
+  positive_sizes(e, "stride", s.stride);
   s.flip = e.get<bool>("flip", s.flip);
   s.speed_warmup = e.get<int64_t>("speed_warmup", s.speed_warmup);
   s.speed_runs = e.get<int64_t>("speed_runs", s.speed_runs);
