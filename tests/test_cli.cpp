@@ -80,6 +80,16 @@ TEST_F(Cli, ListShowsEveryBlock) {
   }
 }
 
+TEST_F(Cli, WarnsWhenTheReferenceBlasIsInUse) {
+  const std::string reference = "/usr/lib/x86_64-linux-gnu/blas/libblas.so.3";
+  if (!fs::exists(reference)) GTEST_SKIP() << "Debian's reference BLAS is not installed";
+  const auto slow = run_attnseg("list", "LD_PRELOAD=" + reference);
+  ASSERT_EQ(slow.exit_code, 0) << slow.output;
+  EXPECT_NE(slow.output.find("BLAS in use is the reference implementation"), std::string::npos) << slow.output;
+  const auto normal = run_attnseg("list");
+  EXPECT_EQ(normal.output.find("BLAS in use is the reference implementation"), std::string::npos) << normal.output;
+}
+
 TEST_F(Cli, MissingConfig) {
   expect_clean_error(run_attnseg("train /nonexistent/x.yaml " + work("w")), {"/nonexistent/x.yaml"});
 }

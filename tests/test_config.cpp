@@ -4,6 +4,7 @@
 #include "attention/nonlocal.h"
 #include "attention/registry.h"
 #include "config/config.h"
+#include "core/runtime.h"
 #include "engine/experiment.h"
 #include "test_util.h"
 
@@ -167,6 +168,19 @@ TEST(ExperimentConfig, PolyScheduleWithWarmup) {
   const double poly5 = (0.01 - 1e-4) * std::pow(0.95, 0.9) + 1e-4;
   EXPECT_NEAR(poly_lr(s, 5), poly5 * (1 - 0.5 * 0.9), 1e-12);
   EXPECT_NEAR(poly_lr(s, 100), 1e-4, 1e-12);
+}
+
+TEST(Runtime, NamesTheBlasThatMatrixProductsCall) {
+  const std::string lib = blas_library();
+  ASSERT_FALSE(lib.empty());
+  EXPECT_TRUE(std::filesystem::exists(lib)) << lib;
+  EXPECT_NE(lib.find("blas"), std::string::npos) << lib;
+}
+
+TEST(Runtime, ThreadCountIsSetExplicitly) {
+  EXPECT_EQ(set_threads(1), 1);
+  EXPECT_GE(set_threads(0), 1);
+  EXPECT_THROW(set_threads(-1), Error);
 }
 
 }  // namespace

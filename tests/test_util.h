@@ -38,9 +38,11 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs `attnseg <args>` (args already shell-quoted where needed) in the source directory.
-inline CommandResult run_attnseg(const std::string& args) {
-  const std::string command = "cd '" ATTNSEG_SOURCE_DIR "' && '" ATTNSEG_BINARY "' " + args + " 2>&1";
+// Runs `attnseg <args>` (args already shell-quoted where needed) in the source directory,
+// with `env` ("NAME=value ...") prepended to its environment.
+inline CommandResult run_attnseg(const std::string& args, const std::string& env = "") {
+  const std::string command =
+      "cd '" ATTNSEG_SOURCE_DIR "' && " + env + " '" ATTNSEG_BINARY "' " + args + " 2>&1";
   FILE* pipe = ::popen(command.c_str(), "r");
   CommandResult result{-1, {}};
   if (!pipe) return result;

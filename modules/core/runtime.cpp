@@ -1,11 +1,11 @@
 #include "core/runtime.h"
 
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "core/error.h"
@@ -23,20 +23,14 @@ int set_threads(int threads) {
 }
 
 std::string blas_library() {
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    const auto slash = line.find('/');
-    if (slash == std::string::npos) continue;
-    const std::string path = line.substr(slash);
-    const std::string name = std::filesystem::path(path).filename().string();
-    if (name.rfind("libblas.so", 0) == 0 || name.rfind("libopenblas", 0) == 0) {
-      std::error_code ec;
-      const auto real = std::filesystem::canonical(path, ec);
-      return ec ? path : real.string();
-    }
-  }
-  return {};
+  // The object that the dynamic linker binds sgemm_ to for the whole process: the BLAS that
+  // LibTorch's matrix products actually call (LD_PRELOAD and alternatives included).
+  void* symbol = ::dlsym(RTLD_DEFAULT, "sgemm_");
+  Dl_info info{};
+  if (!symbol || ::dladdr(symbol, &info) == 0 || !info.dli_fname) return {};
+  std::error_code ec;
+  const auto real = std::filesystem::canonical(info.dli_fname, ec);
+  return ec ? std::string(info.dli_fname) : real.string();
 }
 
 void warn_if_slow_blas() {
