@@ -30,8 +30,6 @@ class AttentionHeadImpl : public torch::nn::Module {
  public:
   AttentionHeadImpl(const AttentionHeadOptions& options, AttentionBlock block);
   torch::Tensor forward(const torch::Tensor& feature);
-  // The feature map entering and leaving the attention block, for inspection.
-  torch::Tensor reduce(const torch::Tensor& feature) { return reduce_->forward(feature); }
   AttentionBlock block() const { return block_; }
 
   AttentionHeadOptions options;
