@@ -1,0 +1,85 @@
+// Numbers recorded from the papers' reference implementations (tools/reference/, run once
+// with Debian's python3-torch): named float64 tensors in tests/fixtures/<block>.json, plus
+// the command that wrote them. Loading one and copying its weights into a block lets a
+// test compare our block with the reference on the same input.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace attnseg::test {
+
+struct Fixture {
+  std::string command;    // how the file was produced
+  std::string reference;  // repository@commit and file of the reference code
+  std::map<std::string, at::Tensor> tensors;  // float64
+
+  const at::Tensor& operator[](const std::string& name) const {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) throw std::runtime_error("fixture has no tensor '" + name + "'");
+    return it->second;
+  }
+};
+
+inline Fixture load_fixture(const std::string& block) {
+  const std::string path = std::string(ATTNSEG_SOURCE_DIR) + "/tests/fixtures/" + block + ".json";
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open fixture " + path);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  Fixture f;
+  f.command = j.at("command").get<std::string>();
+  f.reference = j.at("reference").get<std::string>();
+  for (const auto& [name, t] : j.at("tensors").items()) {
+    const auto shape = t.at("shape").get<std::vector<int64_t>>();
+    const auto data = t.at("data").get<std::vector<double>>();
+    at::Tensor tensor = at::empty(shape, at::kDouble);
+    if (static_cast<int64_t>(data.size()) != tensor.numel()) {
+      throw std::runtime_error("fixture " + path + ": tensor '" + name + "' has the wrong size");
+    }
+    std::copy(data.begin(), data.end(), tensor.data_ptr<double>());
+    f.tensors.emplace(name, tensor);
+  }
+  return f;
+}
+
+// Copies fixture tensors into a module's parameters and buffers, by {our name, fixture
+// name}; every parameter and buffer of the module must be named, so a weight the
+// reference did not provide cannot silently keep its random value.
+inline void copy_weights(torch::nn::Module& module, const Fixture& fixture,
+                         const std::vector<std::pair<std::string, std::string>>& names) {
+  std::map<std::string, at::Tensor> ours;
+  for (const auto& p : module.named_parameters()) ours.emplace(p.key(), p.value());
+  for (const auto& b : module.named_buffers()) ours.emplace(b.key(), b.value());
+  std::map<std::string, bool> set;
+  at::NoGradGuard no_grad;
+  for (const auto& [our, theirs] : names) {
+    const auto it = ours.find(our);
+    if (it == ours.end()) throw std::runtime_error("module has no parameter or buffer '" + our + "'");
+    const at::Tensor& src = fixture[theirs];
+    if (src.numel() != it->second.numel()) {
+      throw std::runtime_error("'" + our + "' and fixture '" + theirs + "' differ in size");
+    }
+    it->second.copy_(src.reshape(it->second.sizes()));
+    set[our] = true;
+  }
+  for (const auto& [name, tensor] : ours) {
+    if (!set.count(name) && tensor.numel() > 0 && tensor.is_floating_point()) {
+      throw std::runtime_error("parameter or buffer '" + name + "' not set from the fixture");
+    }
+  }
+}
+
+inline double max_relative_error(const at::Tensor& out, const at::Tensor& ref) {
+  return ((out.to(at::kDouble) - ref).abs().max() / ref.abs().max().clamp_min(1e-300)).item<double>();
+}
+
+}  // namespace attnseg::test

@@ -1,0 +1,74 @@
+"""Shared plumbing for running the papers' reference implementations (never committed here).
+
+A reference repository is found under --refs DIR as either a working tree (DIR/owner+name or
+DIR/name) or a bare mirror (DIR/owner+name/repo/.git, as the fetch tool leaves it); a mirror
+is exported to a temporary directory first. Fixtures are written as JSON of float64 tensors
+that tests/fixture.h reads.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_EXPORTS = {}
+
+
+def reference_tree(refs, repo):
+    """Returns (path of a working tree of `repo` = 'owner/name', its commit or '?')."""
+    owner, name = repo.split("/")
+    for candidate in (os.path.join(refs, f"{owner}+{name}"), os.path.join(refs, name)):
+        git_dir = os.path.join(candidate, "repo", ".git")
+        if os.path.isdir(git_dir):
+            if repo not in _EXPORTS:
+                out = tempfile.mkdtemp(prefix=f"attnseg-ref-{name}-")
+                archive = subprocess.run(["git", "--git-dir", git_dir, "archive", "HEAD"],
+                                         check=True, capture_output=True).stdout
+                subprocess.run(["tar", "-x", "-C", out], input=archive, check=True)
+                commit = subprocess.run(["git", "--git-dir", git_dir, "rev-parse", "HEAD"],
+                                        check=True, capture_output=True, text=True).stdout.strip()
+                _EXPORTS[repo] = (out, commit)
+            return _EXPORTS[repo]
+        if os.path.isdir(candidate):
+            try:
+                commit = subprocess.run(["git", "-C", candidate, "rev-parse", "HEAD"], check=True,
+                                        capture_output=True, text=True).stdout.strip()
+            except subprocess.CalledProcessError:
+                commit = "?"
+            return candidate, commit
+    sys.exit(f"error: reference repository {repo} not found under {refs} "
+             f"(clone https://github.com/{repo} there)")
+
+
+def import_file(path, module_name):
+    """Imports one reference source file as a module without installing its package."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tensor_entry(t):
+    t = t.detach().to(torch.float64).contiguous()
+    return {"shape": list(t.shape), "data": t.flatten().tolist()}
+
+
+def save_fixture(block, reference, tensors):
+    """Writes tests/fixtures/<block>.json; `reference` names repo@commit and file."""
+    path = os.path.join(ROOT, "tests", "fixtures", f"{block}.json")
+    doc = {
+        "command": "python3 tools/reference/make_fixtures.py " + " ".join(sys.argv[1:]),
+        "reference": reference,
+        "tensors": {k: tensor_entry(v) for k, v in tensors.items()},
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")
+    os.replace(tmp, path)
+    print(f"wrote {os.path.relpath(path, ROOT)} ({sum(v.numel() for v in tensors.values())} numbers)")
