@@ -13,6 +13,7 @@
 #include "core/runtime.h"
 #include "data/loader.h"
 #include "engine/checkpoint.h"
+#include "engine/timing.h"
 
 namespace attnseg {
 namespace {
@@ -38,13 +39,6 @@ at::Tensor slide(Segmentor& model, const at::Tensor& image, const EvalSettings& 
   return sum / count;
 }
 
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  const double pos = q * (v.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(pos)), hi = static_cast<size_t>(std::ceil(pos));
-  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
-}
-
 struct EvalItem {
   at::Tensor image, label;
   cv::Mat rgb;
@@ -65,18 +59,16 @@ at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings
 SpeedResult measure_speed(Segmentor& model, const at::Tensor& image, int64_t warmup, int64_t runs) {
   c10::InferenceMode guard;
   model->eval();
-  for (int64_t i = 0; i < warmup; ++i) model->predict(image);
-  std::vector<double> ms;
-  for (int64_t i = 0; i < runs; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const at::Tensor out = model->predict(image);
-    (void)out.sum().item<float>();  // forces completion on asynchronous devices
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
+  const Timing t = time_runs(
+      [&] {
+        const at::Tensor out = model->predict(image);
+        (void)out.sum().item<float>();  // forces completion on asynchronous devices
+      },
+      warmup, runs);
   SpeedResult r;
-  r.median_ms = percentile(ms, 0.5);
-  r.p25_ms = percentile(ms, 0.25);
-  r.p75_ms = percentile(ms, 0.75);
+  r.median_ms = t.median_ms;
+  r.p25_ms = t.p25_ms;
+  r.p75_ms = t.p75_ms;
   r.fps = 1000.0 / r.median_ms;
   r.resolution = {image.size(2), image.size(3)};
   r.threads = at::get_num_threads();

@@ -1,0 +1,42 @@
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "commands.h"
+#include "engine/bench.h"
+#include "engine/checkpoint.h"
+
+namespace attnseg::app {
+
+void setup_bench(CLI::App& app, BenchOptions& options) {
+  app.add_option("--blocks", options.blocks, "comma-separated block names, or 'all'");
+  app.add_option("--channels", options.channels, "channels of the feature map")->check(CLI::PositiveNumber);
+  app.add_option("--sizes", options.sizes, "feature-map sizes HxW, comma-separated");
+  app.add_option("--batch", options.batch, "batch size")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", options.warmup, "untimed runs before timing")->check(CLI::NonNegativeNumber);
+  app.add_option("--iters", options.iters, "timed runs per size")->check(CLI::PositiveNumber);
+  app.add_option("--threads", options.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--device", options.device, "cpu or cuda");
+  app.add_option("--json", options.json, "write every figure to this JSON file");
+}
+
+int run_bench(const BenchOptions& options) {
+  BenchSettings s;
+  s.blocks = parse_block_list(options.blocks);
+  s.sizes = parse_sizes(options.sizes);
+  s.channels = options.channels;
+  s.batch = options.batch;
+  s.warmup = options.warmup;
+  s.iters = options.iters;
+  s.threads = options.threads;
+  s.device = options.device;
+  const BenchReport report = bench_blocks(s);
+  std::printf("%s", format_bench(report).c_str());
+  if (!options.json.empty()) {
+    write_text_atomically(options.json, bench_json(report).dump(2) + "\n");
+    spdlog::info("wrote {}", options.json);
+  }
+  return 0;
+}
+
+}  // namespace attnseg::app

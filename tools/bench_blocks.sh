@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Times every block (ours, then the paper's reference implementation where one exists) in
+# one run, block by block, on the same machine and LibTorch, and prints the README's block
+# table. Reference repositories are looked up under REFS (see tools/reference/common.py).
+#   tools/bench_blocks.sh [--refs DIR] [--blocks LIST] [--sizes 32x64,64x128] [--iters 20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+refs=/work/.mirror blocks=all sizes=32x64,64x128 iters=20 channels=512
+while (($#)); do
+  case "$1" in
+    --refs) refs=$2; shift 2 ;;
+    --blocks) blocks=$2; shift 2 ;;
+    --sizes) sizes=$2; shift 2 ;;
+    --iters) iters=$2; shift 2 ;;
+    --channels) channels=$2; shift 2 ;;
+    *) echo "error: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+bin=build/release/attnseg
+out=${BENCH_OUT:-work_dirs/bench_blocks}
+mkdir -p "$out"
+if [ "$blocks" = all ]; then blocks=$("$bin" list | awk 'NR > 1 {print $1}' | paste -sd, -); fi
+for b in ${blocks//,/ }; do
+  "$bin" bench --blocks "$b" --channels "$channels" --sizes "$sizes" --iters "$iters" --json "$out/ours_$b.json" > /dev/null
+  if [ -f "tools/reference/$b.py" ] && grep -q '^def build' "tools/reference/$b.py"; then
+    /usr/bin/python3 tools/reference/bench.py --refs "$refs" --blocks "$b" --channels "$channels" \
+      --sizes "$sizes" --iters "$iters" > "$out/ref_$b.json"
+  else
+    rm -f "$out/ref_$b.json"
+  fi
+done
+/usr/bin/python3 tools/reference/block_table.py --bench-dir "$out" --blocks "$blocks" | tee "$out/table.md"

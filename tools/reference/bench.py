@@ -1,0 +1,68 @@
+"""Times the papers' reference implementations the way `attnseg bench` times ours: each
+block alone on a [B, C, H, W] feature map, eval mode, inference mode, warm-up, median and
+quartiles of the timed runs. Prints one JSON document (same shape as `attnseg bench --json`).
+
+    /usr/bin/python3 tools/reference/bench.py --refs /work/.mirror --blocks cbam,gcnet
+"""
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def quartiles(values):
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return statistics.median(values), q[0], q[2]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--refs", required=True)
+    parser.add_argument("--blocks", required=True, help="comma-separated block names")
+    parser.add_argument("--channels", type=int, default=512)
+    parser.add_argument("--sizes", default="32x64,64x128")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="0: all cores")
+    args = parser.parse_args()
+    threads = args.threads or os.cpu_count()
+    torch.set_num_threads(threads)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    results = []
+    for block in args.blocks.split(","):
+        module = importlib.import_module(block)
+        if not hasattr(module, "build"):
+            continue
+        src, commit = common.reference_tree(args.refs, module.REPO)
+        net = module.build(src, args.channels).eval()
+        entry = {"block": block, "reference": f"{module.REPO}@{commit}",
+                 "parameters": sum(p.numel() for p in net.parameters()), "sizes": []}
+        for h, w in sizes:
+            torch.manual_seed(0)
+            x = torch.randn(args.batch, args.channels, h, w)
+            ms = []
+            with torch.inference_mode():
+                for i in range(args.warmup + args.iters):
+                    t0 = time.perf_counter()
+                    net(x).sum().item()
+                    if i >= args.warmup:
+                        ms.append(1000 * (time.perf_counter() - t0))
+            median, p25, p75 = quartiles(ms)
+            entry["sizes"].append({"height": h, "width": w, "median_ms": median, "p25_ms": p25, "p75_ms": p75})
+        results.append(entry)
+    json.dump({"channels": args.channels, "batch": args.batch, "threads": threads,
+               "torch": torch.__version__, "blocks": results}, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
