@@ -185,3 +185,29 @@ TEST(Runtime, ThreadCountIsSetExplicitly) {
 
 }  // namespace
 }  // namespace attnseg
+
+namespace attnseg {
+namespace {
+
+// Every experiment shipped in configs/ parses, validates every key and builds its model, so
+// a renamed option or a typo in a config cannot wait for someone to train it.
+TEST(ShippedConfigs, EveryConfigBuildsItsModel) {
+  namespace fs = std::filesystem;
+  int checked = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(fs::path(ATTNSEG_SOURCE_DIR) / "configs")) {
+    const fs::path& path = entry.path();
+    if (path.extension() != ".yaml" || path.string().find("_base_") != std::string::npos) continue;
+    SCOPED_TRACE(path.string());
+    try {
+      const Experiment x = read_experiment(Config::load(path.string()));
+      EXPECT_GT(count_parameters(*x.model), 0);
+    } catch (const Error& e) {
+      ADD_FAILURE() << e.what();
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 6);
+}
+
+}  // namespace
+}  // namespace attnseg

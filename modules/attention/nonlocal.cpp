@@ -22,9 +22,7 @@ void NonLocalImpl::reset() {
   g_ = register_module("g", conv1x1(c, inner, true));
   out_ = register_module("out", conv1x1(inner, c, false));
   norm_ = register_module("norm", torch::nn::BatchNorm2d(c));
-  // Zero-initialised norm after the output projection: the block starts as the identity
-  // (mmsegmentation's zeros_init), so adding it never hurts at step 0.
-  torch::nn::init::zeros_(norm_->weight);
+  if (options.zero_init()) torch::nn::init::zeros_(norm_->weight);
 }
 
 torch::Tensor NonLocalImpl::forward(const torch::Tensor& x) {

@@ -15,6 +15,10 @@ struct NonLocalOptions {
   TORCH_ARG(int64_t, channels);
   // Inner width is channels / reduction, as in the paper's bottleneck.
   TORCH_ARG(int64_t, reduction) = 2;
+  // Zero-initialised norm scale after the output projection (mmsegmentation's zeros_init):
+  // the block starts as the identity. The CPU configs turn it off, since from the identity
+  // the block sits at a saddle a short schedule does not leave.
+  TORCH_ARG(bool, zero_init) = true;
 };
 
 class NonLocalImpl : public AttentionBlockImpl {

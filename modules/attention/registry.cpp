@@ -18,6 +18,7 @@ std::vector<BlockSpec> make_registry() {
                    [](int64_t channels, const ConfigNode& node) {
                      NonLocalOptions o(channels);
                      o.reduction(node.get<int64_t>("reduction", o.reduction()));
+                     o.zero_init(node.get<bool>("zero_init", o.zero_init()));
                      return AttentionBlock(std::make_shared<NonLocalImpl>(o));
                    }});
   specs.push_back({"ccnet", "vision", "1811.11721", "O(N(H+W)C)", {},

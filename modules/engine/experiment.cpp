@@ -2,6 +2,8 @@
 
 #include <torch/utils.h>
 
+#include <spdlog/fmt/fmt.h>
+
 #include <cmath>
 
 namespace attnseg {
@@ -10,7 +12,7 @@ namespace {
 void positive(const ConfigNode& node, const std::string& key, double value, bool allow_zero = false) {
   if (value < 0 || (!allow_zero && value == 0)) {
     throw Error("config key " + node.where(key) + " must be " +
-                (allow_zero ? "zero or positive" : "positive") + ", got " + std::to_string(value));
+                (allow_zero ? "zero or positive" : "positive") + ", got " + fmt::format("{}", value));
   }
 }
 
