@@ -12,6 +12,7 @@
 #include "attention/functional.h"
 #include "attention/nonlocal.h"
 #include "attention/registry.h"
+#include "fixture.h"
 
 namespace attnseg {
 namespace {
@@ -216,6 +217,19 @@ TEST(CrissCross, TwoPassesSeeEveryPixel) {
   block->gamma.data().fill_(1.0);
   const at::Tensor reach = influence(block, 13, 17, 4, 11);
   EXPECT_TRUE(reach.all().item<bool>());
+}
+
+// Two recurrent passes against speedinghzl/CCNet's criss-cross module with the same weights
+// (fixture recorded by tools/reference/ccnet.py in float64).
+TEST(CrissCross, MatchesTheReferenceImplementation) {
+  const test::Fixture f = test::load_fixture("ccnet");
+  CrissCross block(CrissCrossOptions(16).recurrence(2));
+  block->to(torch::kDouble);
+  test::copy_weights(*block, f,
+                     {{"gamma", "gamma"}, {"query.weight", "query_conv.weight"}, {"query.bias", "query_conv.bias"},
+                      {"key.weight", "key_conv.weight"}, {"key.bias", "key_conv.bias"},
+                      {"value.weight", "value_conv.weight"}, {"value.bias", "value_conv.bias"}});
+  EXPECT_LT(test::max_relative_error(block->forward(f["x"]), f["y"]), 1e-12);
 }
 
 TEST(CrissCross, StartsAsIdentity) {

@@ -1,7 +1,7 @@
 """Shared plumbing for running the papers' reference implementations (never committed here).
 
 A reference repository is found under --refs DIR as either a working tree (DIR/owner+name or
-DIR/name) or a bare mirror (DIR/owner+name/repo/.git, as the fetch tool leaves it); a mirror
+DIR/name) or a mirror (DIR/owner+name/repo/.git or the bare DIR/owner+name/repo, as the fetch tool leaves it); a mirror
 is exported to a temporary directory first. Fixtures are written as JSON of float64 tensors
 that tests/fixture.h reads.
 """
@@ -22,8 +22,9 @@ def reference_tree(refs, repo):
     """Returns (path of a working tree of `repo` = 'owner/name', its commit or '?')."""
     owner, name = repo.split("/")
     for candidate in (os.path.join(refs, f"{owner}+{name}"), os.path.join(refs, name)):
-        git_dir = os.path.join(candidate, "repo", ".git")
-        if os.path.isdir(git_dir):
+        git_dirs = [os.path.join(candidate, "repo", ".git"), os.path.join(candidate, "repo")]
+        git_dir = next((d for d in git_dirs if os.path.isfile(os.path.join(d, "HEAD"))), None)
+        if git_dir:
             if repo not in _EXPORTS:
                 out = tempfile.mkdtemp(prefix=f"attnseg-ref-{name}-")
                 archive = subprocess.run(["git", "--git-dir", git_dir, "archive", "HEAD"],
