@@ -163,5 +163,19 @@ TEST_F(Cli, MissingCheckpoint) {
                      {"nope.pt"});
 }
 
+TEST_F(Cli, BenchRejectsUnknownBlocksAndMalformedSizes) {
+  expect_clean_error(run_attnseg("bench --blocks ccnet,nonlokal"), {"nonlokal", "--blocks", "accepted"});
+  expect_clean_error(run_attnseg("bench --blocks ,"), {"--blocks"});
+  expect_clean_error(run_attnseg("bench --blocks ccnet --sizes 32x64,48"), {"--sizes", "'48'"});
+}
+
+TEST_F(Cli, BenchPrintsOneRowPerBlock) {
+  const auto r = run_attnseg("bench --blocks none,ccnet --channels 16 --sizes 5x7,9x11 --iters 2 --warmup 0 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\nnone "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\nccnet "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("9x11 ms"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace attnseg
