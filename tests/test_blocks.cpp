@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "attention/ccnet.h"
+#include "attention/efficient.h"
 #include "attention/functional.h"
 #include "attention/nonlocal.h"
 #include "attention/registry.h"
@@ -84,6 +85,39 @@ at::Tensor criss_cross_reference(const at::Tensor& q, const at::Tensor& k, const
   return out;
 }
 
+// Efficient attention in its dense order: per head, a_ij = Σ_d softmax_d(q_i)_d · softmax_j(k_d)_j
+// formed for every pair (i, j), then out_i = Σ_j a_ij v_j.
+at::Tensor efficient_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads) {
+  const auto qd = q.to(at::kDouble).flatten(2), kd = k.to(at::kDouble).flatten(2), vd = v.to(at::kDouble).flatten(2);
+  const int64_t B = q.size(0), DK = q.size(1) / heads, DV = v.size(1) / heads, N = qd.size(2);
+  const auto qa = qd.accessor<double, 3>(), ka = kd.accessor<double, 3>(), va = vd.accessor<double, 3>();
+  at::Tensor out = at::zeros({B, v.size(1), N}, at::kDouble);
+  auto oa = out.accessor<double, 3>();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      std::vector<std::vector<double>> qs(N, std::vector<double>(DK)), ks(DK, std::vector<double>(N));
+      for (int64_t i = 0; i < N; ++i) {
+        double z = 0;
+        for (int64_t d = 0; d < DK; ++d) z += std::exp(qa[b][h * DK + d][i]);
+        for (int64_t d = 0; d < DK; ++d) qs[i][d] = std::exp(qa[b][h * DK + d][i]) / z;
+      }
+      for (int64_t d = 0; d < DK; ++d) {
+        double z = 0;
+        for (int64_t j = 0; j < N; ++j) z += std::exp(ka[b][h * DK + d][j]);
+        for (int64_t j = 0; j < N; ++j) ks[d][j] = std::exp(ka[b][h * DK + d][j]) / z;
+      }
+      for (int64_t i = 0; i < N; ++i) {
+        for (int64_t j = 0; j < N; ++j) {
+          double a = 0;
+          for (int64_t d = 0; d < DK; ++d) a += qs[i][d] * ks[d][j];
+          for (int64_t c = 0; c < DV; ++c) oa[b][h * DV + c][i] += a * va[b][h * DV + c][j];
+        }
+      }
+    }
+  }
+  return out.reshape(v.sizes());
+}
+
 double relative_error(const at::Tensor& out, const at::Tensor& ref) {
   return ((out.to(at::kDouble) - ref).norm() / ref.norm()).item<double>();
 }
@@ -105,6 +139,12 @@ const std::map<std::string, CoreCheck>& core_checks() {
          torch::manual_seed(2);
          const auto q = torch::randn({2, 5, 7, 9}), k = torch::randn({2, 5, 7, 9}), v = torch::randn({2, 6, 7, 9});
          return relative_error(functional::criss_cross_attention(q, k, v), criss_cross_reference(q, k, v));
+       }},
+      {"efficient",
+       [] {
+         torch::manual_seed(3);
+         const auto q = torch::randn({2, 6, 7, 9}), k = torch::randn({2, 6, 7, 9}), v = torch::randn({2, 4, 7, 9});
+         return relative_error(functional::efficient_attention(q, k, v, 2), efficient_reference(q, k, v, 2));
        }},
   };
   return checks;

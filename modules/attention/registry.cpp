@@ -3,6 +3,7 @@
 #include <set>
 
 #include "attention/ccnet.h"
+#include "attention/efficient.h"
 #include "attention/nonlocal.h"
 #include "attention/none.h"
 
@@ -28,6 +29,14 @@ std::vector<BlockSpec> make_registry() {
                      o.reduction(node.get<int64_t>("reduction", o.reduction()));
                      o.gamma_init(node.get<double>("gamma_init", o.gamma_init()));
                      return AttentionBlock(std::make_shared<CrissCrossImpl>(o));
+                   }});
+  specs.push_back({"efficient", "vision", "1812.01243", "O(N C^2)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     EfficientAttentionOptions o(channels);
+                     o.key_channels(node.get<int64_t>("key_channels", o.key_channels()));
+                     o.value_channels(node.get<int64_t>("value_channels", o.value_channels()));
+                     o.heads(node.get<int64_t>("heads", o.heads()));
+                     return AttentionBlock(std::make_shared<EfficientAttentionImpl>(o));
                    }});
   std::set<std::string> seen;
   for (const auto& spec : specs) {
