@@ -9,7 +9,10 @@
 #include <sstream>
 
 #include "attention/ccnet.h"
+#include "attention/cbam.h"
 #include "attention/efficient.h"
+#include "attention/fast_l2.h"
+#include "attention/gcnet.h"
 #include "attention/functional.h"
 #include "attention/nonlocal.h"
 #include "attention/registry.h"
@@ -118,8 +121,59 @@ at::Tensor efficient_reference(const at::Tensor& q, const at::Tensor& k, const a
   return out.reshape(v.sizes());
 }
 
+// GCNet's pooling: one softmax over all positions of the mask, then the weighted sum of x.
+at::Tensor global_context_reference(const at::Tensor& x, const at::Tensor& mask) {
+  const auto xd = x.to(at::kDouble).flatten(2), md = mask.to(at::kDouble).flatten(2);
+  const int64_t B = x.size(0), C = x.size(1), N = xd.size(2);
+  at::Tensor out = at::zeros({B, C, 1, 1}, at::kDouble);
+  for (int64_t b = 0; b < B; ++b) {
+    double max = -1e300, z = 0;
+    for (int64_t n = 0; n < N; ++n) max = std::max(max, md[b][0][n].item<double>());
+    std::vector<double> w(N);
+    for (int64_t n = 0; n < N; ++n) z += (w[n] = std::exp(md[b][0][n].item<double>() - max));
+    for (int64_t c = 0; c < C; ++c) {
+      double acc = 0;
+      for (int64_t n = 0; n < N; ++n) acc += w[n] / z * xd[b][c][n].item<double>();
+      out[b][c][0][0] = acc;
+    }
+  }
+  return out;
+}
+
+// FANet in its quadratic order: a_ij = q̂_i·k̂_j (cosine similarity), out_i = Σ_j a_ij v_j / N.
+at::Tensor fast_l2_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const auto qd = q.to(at::kDouble).flatten(2), kd = k.to(at::kDouble).flatten(2), vd = v.to(at::kDouble).flatten(2);
+  const int64_t B = q.size(0), D = q.size(1), C = v.size(1), N = qd.size(2);
+  const auto qa = qd.accessor<double, 3>(), ka = kd.accessor<double, 3>(), va = vd.accessor<double, 3>();
+  at::Tensor out = at::zeros({B, C, N}, at::kDouble);
+  auto oa = out.accessor<double, 3>();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t j = 0; j < N; ++j) {
+        double dot = 0, nq = 0, nk = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          dot += qa[b][d][i] * ka[b][d][j];
+          nq += qa[b][d][i] * qa[b][d][i];
+          nk += ka[b][d][j] * ka[b][d][j];
+        }
+        const double a = dot / std::sqrt(nq) / std::sqrt(nk) / static_cast<double>(N);
+        for (int64_t c = 0; c < C; ++c) oa[b][c][i] += a * va[b][c][j];
+      }
+    }
+  }
+  return out.reshape(v.sizes());
+}
+
 double relative_error(const at::Tensor& out, const at::Tensor& ref) {
   return ((out.to(at::kDouble) - ref).norm() / ref.norm()).item<double>();
+}
+
+std::vector<std::pair<std::string, std::string>> cbam_fixture_names() {
+  return {{"fc1.weight", "ChannelGate.mlp.1.weight"}, {"fc1.bias", "ChannelGate.mlp.1.bias"},
+          {"fc2.weight", "ChannelGate.mlp.3.weight"}, {"fc2.bias", "ChannelGate.mlp.3.bias"},
+          {"spatial.weight", "SpatialGate.spatial.conv.weight"}, {"norm.weight", "SpatialGate.spatial.bn.weight"},
+          {"norm.bias", "SpatialGate.spatial.bn.bias"}, {"norm.running_mean", "SpatialGate.spatial.bn.running_mean"},
+          {"norm.running_var", "SpatialGate.spatial.bn.running_var"}};
 }
 
 // The functional core of each block against its float64 reference on an odd-sized input.
@@ -145,6 +199,30 @@ const std::map<std::string, CoreCheck>& core_checks() {
          torch::manual_seed(3);
          const auto q = torch::randn({2, 6, 7, 9}), k = torch::randn({2, 6, 7, 9}), v = torch::randn({2, 4, 7, 9});
          return relative_error(functional::efficient_attention(q, k, v, 2), efficient_reference(q, k, v, 2));
+       }},
+      {"gcnet",
+       [] {
+         torch::manual_seed(4);
+         const auto x = torch::randn({2, 6, 7, 9}), mask = torch::randn({2, 1, 7, 9});
+         return relative_error(functional::global_context(x, mask), global_context_reference(x, mask));
+       }},
+      {"fast_l2",
+       [] {
+         torch::manual_seed(5);
+         const auto q = torch::randn({2, 5, 7, 9}), k = torch::randn({2, 5, 7, 9}), v = torch::randn({2, 6, 7, 9});
+         return relative_error(functional::fast_l2_attention(q, k, v), fast_l2_reference(q, k, v));
+       }},
+      // CBAM has no query-key core: the whole block in float32, with the reference module's
+      // weights, against the reference's float64 output.
+      {"cbam",
+       [] {
+         const test::Fixture f = test::load_fixture("cbam");
+         Cbam block(CbamOptions(32));
+         block->eval();
+         block->to(torch::kDouble);
+         test::copy_weights(*block, f, cbam_fixture_names());
+         block->to(torch::kFloat);
+         return relative_error(block->forward(f["x"].to(torch::kFloat)), f["y"]);
        }},
   };
   return checks;

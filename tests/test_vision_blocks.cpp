@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "attention/cbam.h"
 #include "attention/efficient.h"
+#include "attention/fast_l2.h"
+#include "attention/gcnet.h"
 #include "fixture.h"
 
 namespace attnseg {
@@ -47,6 +50,114 @@ TEST(Efficient, MultiplyAddsMatchHandCount) {
   // C=16, dk=dv=8, 2 heads, N=35, B=1: projections 35·16·(8+8+8) + 35·8·16, products 2·2·35·4·4.
   EfficientAttention block(EfficientAttentionOptions(16));
   EXPECT_EQ(block->macs({1, 16, 5, 7}), 35 * 16 * 24 + 35 * 8 * 16 + 2 * 2 * 35 * 4 * 4);
+}
+
+// --- cbam --------------------------------------------------------------------------------
+
+const std::vector<std::pair<std::string, std::string>> kCbamNames{
+    {"fc1.weight", "ChannelGate.mlp.1.weight"}, {"fc1.bias", "ChannelGate.mlp.1.bias"},
+    {"fc2.weight", "ChannelGate.mlp.3.weight"}, {"fc2.bias", "ChannelGate.mlp.3.bias"},
+    {"spatial.weight", "SpatialGate.spatial.conv.weight"}, {"norm.weight", "SpatialGate.spatial.bn.weight"},
+    {"norm.bias", "SpatialGate.spatial.bn.bias"}, {"norm.running_mean", "SpatialGate.spatial.bn.running_mean"},
+    {"norm.running_var", "SpatialGate.spatial.bn.running_var"}};
+
+TEST(Cbam, MatchesTheReferenceImplementation) {
+  const test::Fixture f = load_fixture("cbam");
+  Cbam block(CbamOptions(32));
+  block->eval();
+  block->to(torch::kDouble);
+  copy_weights(*block, f, kCbamNames);
+  EXPECT_LT(max_relative_error(block->forward(f["x"]), f["y"]), 1e-12);
+}
+
+TEST(Cbam, GatesLieStrictlyBetweenZeroAndOne) {
+  torch::manual_seed(0);
+  Cbam block(CbamOptions(32));
+  const at::Tensor x = 3 * torch::randn({2, 32, 9, 13});
+  for (const at::Tensor& gate : {block->channel_gate(x), block->spatial_gate(x)}) {
+    EXPECT_GT(gate.min().item<float>(), 0.0f);
+    EXPECT_LT(gate.max().item<float>(), 1.0f);
+  }
+  EXPECT_EQ(block->channel_gate(x).sizes(), (std::vector<int64_t>{2, 32, 1, 1}));
+  EXPECT_EQ(block->spatial_gate(x).sizes(), (std::vector<int64_t>{2, 1, 9, 13}));
+}
+
+TEST(Cbam, ChannelGateComesBeforeSpatialGate) {
+  torch::manual_seed(0);
+  Cbam block(CbamOptions(32));
+  block->eval();
+  const at::Tensor x = torch::randn({1, 32, 9, 13});
+  const at::Tensor channel_first = x * block->channel_gate(x);
+  const at::Tensor expected = channel_first * block->spatial_gate(channel_first);
+  const at::Tensor spatial_first = x * block->spatial_gate(x);
+  const at::Tensor swapped = spatial_first * block->channel_gate(spatial_first);
+  const at::Tensor y = block->forward(x);
+  EXPECT_TRUE(torch::allclose(y, expected, 1e-6, 1e-7));
+  EXPECT_FALSE(torch::allclose(y, swapped, 1e-3, 1e-4));  // the order matters for these weights
+}
+
+TEST(Cbam, MultiplyAddsMatchHandCount) {
+  // C=32, hidden 2, N=35, k=7: MLP on two descriptors 2·2·32·2, conv 35·2·49, gating 2·35·32.
+  Cbam block(CbamOptions(32));
+  EXPECT_EQ(block->macs({1, 32, 5, 7}), 2 * 2 * 32 * 2 + 35 * 2 * 49 + 2 * 35 * 32);
+}
+
+// --- gcnet -------------------------------------------------------------------------------
+
+TEST(GlobalContext, MatchesTheReferenceImplementation) {
+  const test::Fixture f = load_fixture("gcnet");
+  GlobalContext block(GlobalContextOptions(16));
+  block->to(torch::kDouble);
+  copy_weights(*block, f,
+               {{"mask.weight", "conv_mask.weight"}, {"mask.bias", "conv_mask.bias"},
+                {"down.weight", "channel_add_conv.0.weight"}, {"down.bias", "channel_add_conv.0.bias"},
+                {"norm.weight", "channel_add_conv.1.weight"}, {"norm.bias", "channel_add_conv.1.bias"},
+                {"up.weight", "channel_add_conv.3.weight"}, {"up.bias", "channel_add_conv.3.bias"}});
+  EXPECT_LT(max_relative_error(block->forward(f["x"]), f["y"]), 1e-12);
+}
+
+TEST(GlobalContext, AddsTheSameVectorAtEveryPosition) {
+  torch::manual_seed(0);
+  GlobalContext block(GlobalContextOptions(16).zero_init(false));
+  const at::Tensor x = torch::randn({2, 16, 11, 13}, torch::kDouble);
+  block->to(torch::kDouble);
+  const at::Tensor added = (block->forward(x) - x).flatten(2);  // [B, C, N]
+  EXPECT_GT(added.abs().max().item<double>(), 1e-3);               // it adds something
+  EXPECT_LT((added - added.mean(2, true)).abs().max().item<double>(), 1e-12);  // the same everywhere
+}
+
+TEST(GlobalContext, StartsAsIdentityByDefault) {
+  GlobalContext block(GlobalContextOptions(16));
+  const at::Tensor x = torch::randn({1, 16, 5, 6});
+  EXPECT_TRUE(torch::equal(block->forward(x), x));
+}
+
+TEST(GlobalContext, MultiplyAddsMatchHandCount) {
+  // C=64, planes 16, N=35: mask conv 35·64, pooling 35·64, bottleneck 2·64·16.
+  GlobalContext block(GlobalContextOptions(64));
+  EXPECT_EQ(block->macs({2, 64, 5, 7}), 2 * (35 * 64 + 35 * 64 + 2 * 64 * 16));
+}
+
+// --- fast_l2 -----------------------------------------------------------------------------
+
+TEST(FastL2, LinearOrderEqualsQuadraticOrder) {
+  torch::manual_seed(0);
+  const auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  const at::Tensor q = torch::randn({2, 5, 9, 11}, opts), k = torch::randn({2, 5, 9, 11}, opts),
+                   v = torch::randn({2, 7, 9, 11}, opts);
+  const int64_t n = 99;
+  const at::Tensor qn = torch::nn::functional::normalize(q.flatten(2), torch::nn::functional::NormalizeFuncOptions().dim(1));
+  const at::Tensor kn = torch::nn::functional::normalize(k.flatten(2), torch::nn::functional::NormalizeFuncOptions().dim(1));
+  const at::Tensor a = at::bmm(qn.transpose(1, 2), kn) / static_cast<double>(n);  // [B, N, N]
+  const at::Tensor quadratic = at::bmm(v.flatten(2), a.transpose(1, 2)).reshape(v.sizes());
+  EXPECT_LT(max_relative_error(functional::fast_l2_attention(q, k, v), quadratic), 1e-12);
+}
+
+TEST(FastL2, MultiplyAddsAreLinearInTokens) {
+  // C=32, d=16: per token 32·(2·16 + 2·32) projections + 2·16·32 products.
+  FastL2 block(FastL2Options(32));
+  EXPECT_EQ(block->macs({1, 32, 5, 7}), 35 * (32 * 96 + 2 * 16 * 32));
+  EXPECT_EQ(block->macs({1, 32, 10, 14}), 4 * block->macs({1, 32, 5, 7}));
 }
 
 }  // namespace

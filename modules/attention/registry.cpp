@@ -3,7 +3,10 @@
 #include <set>
 
 #include "attention/ccnet.h"
+#include "attention/cbam.h"
 #include "attention/efficient.h"
+#include "attention/fast_l2.h"
+#include "attention/gcnet.h"
 #include "attention/nonlocal.h"
 #include "attention/none.h"
 
@@ -37,6 +40,27 @@ std::vector<BlockSpec> make_registry() {
                      o.value_channels(node.get<int64_t>("value_channels", o.value_channels()));
                      o.heads(node.get<int64_t>("heads", o.heads()));
                      return AttentionBlock(std::make_shared<EfficientAttentionImpl>(o));
+                   }});
+  specs.push_back({"cbam", "vision", "1807.06521", "O(N C)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     CbamOptions o(channels);
+                     o.reduction(node.get<int64_t>("reduction", o.reduction()));
+                     o.kernel_size(node.get<int64_t>("kernel_size", o.kernel_size()));
+                     return AttentionBlock(std::make_shared<CbamImpl>(o));
+                   }});
+  specs.push_back({"gcnet", "vision", "1904.11492", "O(N C)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     GlobalContextOptions o(channels);
+                     o.ratio(node.get<double>("ratio", o.ratio()));
+                     o.zero_init(node.get<bool>("zero_init", o.zero_init()));
+                     return AttentionBlock(std::make_shared<GlobalContextImpl>(o));
+                   }});
+  specs.push_back({"fast_l2", "vision", "2007.03815", "O(N C^2)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     FastL2Options o(channels);
+                     o.reduction(node.get<int64_t>("reduction", o.reduction()));
+                     o.zero_init(node.get<bool>("zero_init", o.zero_init()));
+                     return AttentionBlock(std::make_shared<FastL2Impl>(o));
                    }});
   std::set<std::string> seen;
   for (const auto& spec : specs) {
