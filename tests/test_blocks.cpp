@@ -11,6 +11,7 @@
 #include "attention/ccnet.h"
 #include "attention/cbam.h"
 #include "attention/efficient.h"
+#include "attention/ema.h"
 #include "attention/fast_l2.h"
 #include "attention/gcnet.h"
 #include "attention/functional.h"
@@ -164,6 +165,47 @@ at::Tensor fast_l2_reference(const at::Tensor& q, const at::Tensor& k, const at:
   return out.reshape(v.sizes());
 }
 
+// EM from the equations, one pixel and one basis at a time: E z_nk = softmax_k(x_n·μ_k);
+// M μ_k = Σ_n x_n z_nk / (1e-6 + Σ_n z_nk), then μ_k /= (1e-6 + ‖μ_k‖). Returns μ_T.
+at::Tensor em_reference(const at::Tensor& x, const at::Tensor& mu0, int64_t iterations) {
+  const auto xd = x.to(at::kDouble);
+  at::Tensor mu = mu0.to(at::kDouble).clone();
+  const int64_t B = x.size(0), C = x.size(1), N = x.size(2), K = mu.size(2);
+  const auto xa = xd.accessor<double, 3>();
+  for (int64_t t = 0; t < iterations; ++t) {
+    auto ma = mu.accessor<double, 3>();
+    std::vector<double> z(N * K);
+    at::Tensor next = at::zeros_like(mu);
+    auto na = next.accessor<double, 3>();
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t n = 0; n < N; ++n) {
+        double max = -1e300, sum = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          double e = 0;
+          for (int64_t c = 0; c < C; ++c) e += xa[b][c][n] * ma[b][c][k];
+          z[n * K + k] = e;
+          max = std::max(max, e);
+        }
+        for (int64_t k = 0; k < K; ++k) sum += (z[n * K + k] = std::exp(z[n * K + k] - max));
+        for (int64_t k = 0; k < K; ++k) z[n * K + k] /= sum;
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        double mass = 0, norm = 0;
+        for (int64_t n = 0; n < N; ++n) mass += z[n * K + k];
+        for (int64_t c = 0; c < C; ++c) {
+          double acc = 0;
+          for (int64_t n = 0; n < N; ++n) acc += xa[b][c][n] * z[n * K + k];
+          na[b][c][k] = acc / (1e-6 + mass);
+          norm += na[b][c][k] * na[b][c][k];
+        }
+        for (int64_t c = 0; c < C; ++c) na[b][c][k] /= 1e-6 + std::sqrt(norm);
+      }
+    }
+    mu = next;
+  }
+  return mu;
+}
+
 double relative_error(const at::Tensor& out, const at::Tensor& ref) {
   return ((out.to(at::kDouble) - ref).norm() / ref.norm()).item<double>();
 }
@@ -211,6 +253,12 @@ const std::map<std::string, CoreCheck>& core_checks() {
          torch::manual_seed(5);
          const auto q = torch::randn({2, 5, 7, 9}), k = torch::randn({2, 5, 7, 9}), v = torch::randn({2, 6, 7, 9});
          return relative_error(functional::fast_l2_attention(q, k, v), fast_l2_reference(q, k, v));
+       }},
+      {"ema",
+       [] {
+         torch::manual_seed(6);
+         const auto x = torch::randn({2, 6, 63}), mu = torch::randn({2, 6, 5});
+         return relative_error(functional::em_bases(x, mu, 3).first, em_reference(x, mu, 3));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.

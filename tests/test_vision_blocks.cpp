@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sstream>
+
 #include "attention/cbam.h"
 #include "attention/efficient.h"
+#include "attention/ema.h"
 #include "attention/fast_l2.h"
 #include "attention/gcnet.h"
 #include "fixture.h"
@@ -136,6 +139,64 @@ TEST(GlobalContext, MultiplyAddsMatchHandCount) {
   // C=64, planes 16, N=35: mask conv 35·64, pooling 35·64, bottleneck 2·64·16.
   GlobalContext block(GlobalContextOptions(64));
   EXPECT_EQ(block->macs({2, 64, 5, 7}), 2 * (35 * 64 + 35 * 64 + 2 * 64 * 16));
+}
+
+// --- ema ---------------------------------------------------------------------------------
+
+Ema ema_from_fixture(const test::Fixture& f) {
+  Ema block(EmaOptions(16).bases(8).iterations(3));
+  block->to(torch::kDouble);
+  copy_weights(*block, f,
+               {{"mu", "mu"}, {"conv1.weight", "conv1.weight"}, {"conv1.bias", "conv1.bias"},
+                {"conv2.weight", "conv2.0.weight"}, {"norm.weight", "conv2.1.weight"}, {"norm.bias", "conv2.1.bias"},
+                {"norm.running_mean", "conv2.1.running_mean"}, {"norm.running_var", "conv2.1.running_var"}});
+  return block;
+}
+
+TEST(Ema, MatchesTheReferenceInEvalAndTrainingModeAndMovesItsBasesLikeIt) {
+  const test::Fixture f = load_fixture("ema");
+  Ema block = ema_from_fixture(f);
+  block->eval();
+  EXPECT_LT(max_relative_error(block->forward(f["x"]), f["y_eval"]), 1e-10);
+  block->train();
+  EXPECT_LT(max_relative_error(block->forward(f["x"]), f["y_train"]), 1e-10);
+  EXPECT_LT(max_relative_error(block->mu, f["mu_after_train_step"]), 1e-10);
+}
+
+TEST(Ema, BasesMoveOnlyInTrainingMode) {
+  torch::manual_seed(0);
+  Ema block(EmaOptions(16).bases(8));
+  const at::Tensor x = torch::randn({2, 16, 9, 11});
+  const at::Tensor before = block->mu.clone();
+  block->eval();
+  block->forward(x);
+  EXPECT_TRUE(torch::equal(block->mu, before));
+  block->train();
+  block->forward(x);
+  EXPECT_GT((block->mu - before).abs().max().item<float>(), 1e-4);
+}
+
+TEST(Ema, BasesTravelWithTheSavedModule) {
+  torch::manual_seed(0);
+  Ema a(EmaOptions(16).bases(8));
+  a->train();
+  a->forward(torch::randn({2, 16, 9, 11}));
+  torch::manual_seed(1);
+  Ema b(EmaOptions(16).bases(8));
+  std::stringstream stream;
+  torch::serialize::OutputArchive out;
+  a->save(out);
+  out.save_to(stream);
+  torch::serialize::InputArchive in;
+  in.load_from(stream);
+  b->load(in);
+  EXPECT_TRUE(torch::equal(a->mu, b->mu));
+}
+
+TEST(Ema, MultiplyAddsMatchHandCount) {
+  // C=16, K=8, T=3, N=35: two convs 2·35·16·16, EM (2·3+1)·35·16·8.
+  Ema block(EmaOptions(16).bases(8).iterations(3));
+  EXPECT_EQ(block->macs({1, 16, 5, 7}), 2 * 35 * 16 * 16 + 7 * 35 * 16 * 8);
 }
 
 // --- fast_l2 -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include "attention/ccnet.h"
 #include "attention/cbam.h"
 #include "attention/efficient.h"
+#include "attention/ema.h"
 #include "attention/fast_l2.h"
 #include "attention/gcnet.h"
 #include "attention/nonlocal.h"
@@ -61,6 +62,14 @@ std::vector<BlockSpec> make_registry() {
                      o.reduction(node.get<int64_t>("reduction", o.reduction()));
                      o.zero_init(node.get<bool>("zero_init", o.zero_init()));
                      return AttentionBlock(std::make_shared<FastL2Impl>(o));
+                   }});
+  specs.push_back({"ema", "vision", "1907.13426", "O(N K C T)", BlockCaps{false, false, false, /*has_state=*/true},
+                   [](int64_t channels, const ConfigNode& node) {
+                     EmaOptions o(channels);
+                     o.bases(node.get<int64_t>("bases", o.bases()));
+                     o.iterations(node.get<int64_t>("iterations", o.iterations()));
+                     o.momentum(node.get<double>("momentum", o.momentum()));
+                     return AttentionBlock(std::make_shared<EmaImpl>(o));
                    }});
   std::set<std::string> seen;
   for (const auto& spec : specs) {

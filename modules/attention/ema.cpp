@@ -1,0 +1,66 @@
+#include "attention/ema.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+
+namespace attnseg {
+
+namespace {
+at::Tensor l2_normalise(const at::Tensor& t, int64_t dim) { return t / (1e-6 + t.norm(2, dim, true)); }
+}  // namespace
+
+namespace functional {
+std::pair<at::Tensor, at::Tensor> em_bases(const at::Tensor& x, const at::Tensor& mu0, int64_t iterations) {
+  at::Tensor mu = mu0.detach(), z;
+  auto m_step = [&](const at::Tensor& resp) {
+    const at::Tensor normalised = resp / (1e-6 + resp.sum(1, true));
+    return l2_normalise(at::bmm(x.detach(), normalised.detach()), 1);
+  };
+  {
+    at::NoGradGuard no_grad;
+    for (int64_t i = 0; i + 1 < iterations; ++i) mu = m_step(at::bmm(x.transpose(1, 2), mu).softmax(2));
+  }
+  z = at::bmm(x.transpose(1, 2), mu).softmax(2);  // the gradient reaches x through here
+  at::NoGradGuard no_grad;
+  return {m_step(z), z};
+}
+}  // namespace functional
+
+EmaImpl::EmaImpl(const EmaOptions& options_) : options(options_) { reset(); }
+
+void EmaImpl::reset() {
+  const int64_t c = options.channels(), k = options.bases();
+  TORCH_CHECK(c > 0, "ema: channels must be positive, got ", c);
+  TORCH_CHECK(k > 0, "ema: bases must be positive, got ", k);
+  TORCH_CHECK(options.iterations() >= 1, "ema: iterations must be at least 1, got ", options.iterations());
+  TORCH_CHECK(options.momentum() >= 0 && options.momentum() < 1, "ema: momentum must be in [0, 1), got ",
+              options.momentum());
+  mu = register_buffer("mu", l2_normalise(torch::randn({1, c, k}) * std::sqrt(2.0 / k), 1));
+  conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 1)));
+  conv2_ = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 1).bias(false)));
+  norm_ = register_module("norm", torch::nn::BatchNorm2d(c));
+  // The reference's init: conv weights N(0, 2/(k·k·out)).
+  for (auto* conv : {&conv1_, &conv2_}) torch::nn::init::normal_((*conv)->weight, 0.0, std::sqrt(2.0 / c));
+}
+
+torch::Tensor EmaImpl::forward(const torch::Tensor& input) {
+  const int64_t b = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
+  const at::Tensor x = conv1_(input).reshape({b, c, h * w});
+  auto [bases, z] = functional::em_bases(x, mu.expand({b, c, options.bases()}), options.iterations());
+  if (is_training()) {
+    at::NoGradGuard no_grad;
+    mu.mul_(options.momentum()).add_(bases.mean(0, true), 1.0 - options.momentum());
+  }
+  const at::Tensor recon = at::relu(at::bmm(bases, z.transpose(1, 2)).reshape({b, c, h, w}));
+  return at::relu(norm_(conv2_(recon)) + input);
+}
+
+int64_t EmaImpl::macs(const std::vector<int64_t>& shape) const {
+  const int64_t b = shape[0], c = shape[1], n = shape[2] * shape[3], k = options.bases();
+  // Two 1×1 convs; per EM iteration an E-step and an M-step (n·c·k each); the reconstruction.
+  return b * (2 * n * c * c + (2 * options.iterations() + 1) * n * c * k);
+}
+
+}  // namespace attnseg
