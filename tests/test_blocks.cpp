@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "attention/axial.h"
 #include "attention/ccnet.h"
 #include "attention/cbam.h"
 #include "attention/efficient.h"
@@ -206,6 +207,35 @@ at::Tensor em_reference(const at::Tensor& x, const at::Tensor& mu0, int64_t iter
   return mu;
 }
 
+// Multi-head attention over each sequence, one head, query and key at a time.
+at::Tensor multihead_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads) {
+  const auto qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+  const int64_t S = q.size(0), T = q.size(1), D = q.size(2), E = D / heads;
+  const auto qa = qd.accessor<double, 3>(), ka = kd.accessor<double, 3>(), va = vd.accessor<double, 3>();
+  at::Tensor out = at::zeros({S, T, D}, at::kDouble);
+  auto oa = out.accessor<double, 3>();
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < T; ++i) {
+        std::vector<double> w(T);
+        double max = -1e300, z = 0;
+        for (int64_t j = 0; j < T; ++j) {
+          double e = 0;
+          for (int64_t d = 0; d < E; ++d) e += qa[s][i][h * E + d] * ka[s][j][h * E + d];
+          max = std::max(max, w[j] = e / std::sqrt(static_cast<double>(E)));
+        }
+        for (auto& x : w) z += (x = std::exp(x - max));
+        for (int64_t d = 0; d < E; ++d) {
+          double acc = 0;
+          for (int64_t j = 0; j < T; ++j) acc += w[j] / z * va[s][j][h * E + d];
+          oa[s][i][h * E + d] = acc;
+        }
+      }
+    }
+  }
+  return out;
+}
+
 double relative_error(const at::Tensor& out, const at::Tensor& ref) {
   return ((out.to(at::kDouble) - ref).norm() / ref.norm()).item<double>();
 }
@@ -259,6 +289,12 @@ const std::map<std::string, CoreCheck>& core_checks() {
          torch::manual_seed(6);
          const auto x = torch::randn({2, 6, 63}), mu = torch::randn({2, 6, 5});
          return relative_error(functional::em_bases(x, mu, 3).first, em_reference(x, mu, 3));
+       }},
+      {"axial",
+       [] {
+         torch::manual_seed(7);
+         const auto q = torch::randn({5, 9, 8}), k = torch::randn({5, 9, 8}), v = torch::randn({5, 9, 8});
+         return relative_error(functional::multihead_attention(q, k, v, 2), multihead_reference(q, k, v, 2));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.

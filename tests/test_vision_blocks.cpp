@@ -6,6 +6,7 @@
 
 #include <sstream>
 
+#include "attention/axial.h"
 #include "attention/cbam.h"
 #include "attention/efficient.h"
 #include "attention/ema.h"
@@ -197,6 +198,69 @@ TEST(Ema, MultiplyAddsMatchHandCount) {
   // C=16, K=8, T=3, N=35: two convs 2·35·16·16, EM (2·3+1)·35·16·8.
   Ema block(EmaOptions(16).bases(8).iterations(3));
   EXPECT_EQ(block->macs({1, 16, 5, 7}), 2 * 35 * 16 * 16 + 7 * 35 * 16 * 8);
+}
+
+// --- axial -------------------------------------------------------------------------------
+
+Axial axial_from_fixture(const test::Fixture& f) {
+  Axial block(AxialOptions(16).heads(8).embedding_size({5, 7}));
+  block->to(torch::kDouble);
+  std::vector<std::pair<std::string, std::string>> names{{"height_embedding", "pos.param_0"},
+                                                         {"width_embedding", "pos.param_1"}};
+  for (int i = 0; i < 2; ++i) {
+    const std::string ours = i == 0 ? "height" : "width";
+    const std::string theirs = "attention.axial_attentions." + std::to_string(i) + ".fn.";
+    names.insert(names.end(), {{ours + "_q.weight", theirs + "to_q.weight"}, {ours + "_kv.weight", theirs + "to_kv.weight"},
+                               {ours + "_out.weight", theirs + "to_out.weight"}, {ours + "_out.bias", theirs + "to_out.bias"}});
+  }
+  copy_weights(*block, f, names);
+  return block;
+}
+
+TEST(Axial, MatchesTheReferenceImplementation) {
+  const test::Fixture f = load_fixture("axial");
+  Axial block = axial_from_fixture(f);
+  EXPECT_LT(max_relative_error(block->axis_pass(f["x"], 2), f["height_only"]), 1e-12);
+  EXPECT_LT(max_relative_error(block->axis_pass(f["x"], 3), f["width_only"]), 1e-12);
+  EXPECT_LT(max_relative_error(block->forward(f["x"]), f["y"]), 1e-12);
+}
+
+// Which input pixels influence output pixel (y, x) of one pass: the input gradient's support.
+at::Tensor pass_influence(Axial& block, int64_t axis, int64_t h, int64_t w, int64_t y, int64_t x) {
+  const at::Tensor input = torch::randn({1, 16, h, w}, torch::requires_grad());
+  block->axis_pass(input, axis).select(2, y).select(2, x).sum().backward();
+  return input.grad().abs().sum(1).squeeze(0) > 0;
+}
+
+TEST(Axial, HeightPassMixesOnlyAColumnAndWidthPassOnlyARow) {
+  torch::manual_seed(0);
+  Axial block(AxialOptions(16).heads(4));
+  const int64_t h = 11, w = 13, y = 4, x = 9;
+  const at::Tensor column = pass_influence(block, 2, h, w, y, x), row = pass_influence(block, 3, h, w, y, x);
+  for (int64_t i = 0; i < h; ++i) {
+    for (int64_t j = 0; j < w; ++j) {
+      EXPECT_EQ(column[i][j].item<bool>(), j == x) << i << "," << j;
+      EXPECT_EQ(row[i][j].item<bool>(), i == y) << i << "," << j;
+    }
+  }
+}
+
+TEST(Axial, RunsAtResolutionsOtherThanItsEmbeddingSize) {
+  torch::manual_seed(0);
+  Axial block(AxialOptions(16).heads(4).embedding_size({8, 12}));
+  EXPECT_TRUE(torch::equal(block->positions(8, 12), block->height_embedding + block->width_embedding));
+  for (const auto& size : std::vector<std::pair<int64_t, int64_t>>{{5, 7}, {17, 29}}) {
+    const at::Tensor y = block->forward(torch::randn({1, 16, size.first, size.second}));
+    EXPECT_EQ(y.size(2), size.first);
+    EXPECT_EQ(y.size(3), size.second);
+    EXPECT_TRUE(torch::isfinite(y).all().item<bool>());
+  }
+}
+
+TEST(Axial, MultiplyAddsMatchHandCount) {
+  // C=16, H=5, W=7, N=35: two passes of 4·35·16² projections, scores+sums 2·35·16·(5+7).
+  Axial block(AxialOptions(16));
+  EXPECT_EQ(block->macs({1, 16, 5, 7}), 2 * 4 * 35 * 256 + 2 * 35 * 16 * 12);
 }
 
 // --- fast_l2 -----------------------------------------------------------------------------

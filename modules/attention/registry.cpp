@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "attention/axial.h"
 #include "attention/ccnet.h"
 #include "attention/cbam.h"
 #include "attention/efficient.h"
@@ -70,6 +71,14 @@ std::vector<BlockSpec> make_registry() {
                      o.iterations(node.get<int64_t>("iterations", o.iterations()));
                      o.momentum(node.get<double>("momentum", o.momentum()));
                      return AttentionBlock(std::make_shared<EmaImpl>(o));
+                   }});
+  specs.push_back({"axial", "vision", "1912.12180", "O(N(H+W)C)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     AxialOptions o(channels);
+                     o.heads(node.get<int64_t>("heads", o.heads()));
+                     const auto size = node.get_array<int64_t, 2>("embedding_size", {32, 32});
+                     o.embedding_size({size[0], size[1]});
+                     return AttentionBlock(std::make_shared<AxialImpl>(o));
                    }});
   std::set<std::string> seen;
   for (const auto& spec : specs) {

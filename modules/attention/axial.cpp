@@ -1,0 +1,72 @@
+#include "attention/axial.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace attnseg {
+
+namespace functional {
+at::Tensor multihead_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads) {
+  const int64_t s = q.size(0), t = q.size(1), d = q.size(2), e = d / heads;
+  TORCH_CHECK(d % heads == 0, "multi-head attention: width ", d, " does not split into ", heads, " heads");
+  auto split = [&](const at::Tensor& x) { return x.reshape({s, t, heads, e}).transpose(1, 2).reshape({s * heads, t, e}); };
+  const at::Tensor weights = (at::bmm(split(q), split(k).transpose(1, 2)) / std::sqrt(static_cast<double>(e))).softmax(2);
+  return at::bmm(weights, split(v)).reshape({s, heads, t, e}).transpose(1, 2).reshape({s, t, d});
+}
+}  // namespace functional
+
+AxialImpl::AxialImpl(const AxialOptions& options_) : options(options_) { reset(); }
+
+void AxialImpl::reset() {
+  const int64_t c = options.channels();
+  TORCH_CHECK(c > 0, "axial: channels must be positive, got ", c);
+  TORCH_CHECK(options.heads() >= 1 && c % options.heads() == 0, "axial: channels ", c,
+              " must be divisible by heads=", options.heads());
+  const auto& size = options.embedding_size();
+  TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0, "axial: embedding_size must be [height, width] > 0");
+  // The reference initialises the embeddings with randn.
+  height_embedding = register_parameter("height_embedding", torch::randn({1, c, size[0], 1}));
+  width_embedding = register_parameter("width_embedding", torch::randn({1, c, 1, size[1]}));
+  for (int i = 0; i < 2; ++i) {
+    const std::string axis = i == 0 ? "height" : "width";
+    to_q_[i] = register_module(axis + "_q", torch::nn::Linear(torch::nn::LinearOptions(c, c).bias(false)));
+    to_kv_[i] = register_module(axis + "_kv", torch::nn::Linear(torch::nn::LinearOptions(c, 2 * c).bias(false)));
+    to_out_[i] = register_module(axis + "_out", torch::nn::Linear(c, c));
+  }
+}
+
+torch::Tensor AxialImpl::positions(int64_t h, int64_t w) const {
+  auto resize = [](const at::Tensor& e, int64_t rows, int64_t cols) {
+    if (e.size(2) == rows && e.size(3) == cols) return e;
+    return at::upsample_bilinear2d(e, {rows, cols}, /*align_corners=*/false);
+  };
+  return resize(height_embedding, h, 1) + resize(width_embedding, 1, w);
+}
+
+torch::Tensor AxialImpl::axis_pass(const torch::Tensor& x, int64_t axis) {
+  TORCH_CHECK(axis == 2 || axis == 3, "axial: axis must be 2 (height) or 3 (width)");
+  const int i = axis == 2 ? 0 : 1;
+  // Sequences along `axis`: [B, other, axis, C].
+  const at::Tensor seq = axis == 2 ? x.permute({0, 3, 2, 1}) : x.permute({0, 2, 3, 1});
+  const auto shape = seq.sizes().vec();
+  const at::Tensor flat = seq.reshape({-1, shape[2], shape[3]});
+  const auto kv = to_kv_[i](flat).chunk(2, -1);
+  const at::Tensor out = to_out_[i](functional::multihead_attention(to_q_[i](flat), kv[0], kv[1], options.heads()));
+  const at::Tensor back = out.reshape(shape);
+  return (axis == 2 ? back.permute({0, 3, 2, 1}) : back.permute({0, 3, 1, 2})).contiguous();
+}
+
+torch::Tensor AxialImpl::forward(const torch::Tensor& x) {
+  at::Tensor y = x + positions(x.size(2), x.size(3));
+  y = y + axis_pass(y, 2);
+  return y + axis_pass(y, 3);
+}
+
+int64_t AxialImpl::macs(const std::vector<int64_t>& shape) const {
+  const int64_t b = shape[0], c = shape[1], h = shape[2], w = shape[3], n = h * w;
+  // Per pass: q, k, v and output projections (4·N·C²); scores and weighted sum along the axis.
+  return b * (2 * 4 * n * c * c + 2 * n * c * (h + w));
+}
+
+}  // namespace attnseg
