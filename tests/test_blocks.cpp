@@ -15,6 +15,7 @@
 #include "attention/ema.h"
 #include "attention/fast_l2.h"
 #include "attention/gcnet.h"
+#include "attention/isa.h"
 #include "attention/functional.h"
 #include "attention/nonlocal.h"
 #include "attention/registry.h"
@@ -295,6 +296,27 @@ const std::map<std::string, CoreCheck>& core_checks() {
          torch::manual_seed(7);
          const auto q = torch::randn({5, 9, 8}), k = torch::randn({5, 9, 8}), v = torch::randn({5, 9, 8});
          return relative_error(functional::multihead_attention(q, k, v, 2), multihead_reference(q, k, v, 2));
+       }},
+      // ISA's core is its two regroupings: each group gathered pixel by pixel in float64.
+      {"isa",
+       [] {
+         torch::manual_seed(8);
+         const at::Tensor x = torch::randn({2, 3, 12, 15}, torch::kDouble);
+         const int64_t ph = 4, pw = 3, gh = 3, gw = 5;
+         const at::Tensor far = functional::interlaced_groups(x, ph, pw), near = functional::local_groups(x, ph, pw);
+         double error = 0;
+         for (int64_t b = 0; b < 2; ++b) {
+           for (int64_t y = 0; y < 12; ++y) {
+             for (int64_t xx = 0; xx < 15; ++xx) {
+               const at::Tensor pixel = x[b].select(1, y).select(1, xx);
+               const int64_t i = y % ph, j = xx % pw, gy = y / ph, gx = xx / pw;
+               error += (far[(b * ph + i) * pw + j].select(1, gy).select(1, gx) - pixel).abs().sum().item<double>();
+               error += (near[(b * gh + gy) * gw + gx].select(1, i).select(1, j) - pixel).abs().sum().item<double>();
+             }
+           }
+         }
+         error += (functional::from_interlaced_groups(far, 2, ph, pw) - x).abs().sum().item<double>();
+         return error;
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.

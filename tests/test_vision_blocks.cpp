@@ -12,6 +12,7 @@
 #include "attention/ema.h"
 #include "attention/fast_l2.h"
 #include "attention/gcnet.h"
+#include "attention/isa.h"
 #include "fixture.h"
 
 namespace attnseg {
@@ -261,6 +262,73 @@ TEST(Axial, MultiplyAddsMatchHandCount) {
   // C=16, H=5, W=7, N=35: two passes of 4·35·16² projections, scores+sums 2·35·16·(5+7).
   Axial block(AxialOptions(16));
   EXPECT_EQ(block->macs({1, 16, 5, 7}), 2 * 4 * 35 * 256 + 2 * 35 * 16 * 12);
+}
+
+// --- isa ---------------------------------------------------------------------------------
+
+std::vector<std::pair<std::string, std::string>> isa_names() {
+  std::vector<std::pair<std::string, std::string>> names;
+  auto bn = [&](const std::string& ours, const std::string& theirs) {
+    for (const std::string p : {"weight", "bias", "running_mean", "running_var"}) names.push_back({ours + p, theirs + p});
+  };
+  for (const auto& [ours, theirs] : {std::pair<std::string, std::string>{"long_range.", "long_range_sa."},
+                                     {"short_range.", "short_range_sa."}}) {
+    for (const auto& [q, f] : {std::pair<std::string, std::string>{"query.", "f_query."}, {"key.", "f_key."}}) {
+      names.push_back({ours + q + "0.weight", theirs + f + "0.weight"});
+      bn(ours + q + "1.", theirs + f + "1.0.");
+      names.push_back({ours + q + "3.weight", theirs + f + "2.weight"});
+      bn(ours + q + "4.", theirs + f + "3.0.");
+    }
+    names.push_back({ours + "value.weight", theirs + "f_value.weight"});
+    names.push_back({ours + "out.0.weight", theirs + "W.0.weight"});
+    bn(ours + "out.1.", theirs + "W.1.0.");
+  }
+  return names;
+}
+
+TEST(Isa, MatchesTheReferenceOnASizeThatNeedsPadding) {
+  const test::Fixture f = load_fixture("isa");  // 9×11 with a 4×4 factor: padded to 12×12
+  Isa block(IsaOptions(8).down_factor({4, 4}));
+  block->eval();
+  block->to(torch::kDouble);
+  copy_weights(*block, f, isa_names());
+  EXPECT_LT(max_relative_error(block->relation(f["x"]), f["y"]), 1e-12);
+}
+
+// Input pixels that influence output pixel (y, x) of `f` (eval mode: BN does not mix pixels).
+at::Tensor support(const std::function<at::Tensor(const at::Tensor&)>& f, int64_t h, int64_t w, int64_t y, int64_t x) {
+  const at::Tensor input = torch::randn({1, 8, h, w}, torch::requires_grad());
+  f(input).select(2, y).select(2, x).sum().backward();
+  return input.grad().abs().sum(1).squeeze(0) > 0;
+}
+
+TEST(Isa, TwoFactorisedPassesTogetherReachEveryPixel) {
+  torch::manual_seed(0);
+  Isa block(IsaOptions(8).down_factor({4, 3}));
+  block->eval();
+  const int64_t h = 12, w = 15, y = 6, x = 7;
+  const at::Tensor far = support([&](const at::Tensor& t) {
+    return functional::from_interlaced_groups(block->long_range(functional::interlaced_groups(t, 4, 3)), 1, 4, 3);
+  }, h, w, y, x);
+  const at::Tensor near = support([&](const at::Tensor& t) {
+    return block->short_range(functional::local_groups(t, 4, 3)).reshape({1, 3, 5, 8, 4, 3}).permute({0, 3, 1, 4, 2, 5}).reshape({1, 8, h, w});
+  }, h, w, y, x);
+  for (int64_t i = 0; i < h; ++i) {
+    for (int64_t j = 0; j < w; ++j) {
+      EXPECT_EQ(far[i][j].item<bool>(), i % 4 == y % 4 && j % 3 == x % 3) << i << "," << j;
+      EXPECT_EQ(near[i][j].item<bool>(), i / 4 == y / 4 && j / 3 == x / 3) << i << "," << j;
+    }
+  }
+  EXPECT_TRUE(support([&](const at::Tensor& t) { return block->relation(t); }, h, w, y, x).all().item<bool>());
+  // Sizes that are not multiples of the factor are padded and cropped, not rejected.
+  EXPECT_TRUE(support([&](const at::Tensor& t) { return block->relation(t); }, 13, 29, 5, 20).all().item<bool>());
+}
+
+TEST(Isa, MultiplyAddsMatchHandCount) {
+  // C=16, d=8, 8×8 map, factor 4×4: gh=gw=2, N=64. Per pass projections 64·(2·(128+64)+2·256);
+  // long range 64·4·24, short range 64·16·24.
+  Isa block(IsaOptions(16).down_factor({4, 4}));
+  EXPECT_EQ(block->macs({1, 16, 8, 8}), 2 * 64 * (2 * 192 + 512) + 64 * 4 * 24 + 64 * 16 * 24);
 }
 
 // --- fast_l2 -----------------------------------------------------------------------------

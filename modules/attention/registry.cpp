@@ -9,6 +9,7 @@
 #include "attention/ema.h"
 #include "attention/fast_l2.h"
 #include "attention/gcnet.h"
+#include "attention/isa.h"
 #include "attention/nonlocal.h"
 #include "attention/none.h"
 
@@ -79,6 +80,14 @@ std::vector<BlockSpec> make_registry() {
                      const auto size = node.get_array<int64_t, 2>("embedding_size", {32, 32});
                      o.embedding_size({size[0], size[1]});
                      return AttentionBlock(std::make_shared<AxialImpl>(o));
+                   }});
+  specs.push_back({"isa", "vision", "1907.12273", "O(N(sqrt N)C)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     IsaOptions o(channels);
+                     o.reduction(node.get<int64_t>("reduction", o.reduction()));
+                     const auto f = node.get_array<int64_t, 2>("down_factor", {8, 8});
+                     o.down_factor({f[0], f[1]});
+                     return AttentionBlock(std::make_shared<IsaImpl>(o));
                    }});
   std::set<std::string> seen;
   for (const auto& spec : specs) {
