@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "attention/autonl.h"
 #include "attention/axial.h"
 #include "attention/ccnet.h"
 #include "attention/cbam.h"
@@ -237,6 +238,26 @@ at::Tensor multihead_reference(const at::Tensor& q, const at::Tensor& k, const a
   return out;
 }
 
+// LightNL from its equation, pixel by pixel: out_i = Σ_j (θ_i·φ_j) g_j / N, j over the
+// subsampled positions, N the full count.
+at::Tensor light_nonlocal_reference(const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& g) {
+  const auto td = theta.to(at::kDouble).flatten(2), pd = phi.to(at::kDouble).flatten(2), gd = g.to(at::kDouble).flatten(2);
+  const int64_t B = td.size(0), D = td.size(1), N = td.size(2), M = pd.size(2), C = gd.size(1);
+  const auto ta = td.accessor<double, 3>(), pa = pd.accessor<double, 3>(), ga = gd.accessor<double, 3>();
+  at::Tensor out = at::zeros({B, C, N}, at::kDouble);
+  auto oa = out.accessor<double, 3>();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t j = 0; j < M; ++j) {
+        double a = 0;
+        for (int64_t d = 0; d < D; ++d) a += ta[b][d][i] * pa[b][d][j];
+        for (int64_t c = 0; c < C; ++c) oa[b][c][i] += a * ga[b][c][j] / static_cast<double>(N);
+      }
+    }
+  }
+  return out.reshape({B, C, theta.size(2), theta.size(3)});
+}
+
 double relative_error(const at::Tensor& out, const at::Tensor& ref) {
   return ((out.to(at::kDouble) - ref).norm() / ref.norm()).item<double>();
 }
@@ -317,6 +338,14 @@ const std::map<std::string, CoreCheck>& core_checks() {
          }
          error += (functional::from_interlaced_groups(far, 2, ph, pw) - x).abs().sum().item<double>();
          return error;
+       }},
+      {"autonl",
+       [] {
+         torch::manual_seed(9);
+         const auto theta = torch::randn({2, 3, 7, 9}), phi = torch::randn({2, 3, 4, 5}), g = torch::randn({2, 6, 4, 5});
+         const at::Tensor ref = light_nonlocal_reference(theta, phi, g);
+         return std::max(relative_error(functional::light_nonlocal(theta, phi, g, true), ref),
+                         relative_error(functional::light_nonlocal(theta, phi, g, false), ref));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.

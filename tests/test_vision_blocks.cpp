@@ -6,6 +6,7 @@
 
 #include <sstream>
 
+#include "attention/autonl.h"
 #include "attention/axial.h"
 #include "attention/cbam.h"
 #include "attention/efficient.h"
@@ -329,6 +330,37 @@ TEST(Isa, MultiplyAddsMatchHandCount) {
   // long range 64·4·24, short range 64·16·24.
   Isa block(IsaOptions(16).down_factor({4, 4}));
   EXPECT_EQ(block->macs({1, 16, 8, 8}), 2 * 64 * (2 * 192 + 512) + 64 * 4 * 24 + 64 * 16 * 24);
+}
+
+// --- autonl ------------------------------------------------------------------------------
+
+TEST(AutoNL, LinearOrderEqualsQuadraticOrder) {
+  torch::manual_seed(0);
+  const auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  const at::Tensor theta = torch::randn({2, 4, 9, 11}, opts), phi = torch::randn({2, 4, 5, 6}, opts),
+                   g = torch::randn({2, 16, 5, 6}, opts);
+  EXPECT_LT(max_relative_error(functional::light_nonlocal(theta, phi, g, true),
+                               functional::light_nonlocal(theta, phi, g, false)),
+            1e-12);
+}
+
+TEST(AutoNL, ChoosesTheCheaperOrderAsTheReferenceDoesAndStaysLinearInTokens) {
+  LightNonLocal block(LightNonLocalOptions(64).ratio(0.25).stride(2));
+  // C=64, D=16, stride 2. At 8×8 (N=64, n=16) both orders cost 81920 (quadratic 64·16·80,
+  // linear 64·64·16 + 16·64·16); the reference takes the linear order unless the other is cheaper.
+  EXPECT_TRUE(block->linear_order(8, 8));
+  EXPECT_FALSE(block->linear_order(4, 4));  // N=16, n=4: 16·4·80 = 5120 < 16384 + 4096
+  EXPECT_EQ(block->macs({1, 64, 4, 4}), 16 * 4 * 80 + 16 * 64 * 9);
+  // Large maps: the linear order, N·C·D + n·C·D + the depthwise conv, linear in N.
+  EXPECT_EQ(block->macs({1, 64, 32, 64}), 2048 * 64 * 16 + 512 * 64 * 16 + 2048 * 64 * 9);
+  EXPECT_EQ(block->macs({1, 64, 64, 128}), 4 * block->macs({1, 64, 32, 64}));
+}
+
+TEST(AutoNL, UsesNoProjectionsOnlyTheDepthwiseTransform) {
+  LightNonLocal block(LightNonLocalOptions(16));
+  std::vector<std::string> names;
+  for (const auto& p : block->named_parameters()) names.push_back(p.key());
+  EXPECT_EQ(names, (std::vector<std::string>{"depthwise.weight", "norm.weight", "norm.bias"}));
 }
 
 // --- fast_l2 -----------------------------------------------------------------------------

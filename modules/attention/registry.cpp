@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "attention/autonl.h"
 #include "attention/axial.h"
 #include "attention/ccnet.h"
 #include "attention/cbam.h"
@@ -88,6 +89,14 @@ std::vector<BlockSpec> make_registry() {
                      const auto f = node.get_array<int64_t, 2>("down_factor", {8, 8});
                      o.down_factor({f[0], f[1]});
                      return AttentionBlock(std::make_shared<IsaImpl>(o));
+                   }});
+  specs.push_back({"autonl", "vision", "2004.01961", "O(N C^2 r)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     LightNonLocalOptions o(channels);
+                     o.ratio(node.get<double>("ratio", o.ratio()));
+                     o.stride(node.get<int64_t>("stride", o.stride()));
+                     o.zero_init(node.get<bool>("zero_init", o.zero_init()));
+                     return AttentionBlock(std::make_shared<LightNonLocalImpl>(o));
                    }});
   std::set<std::string> seen;
   for (const auto& spec : specs) {
