@@ -11,7 +11,7 @@ at::Tensor multihead_attention(const at::Tensor& q, const at::Tensor& k, const a
   const int64_t s = q.size(0), t = q.size(1), d = q.size(2), e = d / heads;
   TORCH_CHECK(d % heads == 0, "multi-head attention: width ", d, " does not split into ", heads, " heads");
   auto split = [&](const at::Tensor& x) { return x.reshape({s, t, heads, e}).transpose(1, 2).reshape({s * heads, t, e}); };
-  const at::Tensor weights = (at::bmm(split(q), split(k).transpose(1, 2)) / std::sqrt(static_cast<double>(e))).softmax(2);
+  const at::Tensor weights = at::bmm(split(q) / std::sqrt(static_cast<double>(e)), split(k).transpose(1, 2)).softmax(2);
   return at::bmm(weights, split(v)).reshape({s, heads, t, e}).transpose(1, 2).reshape({s, t, d});
 }
 }  // namespace functional

@@ -27,7 +27,8 @@ at::Tensor nonlocal_attention(const at::Tensor& q, const at::Tensor& k, const at
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(1)));
   const at::Tensor qf = q.flatten(2).transpose(1, 2);           // [B, N, D]
   const at::Tensor kf = k.flatten(2);                           // [B, D, N]
-  const at::Tensor attn = at::softmax(at::bmm(qf, kf) * scale, -1);  // [B, N, N]
+  // Scaling q (N·D values) rather than the scores (N² values) saves a pass over the N×N map.
+  const at::Tensor attn = at::softmax(at::bmm(qf * scale, kf), -1);  // [B, N, N]
   return at::bmm(v.flatten(2), attn.transpose(1, 2)).view({b, v.size(1), h, w});
 }
 

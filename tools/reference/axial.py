@@ -23,13 +23,24 @@ def _load(src):
 
 
 class Block(torch.nn.Module):
+    """The reference's embedding has a fixed shape; for timing at several sizes one embedding
+    per input size is made on first use (in the warm-up runs)."""
+
     def __init__(self, module, channels, size):
         super().__init__()
+        self.module, self.channels = module, channels
         self.pos = module.AxialPositionalEmbedding(channels, size, 1)
+        self.other_sizes = {}
         self.attention = module.AxialAttention(channels, 2, heads=8, dim_index=1, sum_axial_out=False)
 
     def forward(self, x):
-        x = self.pos(x)
+        size = tuple(x.shape[2:])
+        if size != tuple(self.pos.param_0.shape[2:3] + self.pos.param_1.shape[3:4]):
+            if size not in self.other_sizes:
+                self.other_sizes[size] = self.module.AxialPositionalEmbedding(self.channels, size, 1).to(x.dtype)
+            x = self.other_sizes[size](x)
+        else:
+            x = self.pos(x)
         x = x + self.attention.axial_attentions[0](x)
         return x + self.attention.axial_attentions[1](x)
 

@@ -23,8 +23,8 @@ def registry():
                           capture_output=True, text=True).stdout
     rows = {}
     for line in text.splitlines()[1:]:
-        name, family, paper, complexity, _ = line.split()
-        rows[name] = (paper, complexity)
+        fields = line.split()
+        rows[fields[0]] = (fields[2], " ".join(fields[3:-1]))
     return rows
 
 
