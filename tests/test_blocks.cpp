@@ -20,6 +20,7 @@
 #include "attention/functional.h"
 #include "attention/nonlocal.h"
 #include "attention/registry.h"
+#include "attention/scram.h"
 #include "fixture.h"
 
 namespace attnseg {
@@ -258,6 +259,32 @@ at::Tensor light_nonlocal_reference(const at::Tensor& theta, const at::Tensor& p
   return out.reshape({B, C, theta.size(2), theta.size(3)});
 }
 
+// Softmax attention restricted to the given keys per query, one query at a time.
+at::Tensor sparse_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& idx) {
+  const auto qd = q.to(at::kDouble).flatten(2), kd = k.to(at::kDouble).flatten(2), vd = v.to(at::kDouble).flatten(2);
+  const int64_t B = qd.size(0), D = qd.size(1), N = qd.size(2), C = vd.size(1), K = idx.size(2);
+  const auto qa = qd.accessor<double, 3>(), ka = kd.accessor<double, 3>(), va = vd.accessor<double, 3>();
+  const auto ia = idx.accessor<int64_t, 3>();
+  at::Tensor out = at::zeros({B, C, N}, at::kDouble);
+  auto oa = out.accessor<double, 3>();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < N; ++i) {
+      std::vector<double> w(K);
+      double max = -1e300, z = 0;
+      for (int64_t t = 0; t < K; ++t) {
+        double e = 0;
+        for (int64_t d = 0; d < D; ++d) e += qa[b][d][i] * ka[b][d][ia[b][i][t]];
+        max = std::max(max, w[t] = e / std::sqrt(static_cast<double>(D)));
+      }
+      for (auto& x : w) z += (x = std::exp(x - max));
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t t = 0; t < K; ++t) oa[b][c][i] += w[t] / z * va[b][c][ia[b][i][t]];
+      }
+    }
+  }
+  return out.reshape(v.sizes());
+}
+
 double relative_error(const at::Tensor& out, const at::Tensor& ref) {
   return ((out.to(at::kDouble) - ref).norm() / ref.norm()).item<double>();
 }
@@ -346,6 +373,13 @@ const std::map<std::string, CoreCheck>& core_checks() {
          const at::Tensor ref = light_nonlocal_reference(theta, phi, g);
          return std::max(relative_error(functional::light_nonlocal(theta, phi, g, true), ref),
                          relative_error(functional::light_nonlocal(theta, phi, g, false), ref));
+       }},
+      {"scram",
+       [] {
+         torch::manual_seed(10);
+         const auto q = torch::randn({2, 5, 7, 9}), k = torch::randn({2, 5, 7, 9}), v = torch::randn({2, 6, 7, 9});
+         const at::Tensor idx = functional::patchmatch_topk(q, k, 6, 2, 1);
+         return relative_error(functional::sparse_attention(q, k, v, idx), sparse_attention_reference(q, k, v, idx));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.

@@ -13,6 +13,7 @@
 #include "attention/isa.h"
 #include "attention/nonlocal.h"
 #include "attention/none.h"
+#include "attention/scram.h"
 
 namespace attnseg {
 namespace {
@@ -97,6 +98,16 @@ std::vector<BlockSpec> make_registry() {
                      o.stride(node.get<int64_t>("stride", o.stride()));
                      o.zero_init(node.get<bool>("zero_init", o.zero_init()));
                      return AttentionBlock(std::make_shared<LightNonLocalImpl>(o));
+                   }});
+  specs.push_back({"scram", "vision", "1905.10308", "O(N k C iters)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     ScramOptions o(channels);
+                     o.topk(node.get<int64_t>("topk", o.topk()));
+                     o.iterations(node.get<int64_t>("iterations", o.iterations()));
+                     o.reduction(node.get<int64_t>("reduction", o.reduction()));
+                     o.gamma_init(node.get<double>("gamma_init", o.gamma_init()));
+                     o.eval_seed(node.get<int64_t>("eval_seed", o.eval_seed()));
+                     return AttentionBlock(std::make_shared<ScramImpl>(o));
                    }});
   std::set<std::string> seen;
   for (const auto& spec : specs) {

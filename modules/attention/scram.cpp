@@ -1,0 +1,171 @@
+#include "attention/scram.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <random>
+
+#include "data/rng.h"
+
+namespace attnseg {
+
+namespace {
+
+// The k best (score, index) pairs of one query, best first, indices distinct.
+struct TopK {
+  float* score;
+  int64_t* index;
+  int64_t k;
+  void offer(float s, int64_t j) {
+    if (s <= score[k - 1]) return;
+    for (int64_t t = 0; t < k; ++t) {
+      if (index[t] == j) return;
+    }
+    int64_t t = k - 1;
+    while (t > 0 && score[t - 1] < s) {
+      score[t] = score[t - 1];
+      index[t] = index[t - 1];
+      --t;
+    }
+    score[t] = s;
+    index[t] = j;
+  }
+};
+
+int64_t search_radii(int64_t h, int64_t w) {
+  int64_t n = 0;
+  for (int64_t r = std::max(h, w); r >= 1; r /= 2) ++n;
+  return n;
+}
+
+}  // namespace
+
+int64_t patchmatch_evaluations(int64_t h, int64_t w, int64_t topk, int64_t iterations) {
+  // Initial candidates, then per iteration two neighbours' k candidates and, for each of the
+  // k current candidates, one random sample per radius.
+  return topk + iterations * (2 * topk + topk * search_radii(h, w));
+}
+
+namespace functional {
+
+at::Tensor patchmatch_topk(const at::Tensor& q_in, const at::Tensor& k_in, int64_t topk, int64_t iterations,
+                           uint64_t seed) {
+  const int64_t b = q_in.size(0), d = q_in.size(1), h = q_in.size(2), w = q_in.size(3), n = h * w;
+  TORCH_CHECK(topk >= 1, "patchmatch: topk must be positive");
+  const int64_t kk = std::min(topk, n);
+  const at::Tensor q = q_in.detach().to(at::kCPU, at::kFloat).reshape({b, d, n}).transpose(1, 2).contiguous();
+  const at::Tensor k = k_in.detach().to(at::kCPU, at::kFloat).reshape({b, d, n}).transpose(1, 2).contiguous();
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  at::Tensor index = at::empty({b, n, kk}, at::kLong), score = at::empty({b, n, kk}, at::kFloat);
+  at::Tensor next_index = index.clone(), next_score = score.clone();
+  auto dot = [&](int64_t bi, int64_t i, int64_t j) {
+    const float* a = qp + (bi * n + i) * d;
+    const float* c = kp + (bi * n + j) * d;
+    float s = 0;
+    for (int64_t t = 0; t < d; ++t) s += a[t] * c[t];
+    return s;
+  };
+  auto top = [&](at::Tensor& idx, at::Tensor& sc, int64_t bi, int64_t i) {
+    return TopK{sc.data_ptr<float>() + (bi * n + i) * kk, idx.data_ptr<int64_t>() + (bi * n + i) * kk, kk};
+  };
+  // Random initialisation: kk distinct positions per query (a partial Fisher-Yates shuffle).
+  at::parallel_for(0, b * n, 64, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> pool(n);
+    for (int64_t p = begin; p < end; ++p) {
+      Rng rng(seed ^ (0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(p + 1)));
+      const int64_t bi = p / n, i = p % n;
+      for (int64_t j = 0; j < n; ++j) pool[j] = j;
+      TopK t = top(index, score, bi, i);
+      for (int64_t s = 0; s < kk; ++s) {
+        t.score[s] = -std::numeric_limits<float>::infinity();
+        t.index[s] = -1;
+      }
+      for (int64_t s = 0; s < kk; ++s) {
+        std::swap(pool[s], pool[rng.integer(s, n - 1)]);
+        t.offer(dot(bi, i, pool[s]), pool[s]);
+      }
+    }
+  });
+  for (int64_t it = 0; it < iterations; ++it) {
+    const int64_t dir = it % 2 == 0 ? -1 : 1;  // neighbours left/up, then right/down
+    at::parallel_for(0, b * n, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        Rng rng(seed ^ (0xD1B54A32D192ED03ULL * static_cast<uint64_t>((it + 1) * b * n + p + 1)));
+        const int64_t bi = p / n, i = p % n, y = i / w, x = i % w;
+        TopK mine = top(index, score, bi, i), out = top(next_index, next_score, bi, i);
+        std::copy(mine.score, mine.score + kk, out.score);
+        std::copy(mine.index, mine.index + kk, out.index);
+        // Propagation: the neighbour at (y, x + dir) matched j; this pixel tries j − (0, dir).
+        for (const auto [ny, nx] : {std::pair<int64_t, int64_t>{y, x + dir}, {y + dir, x}}) {
+          if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
+          const TopK nb = top(index, score, bi, ny * w + nx);
+          for (int64_t s = 0; s < kk; ++s) {
+            const int64_t jy = nb.index[s] / w + (y - ny), jx = nb.index[s] % w + (x - nx);
+            if (jy >= 0 && jy < h && jx >= 0 && jx < w) out.offer(dot(bi, i, jy * w + jx), jy * w + jx);
+          }
+        }
+        // Random search around each candidate held before this step, radius halving to 1.
+        for (int64_t s = 0; s < kk; ++s) {
+          const int64_t cy = mine.index[s] / w, cx = mine.index[s] % w;
+          for (int64_t r = std::max(h, w); r >= 1; r /= 2) {
+            const int64_t jy = std::clamp<int64_t>(cy + rng.integer(-r, r), 0, h - 1);
+            const int64_t jx = std::clamp<int64_t>(cx + rng.integer(-r, r), 0, w - 1);
+            out.offer(dot(bi, i, jy * w + jx), jy * w + jx);
+          }
+        }
+      }
+    });
+    std::swap(index, next_index);
+    std::swap(score, next_score);
+  }
+  return index;
+}
+
+at::Tensor sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& indices) {
+  const int64_t b = q.size(0), d = q.size(1), c = v.size(1), h = q.size(2), w = q.size(3), n = h * w;
+  const int64_t kk = indices.size(2);
+  const at::Tensor flat = indices.to(q.device()).reshape({b, n * kk});
+  auto gather = [&](const at::Tensor& t, int64_t channels) {  // [B, C, N] at the indices → [B, N, kk, C]
+    return t.reshape({b, channels, n}).gather(2, flat.unsqueeze(1).expand({b, channels, n * kk}))
+        .reshape({b, channels, n, kk}).permute({0, 2, 3, 1});
+  };
+  const at::Tensor qf = q.reshape({b, d, n}).transpose(1, 2).unsqueeze(2);  // [B, N, 1, D]
+  const at::Tensor weights = (gather(k, d) * qf).sum(-1).div(std::sqrt(static_cast<double>(d))).softmax(-1);
+  return (weights.unsqueeze(-1) * gather(v, c)).sum(2).transpose(1, 2).reshape({b, c, h, w});
+}
+
+}  // namespace functional
+
+ScramImpl::ScramImpl(const ScramOptions& options_) : options(options_) { reset(); }
+
+void ScramImpl::reset() {
+  const int64_t c = options.channels();
+  TORCH_CHECK(c > 0, "scram: channels must be positive, got ", c);
+  TORCH_CHECK(options.topk() >= 1, "scram: topk must be at least 1, got ", options.topk());
+  TORCH_CHECK(options.iterations() >= 0, "scram: iterations must not be negative");
+  TORCH_CHECK(options.reduction() > 0 && c / options.reduction() >= 1, "scram: reduction must be in [1, channels]");
+  const int64_t inner = c / options.reduction();
+  query_ = register_module("query", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
+  key_ = register_module("key", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
+  value_ = register_module("value", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 1)));
+  gamma = register_parameter("gamma", torch::full({1}, options.gamma_init()));
+}
+
+torch::Tensor ScramImpl::forward(const torch::Tensor& x) {
+  const at::Tensor q = query_(x), k = key_(x);
+  const uint64_t seed = static_cast<uint64_t>(
+      is_training() ? at::randint(1LL << 62, {1}, at::kLong).item<int64_t>() : options.eval_seed());
+  const at::Tensor indices = functional::patchmatch_topk(q, k, options.topk(), options.iterations(), seed);
+  return x + gamma * functional::sparse_attention(q, k, value_(x), indices);
+}
+
+int64_t ScramImpl::macs(const std::vector<int64_t>& shape) const {
+  const int64_t b = shape[0], c = shape[1], h = shape[2], w = shape[3], n = h * w;
+  const int64_t d = c / options.reduction(), kk = std::min(options.topk(), n);
+  const int64_t search = n * patchmatch_evaluations(h, w, kk, options.iterations()) * d;
+  return b * (n * c * (2 * d + c) + search + n * kk * (d + c));
+}
+
+}  // namespace attnseg
