@@ -32,6 +32,7 @@ int run_bench(const BenchOptions& options) {
   s.device = options.device;
   const BenchReport report = bench_blocks(s);
   std::printf("%s", format_bench(report).c_str());
+  std::fflush(stdout);  // the table before any log line when both go to one pipe
   if (!options.json.empty()) {
     write_text_atomically(options.json, bench_json(report).dump(2) + "\n");
     spdlog::info("wrote {}", options.json);

@@ -84,4 +84,12 @@ inline double max_relative_error(const at::Tensor& out, const at::Tensor& ref) {
   return ((out.to(at::kDouble) - ref).abs().max() / ref.abs().max().clamp_min(1e-300)).item<double>();
 }
 
+// Our CBAM's names for the parameters of Jongchan/attention-module's CBAM.
+inline const std::vector<std::pair<std::string, std::string>> kCbamFixtureNames{
+    {"fc1.weight", "ChannelGate.mlp.1.weight"}, {"fc1.bias", "ChannelGate.mlp.1.bias"},
+    {"fc2.weight", "ChannelGate.mlp.3.weight"}, {"fc2.bias", "ChannelGate.mlp.3.bias"},
+    {"spatial.weight", "SpatialGate.spatial.conv.weight"}, {"norm.weight", "SpatialGate.spatial.bn.weight"},
+    {"norm.bias", "SpatialGate.spatial.bn.bias"}, {"norm.running_mean", "SpatialGate.spatial.bn.running_mean"},
+    {"norm.running_var", "SpatialGate.spatial.bn.running_var"}};
+
 }  // namespace attnseg::test

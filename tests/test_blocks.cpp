@@ -289,14 +289,6 @@ double relative_error(const at::Tensor& out, const at::Tensor& ref) {
   return ((out.to(at::kDouble) - ref).norm() / ref.norm()).item<double>();
 }
 
-std::vector<std::pair<std::string, std::string>> cbam_fixture_names() {
-  return {{"fc1.weight", "ChannelGate.mlp.1.weight"}, {"fc1.bias", "ChannelGate.mlp.1.bias"},
-          {"fc2.weight", "ChannelGate.mlp.3.weight"}, {"fc2.bias", "ChannelGate.mlp.3.bias"},
-          {"spatial.weight", "SpatialGate.spatial.conv.weight"}, {"norm.weight", "SpatialGate.spatial.bn.weight"},
-          {"norm.bias", "SpatialGate.spatial.bn.bias"}, {"norm.running_mean", "SpatialGate.spatial.bn.running_mean"},
-          {"norm.running_var", "SpatialGate.spatial.bn.running_var"}};
-}
-
 // The functional core of each block against its float64 reference on an odd-sized input.
 // Every registered block must appear here: a block without a reference check fails.
 using CoreCheck = std::function<double()>;
@@ -389,7 +381,7 @@ const std::map<std::string, CoreCheck>& core_checks() {
          Cbam block(CbamOptions(32));
          block->eval();
          block->to(torch::kDouble);
-         test::copy_weights(*block, f, cbam_fixture_names());
+         test::copy_weights(*block, f, test::kCbamFixtureNames);
          block->to(torch::kFloat);
          return relative_error(block->forward(f["x"].to(torch::kFloat)), f["y"]);
        }},

@@ -62,19 +62,12 @@ TEST(Efficient, MultiplyAddsMatchHandCount) {
 
 // --- cbam --------------------------------------------------------------------------------
 
-const std::vector<std::pair<std::string, std::string>> kCbamNames{
-    {"fc1.weight", "ChannelGate.mlp.1.weight"}, {"fc1.bias", "ChannelGate.mlp.1.bias"},
-    {"fc2.weight", "ChannelGate.mlp.3.weight"}, {"fc2.bias", "ChannelGate.mlp.3.bias"},
-    {"spatial.weight", "SpatialGate.spatial.conv.weight"}, {"norm.weight", "SpatialGate.spatial.bn.weight"},
-    {"norm.bias", "SpatialGate.spatial.bn.bias"}, {"norm.running_mean", "SpatialGate.spatial.bn.running_mean"},
-    {"norm.running_var", "SpatialGate.spatial.bn.running_var"}};
-
 TEST(Cbam, MatchesTheReferenceImplementation) {
   const test::Fixture f = load_fixture("cbam");
   Cbam block(CbamOptions(32));
   block->eval();
   block->to(torch::kDouble);
-  copy_weights(*block, f, kCbamNames);
+  copy_weights(*block, f, test::kCbamFixtureNames);
   EXPECT_LT(max_relative_error(block->forward(f["x"]), f["y"]), 1e-12);
 }
 
