@@ -19,9 +19,11 @@
 #include "attention/isa.h"
 #include "attention/functional.h"
 #include "attention/nonlocal.h"
+#include "attention/permutohedral.h"
 #include "attention/registry.h"
 #include "attention/scram.h"
 #include "fixture.h"
+#include "permutohedral_reference.h"
 
 namespace attnseg {
 namespace {
@@ -372,6 +374,17 @@ const std::map<std::string, CoreCheck>& core_checks() {
          const auto q = torch::randn({2, 5, 7, 9}), k = torch::randn({2, 5, 7, 9}), v = torch::randn({2, 6, 7, 9});
          const at::Tensor idx = functional::patchmatch_topk(q, k, 6, 2, 1);
          return relative_error(functional::sparse_attention(q, k, v, idx), sparse_attention_reference(q, k, v, idx));
+       }},
+      // The lattice against itself written as a dense kernel matrix (float64), on odd sizes with
+      // queries other than the keys; how well that lattice approximates Gaussian attention is
+      // test_permutohedral.cpp's business.
+      {"permutohedral",
+       [] {
+         torch::manual_seed(11);
+         const auto q = 1.5 * torch::randn({2, 3, 7, 9}), k = 1.5 * torch::randn({2, 3, 5, 7}),
+                    v = torch::randn({2, 6, 5, 7});
+         return relative_error(functional::permutohedral_attention(q, k, v),
+                               test::permutohedral_reference(q, k, v, 1.0, true));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.

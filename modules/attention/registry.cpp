@@ -13,6 +13,7 @@
 #include "attention/isa.h"
 #include "attention/nonlocal.h"
 #include "attention/none.h"
+#include "attention/permutohedral.h"
 #include "attention/scram.h"
 
 namespace attnseg {
@@ -108,6 +109,16 @@ std::vector<BlockSpec> make_registry() {
                      o.gamma_init(node.get<double>("gamma_init", o.gamma_init()));
                      o.eval_seed(node.get<int64_t>("eval_seed", o.eval_seed()));
                      return AttentionBlock(std::make_shared<ScramImpl>(o));
+                   }});
+  specs.push_back({"permutohedral", "vision", "1907.00641", "O(N d^2 C)", {},
+                   [](int64_t channels, const ConfigNode& node) {
+                     PermutohedralOptions o(channels);
+                     o.filter_dim(node.get<int64_t>("filter_dim", o.filter_dim()));
+                     o.heads(node.get<int64_t>("heads", o.heads()));
+                     o.kernel_std(node.get<double>("kernel_std", o.kernel_std()));
+                     o.normalize(node.get<bool>("normalize", o.normalize()));
+                     o.shared_qk(node.get<bool>("shared_qk", o.shared_qk()));
+                     return AttentionBlock(std::make_shared<PermutohedralImpl>(o));
                    }});
   std::set<std::string> seen;
   for (const auto& spec : specs) {
