@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   }
   try {
     attnseg::init_logging(log_level);
+    attnseg::keep_freed_memory();
     attnseg::warn_if_slow_blas();
     if (app.got_subcommand("list")) return run_list(list);
     if (app.got_subcommand("synth")) return run_synth(synth);

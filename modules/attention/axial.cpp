@@ -7,11 +7,14 @@
 namespace attnseg {
 
 namespace functional {
-at::Tensor multihead_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads) {
+at::Tensor multihead_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads,
+                               std::optional<double> scale) {
   const int64_t s = q.size(0), t = q.size(1), d = q.size(2), e = d / heads;
   TORCH_CHECK(d % heads == 0, "multi-head attention: width ", d, " does not split into ", heads, " heads");
   auto split = [&](const at::Tensor& x) { return x.reshape({s, t, heads, e}).transpose(1, 2).reshape({s * heads, t, e}); };
-  const at::Tensor weights = at::bmm(split(q) / std::sqrt(static_cast<double>(e)), split(k).transpose(1, 2)).softmax(2);
+  const double factor = scale.value_or(1.0 / std::sqrt(static_cast<double>(e)));
+  const at::Tensor queries = factor == 1.0 ? split(q) : split(q) * factor;
+  const at::Tensor weights = at::bmm(queries, split(k).transpose(1, 2)).softmax(2);
   return at::bmm(weights, split(v)).reshape({s, heads, t, e}).transpose(1, 2).reshape({s, t, d});
 }
 }  // namespace functional
@@ -47,14 +50,19 @@ torch::Tensor AxialImpl::positions(int64_t h, int64_t w) const {
 torch::Tensor AxialImpl::axis_pass(const torch::Tensor& x, int64_t axis) {
   TORCH_CHECK(axis == 2 || axis == 3, "axial: axis must be 2 (height) or 3 (width)");
   const int i = axis == 2 ? 0 : 1;
-  // Sequences along `axis`: [B, other, axis, C].
-  const at::Tensor seq = axis == 2 ? x.permute({0, 3, 2, 1}) : x.permute({0, 2, 3, 1});
+  const int64_t c = options.channels();
+  // Sequences along `axis`, channels last: [B, other, axis, C], made contiguous once so that
+  // the projection is one plain matrix product.
+  const at::Tensor seq = (axis == 2 ? x.permute({0, 3, 2, 1}) : x.permute({0, 2, 3, 1})).contiguous();
   const auto shape = seq.sizes().vec();
-  const at::Tensor flat = seq.reshape({-1, shape[2], shape[3]});
-  const auto kv = to_kv_[i](flat).chunk(2, -1);
-  const at::Tensor out = to_out_[i](functional::multihead_attention(to_q_[i](flat), kv[0], kv[1], options.heads()));
-  const at::Tensor back = out.reshape(shape);
-  return (axis == 2 ? back.permute({0, 3, 2, 1}) : back.permute({0, 3, 1, 2})).contiguous();
+  // q, k and v in one product, the 1/√e of the scores folded into the query weights (a C×C
+  // scaling instead of an N×C one).
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c / options.heads()));
+  const at::Tensor qkv = at::linear(seq.view({-1, shape[2], c}), at::cat({to_q_[i]->weight * scale, to_kv_[i]->weight}));
+  const auto parts = qkv.chunk(3, -1);
+  const at::Tensor attended = functional::multihead_attention(parts[0], parts[1], parts[2], options.heads(), /*scale=*/1.0);
+  const at::Tensor out = at::linear(attended, to_out_[i]->weight, to_out_[i]->bias).view(shape);
+  return axis == 2 ? out.permute({0, 3, 2, 1}) : out.permute({0, 3, 1, 2});
 }
 
 torch::Tensor AxialImpl::forward(const torch::Tensor& x) {

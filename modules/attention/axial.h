@@ -12,15 +12,17 @@
 #include <torch/nn/pimpl.h>
 
 #include <array>
+#include <optional>
 
 #include "attention/block.h"
 
 namespace attnseg {
 
 namespace functional {
-// Per sequence s and head h: out[s, i] = Σ_j softmax_j(q[s,i]·k[s,j]/√e) v[s, j] with e = D/heads.
-// q, k, v: [S, T, D] → [S, T, D].
-at::Tensor multihead_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads);
+// Per sequence s and head h: out[s, i] = Σ_j softmax_j(scale·q[s,i]·k[s,j]) v[s, j], scale = 1/√e
+// unless given (1 when the queries come pre-scaled), e = D/heads. q, k, v: [S, T, D] → [S, T, D].
+at::Tensor multihead_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads,
+                               std::optional<double> scale = std::nullopt);
 }  // namespace functional
 
 struct AxialOptions {
