@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -17,11 +18,10 @@ struct TopK {
   float* score;
   int64_t* index;
   int64_t k;
+  bool holds(int64_t j) const { return std::find(index, index + k, j) != index + k; }
+  // `s` scores key j, which the list does not hold yet.
   void offer(float s, int64_t j) {
     if (s <= score[k - 1]) return;
-    for (int64_t t = 0; t < k; ++t) {
-      if (index[t] == j) return;
-    }
     int64_t t = k - 1;
     while (t > 0 && score[t - 1] < s) {
       score[t] = score[t - 1];
@@ -32,6 +32,20 @@ struct TopK {
     index[t] = j;
   }
 };
+
+// q·k over d floats, with four partial sums the compiler can keep in flight at once.
+float dot(const float* a, const float* b, int64_t d) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t t = 0;
+  for (; t + 4 <= d; t += 4) {
+    s0 += a[t] * b[t];
+    s1 += a[t + 1] * b[t + 1];
+    s2 += a[t + 2] * b[t + 2];
+    s3 += a[t + 3] * b[t + 3];
+  }
+  for (; t < d; ++t) s0 += a[t] * b[t];
+  return (s0 + s1) + (s2 + s3);
+}
 
 int64_t search_radii(int64_t h, int64_t w) {
   int64_t n = 0;
@@ -60,32 +74,33 @@ at::Tensor patchmatch_topk(const at::Tensor& q_in, const at::Tensor& k_in, int64
   const float* kp = k.data_ptr<float>();
   at::Tensor index = at::empty({b, n, kk}, at::kLong), score = at::empty({b, n, kk}, at::kFloat);
   at::Tensor next_index = index.clone(), next_score = score.clone();
-  auto dot = [&](int64_t bi, int64_t i, int64_t j) {
-    const float* a = qp + (bi * n + i) * d;
-    const float* c = kp + (bi * n + j) * d;
-    float s = 0;
-    for (int64_t t = 0; t < d; ++t) s += a[t] * c[t];
-    return s;
+  // Scores key j for query i unless the list already holds it (the common case once
+  // neighbours agree), which would leave the list as it is.
+  auto consider = [&](TopK& list, int64_t bi, int64_t i, int64_t j) {
+    if (!list.holds(j)) list.offer(dot(qp + (bi * n + i) * d, kp + (bi * n + j) * d, d), j);
   };
   auto top = [&](at::Tensor& idx, at::Tensor& sc, int64_t bi, int64_t i) {
     return TopK{sc.data_ptr<float>() + (bi * n + i) * kk, idx.data_ptr<int64_t>() + (bi * n + i) * kk, kk};
   };
   // Random initialisation: kk distinct positions per query (a partial Fisher-Yates shuffle).
   at::parallel_for(0, b * n, 64, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> pool(n);
+    // The identity permutation, restored after each query by undoing its kk swaps.
+    std::vector<int64_t> pool(n), swapped(kk);
+    for (int64_t j = 0; j < n; ++j) pool[j] = j;
     for (int64_t p = begin; p < end; ++p) {
       Rng rng(seed ^ (0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(p + 1)));
       const int64_t bi = p / n, i = p % n;
-      for (int64_t j = 0; j < n; ++j) pool[j] = j;
       TopK t = top(index, score, bi, i);
       for (int64_t s = 0; s < kk; ++s) {
         t.score[s] = -std::numeric_limits<float>::infinity();
         t.index[s] = -1;
       }
       for (int64_t s = 0; s < kk; ++s) {
-        std::swap(pool[s], pool[rng.integer(s, n - 1)]);
-        t.offer(dot(bi, i, pool[s]), pool[s]);
+        swapped[s] = rng.integer(s, n - 1);
+        std::swap(pool[s], pool[swapped[s]]);
+        consider(t, bi, i, pool[s]);
       }
+      for (int64_t s = kk - 1; s >= 0; --s) std::swap(pool[s], pool[swapped[s]]);
     }
   });
   for (int64_t it = 0; it < iterations; ++it) {
@@ -98,12 +113,12 @@ at::Tensor patchmatch_topk(const at::Tensor& q_in, const at::Tensor& k_in, int64
         std::copy(mine.score, mine.score + kk, out.score);
         std::copy(mine.index, mine.index + kk, out.index);
         // Propagation: the neighbour at (y, x + dir) matched j; this pixel tries j − (0, dir).
-        for (const auto [ny, nx] : {std::pair<int64_t, int64_t>{y, x + dir}, {y + dir, x}}) {
+        for (const auto& [ny, nx] : {std::pair<int64_t, int64_t>{y, x + dir}, {y + dir, x}}) {
           if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
           const TopK nb = top(index, score, bi, ny * w + nx);
           for (int64_t s = 0; s < kk; ++s) {
             const int64_t jy = nb.index[s] / w + (y - ny), jx = nb.index[s] % w + (x - nx);
-            if (jy >= 0 && jy < h && jx >= 0 && jx < w) out.offer(dot(bi, i, jy * w + jx), jy * w + jx);
+            if (jy >= 0 && jy < h && jx >= 0 && jx < w) consider(out, bi, i, jy * w + jx);
           }
         }
         // Random search around each candidate held before this step, radius halving to 1.
@@ -112,7 +127,7 @@ at::Tensor patchmatch_topk(const at::Tensor& q_in, const at::Tensor& k_in, int64
           for (int64_t r = std::max(h, w); r >= 1; r /= 2) {
             const int64_t jy = std::clamp<int64_t>(cy + rng.integer(-r, r), 0, h - 1);
             const int64_t jx = std::clamp<int64_t>(cx + rng.integer(-r, r), 0, w - 1);
-            out.offer(dot(bi, i, jy * w + jx), jy * w + jx);
+            consider(out, bi, i, jy * w + jx);
           }
         }
       }
