@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/autograd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,11 @@
 namespace attnseg {
 
 namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+constexpr int64_t kQueryGrain = 64, kChannelGrain = 8;
 
 // The k best (score, index) pairs of one query, best first, indices distinct.
 struct TopK {
@@ -33,9 +39,10 @@ struct TopK {
   }
 };
 
-// q·k over d floats, with four partial sums the compiler can keep in flight at once.
-float dot(const float* a, const float* b, int64_t d) {
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+// a·b over d numbers, with four partial sums the compiler can keep in flight at once.
+template <typename T>
+T dot(const T* a, const T* b, int64_t d) {
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   int64_t t = 0;
   for (; t + 4 <= d; t += 4) {
     s0 += a[t] * b[t];
@@ -46,6 +53,103 @@ float dot(const float* a, const float* b, int64_t d) {
   for (; t < d; ++t) s0 += a[t] * b[t];
   return (s0 + s1) + (s2 + s3);
 }
+
+// Softmax attention of each query over its k found keys, as one autograd function on
+// channels-last rows: q, k [B, N, D], v [B, N, C], indices [B, N, kk] → [B, N, C].
+class SparseAttentionFunction : public torch::autograd::Function<SparseAttentionFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& indices) {
+    const int64_t b = q.size(0), n = q.size(1), d = q.size(2), c = v.size(2), kk = indices.size(2);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    at::Tensor out = at::empty({b, n, c}, v.options()), weights = at::empty({b, n, kk}, v.options());
+    const int64_t* idx = indices.data_ptr<int64_t>();
+    AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "sparse_attention", [&] {
+      const scalar_t *qp = q.data_ptr<scalar_t>(), *kp = k.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>();
+      scalar_t *op = out.data_ptr<scalar_t>(), *wp = weights.data_ptr<scalar_t>();
+      at::parallel_for(0, b * n, kQueryGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+          const int64_t base = (p / n) * n;  // the sample's first row
+          const int64_t* keys = idx + p * kk;
+          scalar_t* w = wp + p * kk;
+          scalar_t top = -std::numeric_limits<scalar_t>::infinity(), total = 0;
+          for (int64_t t = 0; t < kk; ++t) {
+            w[t] = static_cast<scalar_t>(scale) * dot(qp + p * d, kp + (base + keys[t]) * d, d);
+            top = std::max(top, w[t]);
+          }
+          for (int64_t t = 0; t < kk; ++t) total += (w[t] = std::exp(w[t] - top));
+          scalar_t* o = op + p * c;
+          std::fill(o, o + c, scalar_t(0));
+          for (int64_t t = 0; t < kk; ++t) {
+            const scalar_t wt = (w[t] /= total);
+            const scalar_t* row = vp + (base + keys[t]) * c;
+            for (int64_t ch = 0; ch < c; ++ch) o[ch] += wt * row[ch];
+          }
+        }
+      });
+    });
+    ctx->save_for_backward({q, k, v, indices, weights});
+    return out;
+  }
+
+  // With s_t = scale·q·k_t, w = softmax(s), o = Σ w_t v_t: ∂w_t = g·v_t, ∂s_t = w_t (∂w_t − Σ_u w_u ∂w_u),
+  // then ∂q = scale Σ ∂s_t k_t per query, and per key the scatters ∂k_t += scale ∂s_t q and
+  // ∂v_t += w_t g, split over channel ranges so that no two threads add to the same number.
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &indices = saved[3], &weights = saved[4];
+    const at::Tensor g = grads[0].contiguous();
+    const int64_t b = q.size(0), n = q.size(1), d = q.size(2), c = v.size(2), kk = indices.size(2);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    at::Tensor dq = at::empty_like(q), dk = at::zeros_like(k), dv = at::zeros_like(v);
+    at::Tensor ds = at::empty_like(weights);
+    const int64_t* idx = indices.data_ptr<int64_t>();
+    AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "sparse_attention_backward", [&] {
+      const scalar_t *qp = q.data_ptr<scalar_t>(), *kp = k.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>(),
+                     *gp = g.data_ptr<scalar_t>(), *wp = weights.data_ptr<scalar_t>();
+      scalar_t *dqp = dq.data_ptr<scalar_t>(), *dkp = dk.data_ptr<scalar_t>(), *dvp = dv.data_ptr<scalar_t>(),
+               *dsp = ds.data_ptr<scalar_t>();
+      at::parallel_for(0, b * n, kQueryGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+          const int64_t base = (p / n) * n;
+          const int64_t* keys = idx + p * kk;
+          const scalar_t* w = wp + p * kk;
+          scalar_t* s = dsp + p * kk;
+          scalar_t mean = 0;
+          for (int64_t t = 0; t < kk; ++t) mean += w[t] * (s[t] = dot(gp + p * c, vp + (base + keys[t]) * c, c));
+          scalar_t* out = dqp + p * d;
+          std::fill(out, out + d, scalar_t(0));
+          for (int64_t t = 0; t < kk; ++t) {
+            s[t] = w[t] * (s[t] - mean);
+            const scalar_t f = static_cast<scalar_t>(scale) * s[t];
+            const scalar_t* row = kp + (base + keys[t]) * d;
+            for (int64_t ch = 0; ch < d; ++ch) out[ch] += f * row[ch];
+          }
+        }
+      });
+      // Scatter to keys and values: each task owns a range of channels of every row.
+      auto scatter = [&](scalar_t* target, int64_t width, const scalar_t* source, const scalar_t* factor, double mul) {
+        at::parallel_for(0, b * width, kChannelGrain, [&](int64_t begin, int64_t end) {
+          for (int64_t task = begin; task < end;) {
+            const int64_t bi = task / width, c0 = task % width, c1 = std::min(width, c0 + (end - task));
+            for (int64_t i = bi * n; i < (bi + 1) * n; ++i) {
+              const scalar_t* src = source + i * width;
+              for (int64_t t = 0; t < kk; ++t) {
+                const scalar_t f = static_cast<scalar_t>(mul) * factor[i * kk + t];
+                scalar_t* dst = target + (bi * n + idx[i * kk + t]) * width;
+                for (int64_t ch = c0; ch < c1; ++ch) dst[ch] += f * src[ch];
+              }
+            }
+            task += c1 - c0;
+          }
+        });
+      };
+      scatter(dkp, d, qp, dsp, scale);
+      scatter(dvp, c, gp, wp, 1.0);
+    });
+    return {dq, dk, dv, at::Tensor()};
+  }
+};
 
 int64_t search_radii(int64_t h, int64_t w) {
   int64_t n = 0;
@@ -138,7 +242,8 @@ at::Tensor patchmatch_topk(const at::Tensor& q_in, const at::Tensor& k_in, int64
   return index;
 }
 
-at::Tensor sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& indices) {
+at::Tensor sparse_attention_gathered(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const at::Tensor& indices) {
   const int64_t b = q.size(0), d = q.size(1), c = v.size(1), h = q.size(2), w = q.size(3), n = h * w;
   const int64_t kk = indices.size(2);
   const at::Tensor flat = indices.to(q.device()).reshape({b, n * kk});
@@ -149,6 +254,20 @@ at::Tensor sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const at::Tensor qf = q.reshape({b, d, n}).transpose(1, 2).unsqueeze(2);  // [B, N, 1, D]
   const at::Tensor weights = (gather(k, d) * qf).sum(-1).div(std::sqrt(static_cast<double>(d))).softmax(-1);
   return (weights.unsqueeze(-1) * gather(v, c)).sum(2).transpose(1, 2).reshape({b, c, h, w});
+}
+
+at::Tensor sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& indices) {
+  if (!q.device().is_cpu()) return sparse_attention_gathered(q, k, v, indices);
+  const int64_t b = q.size(0), d = q.size(1), c = v.size(1), h = q.size(2), w = q.size(3), n = h * w;
+  TORCH_CHECK(indices.dim() == 3 && indices.size(0) == b && indices.size(1) == n,
+              "sparse attention: indices must be [B, N, k], got ", indices.sizes());
+  TORCH_CHECK(indices.numel() == 0 || (indices.min().item<int64_t>() >= 0 && indices.max().item<int64_t>() < n),
+              "sparse attention: indices must lie in [0, ", n, ")");
+  TORCH_CHECK(q.scalar_type() == v.scalar_type() && k.scalar_type() == v.scalar_type(),
+              "sparse attention: q, k and v must share a dtype");
+  auto rows = [&](const at::Tensor& t, int64_t channels) { return t.reshape({b, channels, n}).transpose(1, 2).contiguous(); };
+  const at::Tensor out = SparseAttentionFunction::apply(rows(q, d), rows(k, d), rows(v, c), indices.to(at::kLong).contiguous());
+  return out.transpose(1, 2).reshape({b, c, h, w});
 }
 
 }  // namespace functional

@@ -24,8 +24,15 @@ namespace functional {
 // PatchMatch search for the `topk` keys of highest q_i·k_j per query: q, k [B, D, H, W] →
 // int64 indices [B, N, topk] into the N = H·W positions (distinct per query, best first).
 at::Tensor patchmatch_topk(const at::Tensor& q, const at::Tensor& k, int64_t topk, int64_t iterations, uint64_t seed);
-// out_i = Σ_{j ∈ S_i} softmax_j(q_i·k_j/√D) v_j over the keys S_i = indices[b, i, :].
+// out_i = Σ_{j ∈ S_i} softmax_j(q_i·k_j/√D) v_j over the keys S_i = indices[b, i, :]; q, k
+// [B, D, H, W], v [B, C, H, W]. On the CPU one pass per query reads its k keys and values
+// where they lie (an autograd function whose backward scatters the same way); elsewhere it is
+// sparse_attention_gathered.
 at::Tensor sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& indices);
+// The same from tensor operations: every query's k keys and values gathered into [B, N, k, C]
+// (k times the memory of the map), differentiable by autograd on any device.
+at::Tensor sparse_attention_gathered(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const at::Tensor& indices);
 }  // namespace functional
 
 struct ScramOptions {
