@@ -2,10 +2,13 @@
 # Times every block (ours, then the paper's reference implementation where one exists) in
 # one run, block by block, on the same machine and LibTorch, and prints the README's block
 # table. Reference repositories are looked up under REFS (see tools/reference/common.py).
-#   tools/bench_blocks.sh [--refs DIR] [--blocks LIST] [--sizes 32x64,64x128] [--iters 20]
+# Each block is timed in ROUNDS alternating rounds (ours, reference, ours, ...), and the table
+# takes the median over the rounds, so that a slow spell of the machine lands on both sides.
+# The reference runs with the allocator settings attnseg makes for itself (keep_freed_memory).
+#   tools/bench_blocks.sh [--refs DIR] [--blocks LIST] [--sizes 32x64,64x128] [--iters 20] [--rounds 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-refs=/work/.mirror blocks=all sizes=32x64,64x128 iters=20 channels=512
+refs=/work/.mirror blocks=all sizes=32x64,64x128 iters=20 channels=512 rounds=3
 while (($#)); do
   case "$1" in
     --refs) refs=$2; shift 2 ;;
@@ -13,6 +16,7 @@ while (($#)); do
     --sizes) sizes=$2; shift 2 ;;
     --iters) iters=$2; shift 2 ;;
     --channels) channels=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     *) echo "error: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -20,13 +24,16 @@ bin=build/release/attnseg
 out=${BENCH_OUT:-work_dirs/bench_blocks}
 mkdir -p "$out"
 if [ "$blocks" = all ]; then blocks=$("$bin" list | awk 'NR > 1 {print $1}' | paste -sd, -); fi
+rm -f "$out"/ours_*.json "$out"/ref_*.json "$out/log.txt"
 for b in ${blocks//,/ }; do
-  "$bin" bench --blocks "$b" --channels "$channels" --sizes "$sizes" --iters "$iters" --json "$out/ours_$b.json" > /dev/null
-  if [ -f "tools/reference/$b.py" ] && grep -q '^def build' "tools/reference/$b.py"; then
-    /usr/bin/python3 tools/reference/bench.py --refs "$refs" --blocks "$b" --channels "$channels" \
-      --sizes "$sizes" --iters "$iters" > "$out/ref_$b.json"
-  else
-    rm -f "$out/ref_$b.json"
-  fi
+  for r in $(seq "$rounds"); do
+    "$bin" bench --blocks "$b" --channels "$channels" --sizes "$sizes" --iters "$iters" \
+      --json "$out/ours_${b}_r$r.json" > /dev/null 2>> "$out/log.txt"
+    if [ -f "tools/reference/$b.py" ] && grep -q '^def build' "tools/reference/$b.py"; then
+      MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 \
+        /usr/bin/python3 tools/reference/bench.py --refs "$refs" --blocks "$b" --channels "$channels" \
+        --sizes "$sizes" --iters "$iters" > "$out/ref_${b}_r$r.json" 2>> "$out/log.txt"
+    fi
+  done
 done
 /usr/bin/python3 tools/reference/block_table.py --bench-dir "$out" --blocks "$blocks" | tee "$out/table.md"

@@ -1,10 +1,14 @@
 """Joins `attnseg bench --json` (ours), tools/reference/bench.py (reference) and the
 synthetic-set evaluations (work_dirs/<block>_r18_synthetic/eval.json) into the README's
-block table, one row per block."""
+block table, one row per block. Timings come in rounds (ours_<block>_r<k>.json,
+ref_<block>_r<k>.json); each size's figure is the median over the rounds of each round's
+median, and the growth exponent is fitted to those."""
 import argparse
+import glob
 import json
 import math
 import os
+import statistics
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -15,6 +19,28 @@ def load(path):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def rounds(bench_dir, side, block):
+    """Per size, the median over rounds of the round medians; None without any round."""
+    docs = [load(p) for p in sorted(glob.glob(os.path.join(bench_dir, f"{side}_{block}_r*.json")))]
+    docs = [d for d in docs if d and d["blocks"]]
+    if not docs:
+        return None, None
+    sizes = docs[0]["blocks"][0]["sizes"]
+    medians = [statistics.median(d["blocks"][0]["sizes"][i]["median_ms"] for d in docs)
+               for i in range(len(sizes))]
+    return docs, medians
+
+
+def growth_exponent(tokens, times):
+    """Least-squares slope of log time against log tokens."""
+    if len(tokens) < 2:
+        return None
+    lx, ly = [math.log(t) for t in tokens], [math.log(t) for t in times]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    sxx = sum((x - mx) ** 2 for x in lx)
+    return sum((x - mx) * (y - my) for x, y in zip(lx, ly)) / sxx if sxx > 0 else None
 
 
 def registry():
@@ -38,32 +64,32 @@ def main():
     header = None
     rows = []
     for block in args.blocks.split(","):
-        ours = load(os.path.join(args.bench_dir, f"ours_{block}.json"))
-        ref = load(os.path.join(args.bench_dir, f"ref_{block}.json"))
+        ours_docs, ours_ms = rounds(args.bench_dir, "ours", block)
+        _, ref_ms = rounds(args.bench_dir, "ref", block)
+        ours = ours_docs[0]
         b = ours["blocks"][0]
         sizes = [f"{s['height']}×{s['width']}" for s in b["sizes"]]
         if header is None:
             header = (["block", "paper", "complexity", f"params (C={ours['channels']})"]
                       + [f"ms @ {s}" for s in sizes] + [f"ref ms @ {s}" for s in sizes]
                       + ["ours / ref", "time ∝ N^k", "synthetic mIoU"])
-        r = ref["blocks"][0] if ref and ref["blocks"] else None
-        ours_ms = [s["median_ms"] for s in b["sizes"]]
-        ref_ms = [s["median_ms"] for s in r["sizes"]] if r else []
-        ratio = "/".join(f"{o / q:.2f}" for o, q in zip(ours_ms, ref_ms)) if r else "no reference"
+        ratio = "/".join(f"{o / q:.2f}" for o, q in zip(ours_ms, ref_ms)) if ref_ms else "no reference"
         ev = load(os.path.join(args.work_dirs, f"{block}_r18_synthetic", "eval.json"))
         miou = f"{100 * ev['mIoU']:.2f}" if ev else "not trained"
-        k = b["time_exponent"]
+        k = growth_exponent([s["height"] * s["width"] for s in b["sizes"]], ours_ms)
         paper, complexity = reg[block]
         rows.append([f"`{block}`", paper, complexity, f"{b['parameters'] / 1e6:.3f} M"]
                     + [f"{m:.1f}" for m in ours_ms]
-                    + ([f"{m:.1f}" for m in ref_ms] if r else ["–"] * len(ours_ms))
-                    + [ratio, "–" if k is None or (isinstance(k, float) and math.isnan(k)) else f"{k:.2f}", miou])
+                    + ([f"{m:.1f}" for m in ref_ms] if ref_ms else ["–"] * len(ours_ms))
+                    + [ratio, "–" if k is None else f"{k:.2f}", miou])
+        n_rounds = len(ours_docs)
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\n{ours['threads']} threads, batch {ours['batch']}, median of {ours['iters']} runs after "
-          f"{ours['warmup']} warm-up; reference on the same machine and LibTorch in the same run.")
+    print(f"\n{ours['threads']} threads, batch {ours['batch']}; each figure the median over {n_rounds} "
+          f"alternating rounds of the median of {ours['iters']} runs after {ours['warmup']} warm-up; "
+          "reference on the same machine and LibTorch in the same run.")
 
 
 if __name__ == "__main__":
