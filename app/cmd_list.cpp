@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 
 #include "attention/registry.h"
@@ -11,12 +12,18 @@ void setup_list(CLI::App& app, ListOptions& options) {
 }
 
 int run_list(const ListOptions& options) {
-  std::printf("%-12s %-9s %-11s %-14s %12s\n", "name", "family", "paper", "complexity",
-              ("params@C=" + std::to_string(options.channels)).c_str());
+  // Columns as wide as their longest entry, so that every row lines up.
+  int name_width = 4, complexity_width = 10;
+  for (const auto& spec : block_registry()) {
+    name_width = std::max(name_width, static_cast<int>(spec.name.size()));
+    complexity_width = std::max(complexity_width, static_cast<int>(spec.complexity.size()));
+  }
+  std::printf("%-*s %-9s %-11s %-*s %12s\n", name_width, "name", "family", "paper", complexity_width,
+              "complexity", ("params@C=" + std::to_string(options.channels)).c_str());
   for (const auto& spec : block_registry()) {
     const AttentionBlock block = build_block(spec.name, options.channels);
-    std::printf("%-12s %-9s %-11s %-14s %12lld\n", spec.name.c_str(), spec.family.c_str(),
-                spec.paper.c_str(), spec.complexity.c_str(),
+    std::printf("%-*s %-9s %-11s %-*s %12lld\n", name_width, spec.name.c_str(), spec.family.c_str(),
+                spec.paper.c_str(), complexity_width, spec.complexity.c_str(),
                 static_cast<long long>(count_parameters(*block)));
   }
   return 0;
