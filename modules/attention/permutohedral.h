@@ -21,7 +21,7 @@
 //  - the output is normalised by the filtered homogeneous 1 (attention weights summing to 1,
 //    as out_i = Σ_j K_ij v_j / Σ_j K_ij); the reference returns the unnormalised Σ_j K_ij v_j
 //    (`normalize(false)` reproduces it), whose scale grows with the number of pixels;
-//  - filter_dim is a fixed 8 per head: the reference networks use channels/2 (8 or 9 for
+//  - filter_dim defaults to 8 per head: the reference networks use channels/2 (8 or 9 for
 //    their 16 and 18 channels), which at 512 channels would be a 256-dimensional lattice;
 //  - queries and keys may differ (`shared_qk(false)` adds a query extractor): the queries'
 //    simplex vertices are then hashed too, so the blur reaches them.
