@@ -177,6 +177,15 @@ TEST(Runtime, NamesTheBlasThatMatrixProductsCall) {
   EXPECT_NE(lib.find("blas"), std::string::npos) << lib;
 }
 
+// When the build found Debian's OpenMP OpenBLAS, LibTorch's products must call it (and not the
+// pthread build the system's alternatives name), or the two thread pools fight again.
+TEST(Runtime, MatrixProductsUseTheOpenMPBuildOfOpenBlas) {
+  if (!ATTNSEG_OPENMP_BLAS_LOADED) GTEST_SKIP() << "built without libopenblas0-openmp";
+  const at::Tensor a = at::randn({64, 64});
+  (void)at::mm(a, a);
+  EXPECT_NE(blas_library().find("openblas-openmp"), std::string::npos) << blas_library();
+}
+
 TEST(Runtime, ThreadCountIsSetExplicitly) {
   EXPECT_EQ(set_threads(1), 1);
   EXPECT_GE(set_threads(0), 1);

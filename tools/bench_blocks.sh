@@ -4,7 +4,8 @@
 # table. Reference repositories are looked up under REFS (see tools/reference/common.py).
 # Each block is timed in ROUNDS alternating rounds (ours, reference, ours, ...), and the table
 # takes the median over the rounds, so that a slow spell of the machine lands on both sides.
-# The reference runs with the allocator settings attnseg makes for itself (keep_freed_memory).
+# The reference runs with the allocator settings attnseg makes for itself (keep_freed_memory)
+# and the BLAS attnseg loads (Debian's OpenMP build of OpenBLAS; see CMakeLists.txt).
 #   tools/bench_blocks.sh [--refs DIR] [--blocks LIST] [--sizes 32x64,64x128] [--iters 20] [--rounds 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +25,14 @@ bin=build/release/attnseg
 out=${BENCH_OUT:-work_dirs/bench_blocks}
 mkdir -p "$out"
 if [ "$blocks" = all ]; then blocks=$("$bin" list | awk 'NR > 1 {print $1}' | paste -sd, -); fi
+blas_dir=$(dirname "$(ldd "$bin" | awk '$1 == "libblas.so.3" {print $3}')")
 rm -f "$out"/ours_*.json "$out"/ref_*.json "$out/log.txt"
 for b in ${blocks//,/ }; do
   for r in $(seq "$rounds"); do
     "$bin" bench --blocks "$b" --channels "$channels" --sizes "$sizes" --iters "$iters" \
       --json "$out/ours_${b}_r$r.json" > /dev/null 2>> "$out/log.txt"
     if [ -f "tools/reference/$b.py" ] && grep -q '^def build' "tools/reference/$b.py"; then
-      MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 \
+      MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 LD_LIBRARY_PATH="$blas_dir" \
         /usr/bin/python3 tools/reference/bench.py --refs "$refs" --blocks "$b" --channels "$channels" \
         --sizes "$sizes" --iters "$iters" > "$out/ref_${b}_r$r.json" 2>> "$out/log.txt"
     fi
