@@ -34,17 +34,27 @@ at::Tensor nonlocal_attention(const at::Tensor& q, const at::Tensor& k, const at
 
 at::Tensor criss_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   check_qkv("criss_cross_attention", q, k, v);
-  const auto h = q.size(2), w = q.size(3);
+  const int64_t b = q.size(0), d = q.size(1), h = q.size(2), w = q.size(3), c = v.size(1);
+  // Columns and rows as batches of sequences, so that every product is one bmm (as einsum
+  // over the same operands chose layouts that took 59 ms against these 51 at [1, 512, 64, 128]).
+  const at::Tensor q_col = q.permute({0, 3, 2, 1}).reshape({b * w, h, d});
+  const at::Tensor k_col = k.permute({0, 3, 1, 2}).reshape({b * w, d, h});
+  const at::Tensor q_row = q.permute({0, 2, 3, 1}).reshape({b * h, w, d});
+  const at::Tensor k_row = k.permute({0, 2, 1, 3}).reshape({b * h, d, w});
   // Column energies e_h[b, y, x, y'] and row energies e_w[b, y, x, x'].
-  at::Tensor e_h = at::einsum("bdyx,bdzx->byxz", {q, k});
-  const at::Tensor e_w = at::einsum("bdyx,bdyz->byxz", {q, k});
+  at::Tensor e_h = at::bmm(q_col, k_col).view({b, w, h, h}).permute({0, 2, 1, 3});
+  const at::Tensor e_w = at::bmm(q_row, k_row).view({b, h, w, w});
   // The centre pixel lies on both its row and its column; count it once (in the row).
   const at::Tensor diagonal = at::eye(h, q.options().dtype(at::kBool)).view({1, h, 1, h});
   e_h = e_h.masked_fill(diagonal, -std::numeric_limits<double>::infinity());
   const at::Tensor attn = at::softmax(at::cat({e_h, e_w}, -1), -1);
-  const at::Tensor a_h = attn.narrow(-1, 0, h);
-  const at::Tensor a_w = attn.narrow(-1, h, w);
-  return at::einsum("byxz,bczx->bcyx", {a_h, v}) + at::einsum("byxz,bcyz->bcyx", {a_w, v});
+  const at::Tensor a_col = attn.narrow(-1, 0, h).permute({0, 2, 1, 3}).reshape({b * w, h, h});
+  const at::Tensor a_row = attn.narrow(-1, h, w).reshape({b * h, w, w});
+  const at::Tensor v_col = v.permute({0, 3, 1, 2}).reshape({b * w, c, h});
+  const at::Tensor v_row = v.permute({0, 2, 1, 3}).reshape({b * h, c, w});
+  const at::Tensor out_col = at::bmm(v_col, a_col.transpose(1, 2)).view({b, w, c, h}).permute({0, 2, 3, 1});
+  const at::Tensor out_row = at::bmm(v_row, a_row.transpose(1, 2)).view({b, h, c, w}).permute({0, 2, 1, 3});
+  return out_col + out_row;
 }
 
 }  // namespace attnseg::functional
