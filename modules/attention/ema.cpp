@@ -53,8 +53,9 @@ torch::Tensor EmaImpl::forward(const torch::Tensor& input) {
     at::NoGradGuard no_grad;
     mu.mul_(options.momentum()).add_(bases.mean(0, true), 1.0 - options.momentum());
   }
-  const at::Tensor recon = at::relu(at::bmm(bases, z.transpose(1, 2)).reshape({b, c, h, w}));
-  return at::relu(norm_(conv2_(recon)) + input);
+  // In place, as the reference does: neither the product's nor the sum's backward needs its output.
+  const at::Tensor recon = at::bmm(bases, z.transpose(1, 2)).reshape({b, c, h, w}).relu_();
+  return (norm_(conv2_(recon)) + input).relu_();
 }
 
 int64_t EmaImpl::macs(const std::vector<int64_t>& shape) const {
