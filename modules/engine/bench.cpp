@@ -104,7 +104,7 @@ std::string format_bench(const BenchReport& r) {
   out += "block           params";
   for (const auto& size : r.settings.sizes) {
     const std::string s = std::to_string(size[0]) + "x" + std::to_string(size[1]);
-    std::snprintf(line, sizeof(line), " | %8s GMAC  %8s ms (p25-p75)", s.c_str(), s.c_str());
+    std::snprintf(line, sizeof(line), " | %13s  %11s %-15s", (s + " GMAC").c_str(), (s + " ms").c_str(), "(p25-p75)");
     out += line;
   }
   out += " | time ~ N^k\n";
