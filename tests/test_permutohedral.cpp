@@ -4,10 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <functional>
 #include <map>
 #include <sstream>
 #include <vector>
@@ -314,60 +311,6 @@ TEST(Permutohedral, TrainingModeMatchesEvalMode) {
 TEST(Permutohedral, RejectsHeadsThatDoNotDivideChannels) {
   EXPECT_THROW(Permutohedral(PermutohedralOptions(16).heads(3)), c10::Error);
   EXPECT_THROW(Permutohedral(PermutohedralOptions(16).kernel_std(0)), c10::Error);
-}
-
-// Not a test: times at the sizes of the report, of the block and of its core alone on spread
-// positions (N(0, 2²) in d = 8: nearly every position has vertices of its own). Run with
-// --gtest_also_run_disabled_tests --gtest_filter='*Time*'.
-double median_seconds(const std::function<void()>& run) {
-  std::vector<double> times;
-  for (int rep = 0; rep < 4; ++rep) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    if (rep > 0)
-      times.push_back(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[1];
-}
-
-TEST(Permutohedral, DISABLED_TimeForwardAtTwoSizes) {
-  torch::manual_seed(0);
-  Permutohedral block(PermutohedralOptions(512));
-  const auto params = block->named_parameters();
-  for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 512, 32, 64}, {1, 512, 64, 128}}) {
-    const at::Tensor x = torch::randn(shape);
-    const double forward = median_seconds([&] {
-      torch::NoGradGuard no_grad;
-      block->forward(x);
-    });
-    const double training =
-        median_seconds([&] { block->forward(x.clone().requires_grad_()).sum().backward(); });
-    // The block's own positions, rebuilt from its weights, for the lattice's size.
-    const int64_t h = shape[2], w = shape[3];
-    const at::Tensor rows = (torch::arange(h) - double(h / 2)).view({h, 1}).expand({h, w});
-    const at::Tensor cols = (torch::arange(w) - double(w / 2)).view({1, w}).expand({h, w});
-    const at::Tensor input =
-        torch::cat({x, (torch::stack({rows, cols}).unsqueeze(0) * params["coord_scale"])}, 1);
-    const at::Tensor pos =
-        torch::leaky_relu(torch::conv2d(input, params["feature.weight"], params["feature.bias"]),
-                          0.01)
-            .detach();
-    const at::Tensor head = pos.narrow(1, 0, 8);
-    const auto work = functional::permutohedral_work(head, head, 257);
-    const at::Tensor spread = 2 * torch::randn({1, 8, h * w}),
-                     values = torch::randn({1, 256, h * w});
-    const auto spread_work = functional::permutohedral_work(spread, spread, 257);
-    const double core =
-        median_seconds([&] { functional::permutohedral_attention(spread, spread, values); });
-    std::cout << h << "x" << w << ": block forward " << forward << " s, forward+backward "
-              << training << " s, macs bound " << block->macs(shape) << ", head-0 vertices "
-              << work.vertices << " (of at most " << 9 * h * w
-              << "); core alone on spread positions (C=256): " << core << " s, vertices "
-              << spread_work.vertices << ", products " << spread_work.products << ", threads "
-              << at::get_num_threads() << "\n";
-  }
 }
 
 }  // namespace
