@@ -17,7 +17,9 @@ void setup_bench(CLI::App& app, BenchOptions& options) {
   app.add_option("--iters", options.iters, "timed runs per size")->check(CLI::PositiveNumber);
   app.add_option("--threads", options.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--device", options.device, "cpu or cuda");
+  app.add_flag("--backward", options.backward, "also time forward + backward in training mode");
   app.add_option("--json", options.json, "write every figure to this JSON file");
+  app.add_option("--csv", options.csv, "write one row per block and size to this CSV file");
 }
 
 int run_bench(const BenchOptions& options) {
@@ -30,12 +32,17 @@ int run_bench(const BenchOptions& options) {
   s.iters = options.iters;
   s.threads = options.threads;
   s.device = options.device;
+  s.backward = options.backward;
   const BenchReport report = bench_blocks(s);
   std::printf("%s", format_bench(report).c_str());
   std::fflush(stdout);  // the table before any log line when both go to one pipe
   if (!options.json.empty()) {
     write_text_atomically(options.json, bench_json(report).dump(2) + "\n");
     spdlog::info("wrote {}", options.json);
+  }
+  if (!options.csv.empty()) {
+    write_text_atomically(options.csv, bench_csv(report));
+    spdlog::info("wrote {}", options.csv);
   }
   return 0;
 }

@@ -37,9 +37,10 @@ void setup_eval(CLI::App& app, EvalOptions& options);
 int run_eval(const EvalOptions& options);
 
 struct BenchOptions {
-  std::string blocks = "all", sizes = "32x64,64x128", device = "cpu", json;
+  std::string blocks = "all", sizes = "32x64,64x128", device = "cpu", json, csv;
   int64_t channels = 512, batch = 1, warmup = 3, iters = 20;
   int threads = 0;
+  bool backward = false;
 };
 void setup_bench(CLI::App& app, BenchOptions& options);
 int run_bench(const BenchOptions& options);

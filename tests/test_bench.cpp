@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "attention/registry.h"
 #include "core/error.h"
@@ -66,6 +67,63 @@ TEST(Bench, ReportsEachBlocksOwnMultiplyAddsAtEverySize) {
     EXPECT_GT(b.sizes[0].median_ms, 0);
     EXPECT_LE(b.sizes[0].p25_ms, b.sizes[0].p75_ms);
   }
+}
+
+TEST(Bench, ThroughputFollowsTheMedianAndBackwardIsTimedOnlyWhenAsked) {
+  BenchSettings s;
+  s.blocks = {"ccnet", "scram"};
+  s.sizes = {{5, 7}};
+  s.channels = 16;
+  s.batch = 3;
+  s.warmup = 0;
+  s.iters = 2;
+  s.threads = 1;
+  for (const auto& b : bench_blocks(s).blocks) {
+    EXPECT_EQ(b.sizes[0].train_median_ms, 0) << b.block;
+    EXPECT_DOUBLE_EQ(b.sizes[0].images_per_s, 3000.0 / b.sizes[0].median_ms) << b.block;
+  }
+  s.backward = true;
+  const BenchReport report = bench_blocks(s);
+  for (const auto& b : report.blocks) {
+    EXPECT_GT(b.sizes[0].train_median_ms, 0) << b.block;
+    EXPECT_LE(b.sizes[0].train_p25_ms, b.sizes[0].train_p75_ms) << b.block;
+  }
+  EXPECT_NE(format_bench(report).find("fwd+bwd ms"), std::string::npos);
+  EXPECT_TRUE(bench_json(report)["blocks"][0]["sizes"][0].contains("train_median_ms"));
+}
+
+TEST(Bench, CsvHasOneRowPerBlockAndSizeWithEveryColumnFilled) {
+  BenchSettings s;
+  s.blocks = {"none", "ccnet"};
+  s.sizes = {{5, 7}, {6, 9}};
+  s.channels = 16;
+  s.warmup = 0;
+  s.iters = 1;
+  s.threads = 1;
+  s.backward = true;
+  std::stringstream csv(bench_csv(bench_blocks(s)));
+  std::string header, line;
+  std::getline(csv, header);
+  const auto fields = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::stringstream stream(text);
+    std::string field;
+    while (std::getline(stream, field, ',')) out.push_back(field);
+    if (!text.empty() && text.back() == ',') out.emplace_back();
+    return out;
+  };
+  const auto names = fields(header);
+  ASSERT_EQ(names.front(), "block");
+  std::vector<std::string> rows;
+  while (std::getline(csv, line)) rows.push_back(line);
+  ASSERT_EQ(rows.size(), 4u);
+  for (const auto& row : rows) {
+    const auto values = fields(row);
+    ASSERT_EQ(values.size(), names.size()) << row;
+    for (size_t i = 0; i < values.size(); ++i) EXPECT_FALSE(values[i].empty()) << names[i] << " in " << row;
+  }
+  EXPECT_EQ(fields(rows[3])[0], "ccnet");
+  EXPECT_EQ(fields(rows[3])[6], "54");  // tokens of 6x9
 }
 
 }  // namespace

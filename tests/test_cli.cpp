@@ -177,5 +177,18 @@ TEST_F(Cli, BenchPrintsOneRowPerBlock) {
   EXPECT_NE(r.output.find("9x11 ms"), std::string::npos) << r.output;
 }
 
+TEST_F(Cli, BenchWritesCsvAndTimesBackwardWhenAsked) {
+  const auto csv = dir / "bench.csv";
+  const auto r = run_attnseg("bench --blocks ccnet --channels 16 --sizes 5x7 --iters 2 --warmup 0 --threads 1 --backward --csv '" +
+                             csv.string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("fwd+bwd ms"), std::string::npos) << r.output;
+  std::ifstream in(csv);
+  std::string header, row;
+  ASSERT_TRUE(std::getline(in, header)) << csv;
+  ASSERT_TRUE(std::getline(in, row));
+  EXPECT_EQ(row.rfind("ccnet,", 0), 0u) << row;
+}
+
 }  // namespace
 }  // namespace attnseg
