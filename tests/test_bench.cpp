@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <utility>
 
 #include "attention/registry.h"
 #include "core/error.h"
@@ -49,14 +50,20 @@ TEST(Bench, BlockListsAreCheckedAgainstTheRegistry) {
   EXPECT_THROW(parse_block_list(","), Error);
 }
 
-TEST(Bench, ReportsEachBlocksOwnMultiplyAddsAtEverySize) {
+// Small, single-threaded settings: these tests check what is reported, not how fast.
+BenchSettings tiny(std::vector<std::string> blocks, std::vector<std::array<int64_t, 2>> sizes) {
   BenchSettings s;
-  s.blocks = {"nonlocal", "ccnet"};
-  s.sizes = {{5, 7}, {9, 11}};
+  s.blocks = std::move(blocks);
+  s.sizes = std::move(sizes);
   s.channels = 16;
   s.warmup = 0;
   s.iters = 2;
   s.threads = 1;
+  return s;
+}
+
+TEST(Bench, ReportsEachBlocksOwnMultiplyAddsAtEverySize) {
+  const BenchSettings s = tiny({"nonlocal", "ccnet"}, {{5, 7}, {9, 11}});
   const BenchReport report = bench_blocks(s);
   ASSERT_EQ(report.blocks.size(), 2u);
   for (const auto& b : report.blocks) {
@@ -70,14 +77,8 @@ TEST(Bench, ReportsEachBlocksOwnMultiplyAddsAtEverySize) {
 }
 
 TEST(Bench, ThroughputFollowsTheMedianAndBackwardIsTimedOnlyWhenAsked) {
-  BenchSettings s;
-  s.blocks = {"ccnet", "scram"};
-  s.sizes = {{5, 7}};
-  s.channels = 16;
+  BenchSettings s = tiny({"ccnet", "scram"}, {{5, 7}});
   s.batch = 3;
-  s.warmup = 0;
-  s.iters = 2;
-  s.threads = 1;
   for (const auto& b : bench_blocks(s).blocks) {
     EXPECT_EQ(b.sizes[0].train_median_ms, 0) << b.block;
     EXPECT_DOUBLE_EQ(b.sizes[0].images_per_s, 3000.0 / b.sizes[0].median_ms) << b.block;
@@ -93,13 +94,7 @@ TEST(Bench, ThroughputFollowsTheMedianAndBackwardIsTimedOnlyWhenAsked) {
 }
 
 TEST(Bench, CsvHasOneRowPerBlockAndSizeWithEveryColumnFilled) {
-  BenchSettings s;
-  s.blocks = {"none", "ccnet"};
-  s.sizes = {{5, 7}, {6, 9}};
-  s.channels = 16;
-  s.warmup = 0;
-  s.iters = 1;
-  s.threads = 1;
+  BenchSettings s = tiny({"none", "ccnet"}, {{5, 7}, {6, 9}});
   s.backward = true;
   std::stringstream csv(bench_csv(bench_blocks(s)));
   std::string header, line;
