@@ -3,7 +3,7 @@
 # one run, block by block, on the same machine and LibTorch, and prints the README's block
 # table. Reference repositories are looked up under REFS (see tools/reference/common.py).
 # Each block is timed in ROUNDS alternating rounds (ours, reference, ours, ...), and the table
-# takes the median over the rounds, so that a slow spell of the machine lands on both sides.
+# takes each side's fastest round, so that a slow spell of the machine does not decide a ratio.
 # The reference runs with the allocator settings attnseg makes for itself (keep_freed_memory)
 # and the BLAS attnseg loads (Debian's OpenMP build of OpenBLAS; see CMakeLists.txt).
 #   tools/bench_blocks.sh [--refs DIR] [--blocks LIST] [--sizes 32x64,64x128] [--iters 20] [--rounds 3]

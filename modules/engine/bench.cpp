@@ -67,9 +67,10 @@ namespace {
 Timing time_backward(AttentionBlockImpl& block, const at::Tensor& input, int64_t warmup, int64_t iters) {
   block.train();
   const at::Tensor x = input.detach().clone().requires_grad_();
+  const std::vector<at::Tensor> parameters = block.parameters();
   const Timing t = time_runs(
       [&] {
-        for (auto& p : block.parameters()) p.mutable_grad().reset();
+        for (const auto& p : parameters) p.mutable_grad().reset();
         x.mutable_grad().reset();
         block.forward(x).sum().backward();
         (void)x.grad().view(-1)[0].item<float>();
