@@ -5,18 +5,25 @@
 #include "commands.h"
 #include "engine/bench.h"
 #include "engine/checkpoint.h"
+#include "engine/experiment.h"
 
 namespace attnseg::app {
 
 void setup_bench(CLI::App& app, BenchOptions& options) {
-  app.add_option("--blocks", options.blocks, "comma-separated block names, or 'all'");
-  app.add_option("--channels", options.channels, "channels of the feature map")->check(CLI::PositiveNumber);
-  app.add_option("--sizes", options.sizes, "feature-map sizes HxW, comma-separated");
+  auto* blocks = app.add_option("--blocks", options.blocks, "comma-separated block names, or 'all'");
+  auto* channels =
+      app.add_option("--channels", options.channels, "channels of the feature map")->check(CLI::PositiveNumber);
+  app.add_option("--sizes", options.sizes,
+                 "sizes HxW, comma-separated: of the feature map (default 32x64,64x128), or with --model of "
+                 "the image (default the config's crop size)");
   app.add_option("--batch", options.batch, "batch size")->check(CLI::PositiveNumber);
   app.add_option("--warmup", options.warmup, "untimed runs before timing")->check(CLI::NonNegativeNumber);
   app.add_option("--iters", options.iters, "timed runs per size")->check(CLI::PositiveNumber);
   app.add_option("--threads", options.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--device", options.device, "cpu or cuda");
+  app.add_option("--model", options.model, "bench this whole model (a config file) instead of blocks alone")
+      ->excludes(blocks)
+      ->excludes(channels);
   app.add_flag("--backward", options.backward, "also time forward + backward in training mode");
   app.add_option("--json", options.json, "write every figure to this JSON file");
   app.add_option("--csv", options.csv, "write one row per block and size to this CSV file");
@@ -24,8 +31,15 @@ void setup_bench(CLI::App& app, BenchOptions& options) {
 
 int run_bench(const BenchOptions& options) {
   BenchSettings s;
-  s.blocks = parse_block_list(options.blocks);
-  s.sizes = parse_sizes(options.sizes);
+  if (!options.model.empty()) {
+    s.model = options.model;
+    const Experiment x = read_experiment(Config::load(options.model));
+    s.sizes = options.sizes.empty() ? std::vector<std::array<int64_t, 2>>{x.pipeline.crop_size}
+                                    : parse_sizes(options.sizes);
+  } else {
+    s.blocks = parse_block_list(options.blocks);
+    s.sizes = parse_sizes(options.sizes.empty() ? "32x64,64x128" : options.sizes);
+  }
   s.channels = options.channels;
   s.batch = options.batch;
   s.warmup = options.warmup;

@@ -37,12 +37,20 @@ void setup_eval(CLI::App& app, EvalOptions& options);
 int run_eval(const EvalOptions& options);
 
 struct BenchOptions {
-  std::string blocks = "all", sizes = "32x64,64x128", device = "cpu", json, csv;
+  std::string blocks = "all", sizes, device = "cpu", model, json, csv;
   int64_t channels = 512, batch = 1, warmup = 3, iters = 20;
   int threads = 0;
   bool backward = false;
 };
 void setup_bench(CLI::App& app, BenchOptions& options);
 int run_bench(const BenchOptions& options);
+
+struct SweepOptions {
+  std::string config, blocks = "all", work_dir;
+  int64_t seeds = 1, rounds = 3, iters = 20;
+  std::vector<std::string> overrides;
+};
+void setup_sweep(CLI::App& app, SweepOptions& options);
+int run_sweep(const SweepOptions& options);
 
 }  // namespace attnseg::app

@@ -19,12 +19,15 @@ int main(int argc, char** argv) {
   TrainOptions train;
   EvalOptions eval;
   BenchOptions bench;
+  SweepOptions sweep;
   setup_list(*app.add_subcommand("list", "List every registered attention block"), list);
   setup_synth(*app.add_subcommand("synth", "Write the synthetic long-range-context dataset"), synth);
   setup_train(*app.add_subcommand("train", "Train a model from a config"), train);
   setup_eval(*app.add_subcommand("eval", "Evaluate a checkpoint: mIoU, per-class IoU, speed"), eval);
 
-  setup_bench(*app.add_subcommand("bench", "Time attention blocks alone on a feature map"), bench);
+  setup_bench(*app.add_subcommand("bench", "Time attention blocks alone on a feature map, or a whole model"), bench);
+  setup_sweep(*app.add_subcommand("sweep", "Train, evaluate and bench every listed block alike: the leaderboard"),
+              sweep);
 
   try {
     app.parse(argc, argv);
@@ -40,6 +43,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("train")) return run_train(train);
     if (app.got_subcommand("eval")) return run_eval(eval);
     if (app.got_subcommand("bench")) return run_bench(bench);
+    if (app.got_subcommand("sweep")) return run_sweep(sweep);
   } catch (const attnseg::Error& e) {
     std::fprintf(stderr, "error: %s\n", attnseg::one_line(e.what()).c_str());
     return 1;

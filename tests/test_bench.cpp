@@ -5,9 +5,13 @@
 #include <sstream>
 #include <utility>
 
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
 #include "attention/registry.h"
 #include "core/error.h"
 #include "engine/bench.h"
+#include "engine/counters.h"
 #include "engine/timing.h"
 
 namespace attnseg {
@@ -115,10 +119,76 @@ TEST(Bench, CsvHasOneRowPerBlockAndSizeWithEveryColumnFilled) {
   for (const auto& row : rows) {
     const auto values = fields(row);
     ASSERT_EQ(values.size(), names.size()) << row;
-    for (size_t i = 0; i < values.size(); ++i) EXPECT_FALSE(values[i].empty()) << names[i] << " in " << row;
+    for (size_t i = 0; i < values.size(); ++i) {
+      // The identity allocates nothing, so no memory growth can be fitted for it.
+      if (values[0] == "none" && names[i] == "memory_exponent") {
+        EXPECT_TRUE(values[i].empty()) << row;
+        EXPECT_EQ(values[12], "0") << names[12] << " in " << row;
+        continue;
+      }
+      EXPECT_FALSE(values[i].empty()) << names[i] << " in " << row;
+    }
   }
   EXPECT_EQ(fields(rows[3])[0], "ccnet");
   EXPECT_EQ(fields(rows[3])[6], "54");  // tokens of 6x9
+}
+
+TEST(Counters, PeakMemoryIsTheHighestSumHeldInTheScope) {
+  at::Tensor before = at::empty({1000});
+  PeakMemory memory;
+  at::Tensor a = at::empty({1 << 18});  // 1 MiB of floats
+  a.reset();
+  before.reset();  // allocated before the scope: its free must not lower the sum
+  const at::Tensor b = at::empty({1 << 17}), c = at::empty({1 << 16});
+  EXPECT_EQ(memory.peak_bytes(), 1 << 20);
+  EXPECT_EQ(memory.current_bytes(), (1 << 19) + (1 << 18));
+}
+
+TEST(Counters, MultiplyAddsOfConvolutionsAndProductsMatchHandCounts) {
+  c10::InferenceMode guard;
+  auto count = [](const std::function<void()>& run) {
+    MacCounter counter;
+    run();
+    return counter.macs();
+  };
+  // 17x23 at stride 2, padding 1, 3x3 kernel: 9x12 outputs, each 3·3·3 multiply-adds, 5 filters, batch 2.
+  EXPECT_EQ(count([] { at::conv2d(at::randn({2, 3, 17, 23}), at::randn({5, 3, 3, 3}), {}, 2, 1); }),
+            2 * 5 * 9 * 12 * 3 * 9);
+  // Two groups of 2 input channels, 1x1 kernel, 6 filters.
+  EXPECT_EQ(count([] { at::conv2d(at::randn({1, 4, 7, 9}), at::randn({6, 2, 1, 1}), at::Tensor(), at::IntArrayRef{1}, at::IntArrayRef{0}, at::IntArrayRef{1}, 2); }),
+            6 * 7 * 9 * 2);
+  EXPECT_EQ(count([] { at::mm(at::randn({7, 11}), at::randn({11, 13})); }), 7 * 11 * 13);
+  EXPECT_EQ(count([] { at::matmul(at::randn({3, 7, 11}), at::randn({3, 11, 13})); }), 3 * 7 * 11 * 13);
+  EXPECT_EQ(count([] { at::linear(at::randn({5, 11}), at::randn({13, 11}), at::randn({13})); }), 5 * 11 * 13);
+  EXPECT_EQ(count([] { at::softmax(at::randn({7, 11}) + 1, 1); }), 0);
+}
+
+TEST(Counters, ExecutedMultiplyAddsEqualTheAnalyticCountOfNonlocalAndCcnet) {
+  c10::InferenceMode guard;
+  for (const std::string name : {"nonlocal", "ccnet"}) {
+    const AttentionBlock block = build_block(name, 16);
+    block->eval();
+    const at::Tensor x = at::randn({2, 16, 7, 9});
+    MacCounter counter;
+    (void)block->forward(x);
+    EXPECT_EQ(counter.macs(), block->macs({2, 16, 7, 9})) << name;
+  }
+}
+
+TEST(Bench, PeakMemoryHoldsTheNonlocalAttentionMapAndGrowsQuadratically) {
+  BenchSettings s = tiny({"nonlocal", "ccnet"}, {{7, 9}, {14, 18}, {28, 36}});
+  s.batch = 2;
+  const BenchReport report = bench_blocks(s);
+  const BlockResult& nonlocal = report.blocks[0];
+  const BlockResult& ccnet = report.blocks[1];
+  for (const auto& z : nonlocal.sizes) {
+    const int64_t n = z.size[0] * z.size[1];
+    EXPECT_GE(z.peak_bytes, s.batch * n * n * 4) << z.size[0] << "x" << z.size[1];  // the float N×N map
+  }
+  EXPECT_GT(nonlocal.memory_exponent, 1.7);
+  // Criss-cross attention keeps N·(H+W−1) affinities: N^1.5 for a fixed aspect ratio.
+  EXPECT_LT(ccnet.memory_exponent, 1.6);
+  EXPECT_GT(ccnet.memory_exponent, 0.9);
 }
 
 }  // namespace

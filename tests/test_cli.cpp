@@ -2,6 +2,13 @@
 // file or key and a non-zero exit; and a smoke run of synth, train and eval.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <thread>
 
 #include "test_util.h"
 
@@ -188,6 +195,87 @@ TEST_F(Cli, BenchWritesCsvAndTimesBackwardWhenAsked) {
   ASSERT_TRUE(std::getline(in, header)) << csv;
   ASSERT_TRUE(std::getline(in, row));
   EXPECT_EQ(row.rfind("ccnet,", 0), 0u) << row;
+}
+
+TEST_F(Cli, SweepWritesTheLeaderboardWithSeedsAndBothPictures) {
+  const auto r = run_attnseg("sweep " + config() + " --blocks none,ccnet --seeds 2 --rounds 1 --iters 2 " + work("sweep"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| none | "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| ccnet | "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" ± "), std::string::npos) << r.output;
+  for (const char* run : {"none/seed0", "none/seed1", "ccnet/seed0", "ccnet/seed1"}) {
+    EXPECT_TRUE(fs::exists(dir / "sweep" / run / "eval.json")) << run;
+  }
+  // The two seeds trained differently seeded models: their configs differ in train.seed only.
+  EXPECT_NE(read_file(dir / "sweep/ccnet/seed0/config.yaml"), read_file(dir / "sweep/ccnet/seed1/config.yaml"));
+  std::istringstream csv(read_file(dir / "sweep/leaderboard.csv"));
+  std::string header, line;
+  std::getline(csv, header);
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    ++rows;
+    EXPECT_NE(line.find(",2,"), std::string::npos) << "two seeds: " << line;
+  }
+  EXPECT_EQ(rows, 2);
+  EXPECT_EQ(read_file(dir / "sweep/leaderboard.md").find("Leaderboard: "), 0u);
+  for (const char* png : {"sweep/leaderboard.png", "sweep/scaling.png"}) {
+    EXPECT_FALSE(cv::imread((dir / png).string()).empty()) << png;
+  }
+}
+
+// Starts `attnseg <args>` in the background (output to `log`); returns its process id.
+pid_t start_attnseg(const std::string& args, const fs::path& log) {
+  const std::string command = "cd '" ATTNSEG_SOURCE_DIR "' && exec '" ATTNSEG_BINARY "' " + args + " > '" +
+                              log.string() + "' 2>&1";
+  const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
+  pid_t pid = -1;
+  EXPECT_EQ(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ), 0);
+  return pid;
+}
+
+TEST_F(Cli, SweepResumesAfterAKillWithoutRetrainingFinishedBlocks) {
+  const std::string args = "sweep " + config() + " --blocks none,ccnet --rounds 1 --iters 2 " + work("sweep") +
+                           " train.iters=300 train.checkpoint_interval=100";
+  const fs::path first_eval = dir / "sweep/none/seed0/eval.json";
+  const pid_t pid = start_attnseg(args, dir / "first.log");
+  // Killed as soon as the first block is finished: the second is then training.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  while (!fs::exists(first_eval) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(fs::exists(first_eval)) << read_file(dir / "first.log");
+  ASSERT_FALSE(fs::exists(dir / "sweep/ccnet/seed0/eval.json")) << "killed too late: " << read_file(dir / "first.log");
+  ASSERT_FALSE(fs::exists(dir / "sweep/leaderboard.csv"));
+  const std::string first_metrics = read_file(dir / "sweep/none/seed0/metrics.jsonl");
+  const auto first_time = fs::last_write_time(first_eval);
+
+  const auto r = run_attnseg(args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("none seed 0: finished earlier"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("not retrained"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("none seed 0: training"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(dir / "sweep/none/seed0/metrics.jsonl"), first_metrics);
+  EXPECT_EQ(fs::last_write_time(first_eval), first_time);
+  EXPECT_TRUE(fs::exists(dir / "sweep/ccnet/seed0/eval.json"));
+  EXPECT_TRUE(fs::exists(dir / "sweep/leaderboard.png"));
+  // No half-written files were left behind by the kill.
+  for (const auto& entry : fs::recursive_directory_iterator(dir / "sweep")) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+  }
+}
+
+TEST_F(Cli, SweepRejectsBadInputBeforeTraining) {
+  expect_clean_error(run_attnseg("sweep " + config() + " --blocks none,nonlokal " + work("s1")), {"nonlokal", "--blocks"});
+  expect_clean_error(run_attnseg("sweep " + config() + " --blocks , " + work("s2")), {"--blocks"});
+  expect_clean_error(run_attnseg("sweep " + config() + " --blocks none " + work("s3") + " train.iterz=3"), {"train.iterz"});
+  EXPECT_FALSE(fs::exists(dir / "s3/none"));
+  // A work directory holding runs of another config is not mixed into this leaderboard.
+  ASSERT_EQ(run_attnseg("sweep " + config() + " --blocks none --rounds 1 --iters 1 " + work("s4")).exit_code, 0);
+  expect_clean_error(run_attnseg("sweep " + config() + " --blocks none --rounds 1 --iters 1 " + work("s4") + " train.iters=6"),
+                     {"another config", "s4"});
 }
 
 }  // namespace

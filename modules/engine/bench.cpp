@@ -4,14 +4,19 @@
 #include <c10/core/InferenceMode.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <functional>
 #include <limits>
 #include <sstream>
 
 #include "attention/registry.h"
 #include "core/error.h"
 #include "core/runtime.h"
+#include "engine/counters.h"
+#include "engine/experiment.h"
 #include "engine/timing.h"
 
 namespace attnseg {
@@ -48,6 +53,9 @@ std::vector<std::string> parse_block_list(const std::string& text) {
 
 double growth_exponent(const std::vector<double>& x, const std::vector<double>& y) {
   const size_t n = x.size();
+  for (double v : y) {
+    if (!(v > 0)) return std::numeric_limits<double>::quiet_NaN();
+  }
   double mx = 0, my = 0;
   for (size_t i = 0; i < n; ++i) {
     mx += std::log(x[i]) / n;
@@ -62,23 +70,110 @@ double growth_exponent(const std::vector<double>& x, const std::vector<double>& 
 }
 
 namespace {
-// Forward and backward of sum(output) in training mode, the gradients of the previous run
-// dropped first so that none is accumulated into; the block is back in eval mode afterwards.
-Timing time_backward(AttentionBlockImpl& block, const at::Tensor& input, int64_t warmup, int64_t iters) {
-  block.train();
-  const at::Tensor x = input.detach().clone().requires_grad_();
-  const std::vector<at::Tensor> parameters = block.parameters();
+
+// What is benched: a block alone or a whole model, seen through the same four calls.
+struct Subject {
+  std::string name;
+  std::shared_ptr<torch::nn::Module> module;
+  int64_t in_channels = 0;
+  std::function<at::Tensor(const at::Tensor&)> infer;       // eval mode
+  std::function<at::Tensor(const at::Tensor&)> train_loss;  // a scalar, training mode
+  std::function<int64_t(const at::Tensor&)> macs;           // of one forward on this input
+};
+
+Subject block_subject(const std::string& name, int64_t channels) {
+  const AttentionBlock block = build_block(name, channels);
+  Subject s;
+  s.name = name;
+  s.module = block;
+  s.in_channels = channels;
+  s.infer = [block](const at::Tensor& x) { return block->forward(x); };
+  s.train_loss = [block](const at::Tensor& x) { return block->forward(x).sum(); };
+  s.macs = [block](const at::Tensor& x) { return block->macs(x.sizes().vec()); };
+  return s;
+}
+
+Subject model_subject(const std::string& config_file) {
+  Experiment x = read_experiment(Config::load(config_file));
+  const std::shared_ptr<SegmentorImpl> model = x.model.ptr();
+  Subject s;
+  s.name = std::filesystem::path(config_file).stem().string();
+  s.module = model;
+  s.in_channels = 3;
+  s.infer = [model](const at::Tensor& x) { return model->predict(x); };
+  s.train_loss = [model](const at::Tensor& x) {
+    const SegmentorOutput out = model->forward(x);
+    return out.aux.defined() ? out.logits.sum() + out.aux.sum() : out.logits.sum();
+  };
+  s.macs = [model](const at::Tensor& x) {
+    c10::InferenceMode guard;
+    MacCounter counter;
+    (void)model->predict(x);
+    return counter.macs();
+  };
+  return s;
+}
+
+// Forward and backward of the training loss in training mode, the gradients of the previous
+// run dropped first so that none is accumulated into; eval mode again afterwards.
+Timing time_backward(const Subject& subject, const at::Tensor& x, int64_t warmup, int64_t iters) {
+  const std::vector<at::Tensor> parameters = subject.module->parameters();
   const Timing t = time_runs(
       [&] {
         for (const auto& p : parameters) p.mutable_grad().reset();
         x.mutable_grad().reset();
-        block.forward(x).sum().backward();
+        subject.train_loss(x).backward();
         (void)x.grad().view(-1)[0].item<float>();
       },
       warmup, iters);
-  block.eval();
   return t;
 }
+
+// Peak tensor bytes of one training step, gradients of earlier runs dropped before the scope.
+int64_t backward_peak(const Subject& subject, const at::Tensor& x) {
+  for (const auto& p : subject.module->parameters()) p.mutable_grad().reset();
+  x.mutable_grad().reset();
+  PeakMemory memory;
+  subject.train_loss(x).backward();
+  (void)x.grad().view(-1)[0].item<float>();
+  return memory.peak_bytes();
+}
+
+SizeResult bench_size(const Subject& subject, const BenchSettings& s, const std::array<int64_t, 2>& size,
+                      const at::Device& device) {
+  at::manual_seed(0);
+  const at::Tensor x = at::randn({s.batch, subject.in_channels, size[0], size[1]}).to(device);
+  SizeResult r;
+  r.size = size;
+  r.macs = subject.macs(x);
+  {
+    c10::InferenceMode guard;
+    const Timing t = time_runs([&] { (void)subject.infer(x).sum().item<float>(); }, s.warmup, s.iters);
+    r.median_ms = t.median_ms;
+    r.p25_ms = t.p25_ms;
+    r.p75_ms = t.p75_ms;
+    r.images_per_s = 1000.0 * static_cast<double>(s.batch) / t.median_ms;
+    at::Tensor y;
+    {
+      PeakMemory memory;  // the output's allocation included, the reduction after it not
+      y = subject.infer(x);
+      r.peak_bytes = memory.peak_bytes();
+    }
+    (void)y.sum().item<float>();
+  }
+  if (s.backward) {
+    subject.module->train();
+    const at::Tensor xg = x.detach().clone().requires_grad_();
+    const Timing train = time_backward(subject, xg, s.warmup, s.iters);
+    r.train_median_ms = train.median_ms;
+    r.train_p25_ms = train.p25_ms;
+    r.train_p75_ms = train.p75_ms;
+    r.train_peak_bytes = backward_peak(subject, xg);
+    subject.module->eval();
+  }
+  return r;
+}
+
 }  // namespace
 
 BenchReport bench_blocks(const BenchSettings& s) {
@@ -86,82 +181,96 @@ BenchReport bench_blocks(const BenchSettings& s) {
   report.settings = s;
   report.threads = set_threads(s.threads);
   const at::Device device(s.device);
-  for (const std::string& name : s.blocks) {
-    const AttentionBlock block = build_block(name, s.channels);
-    block->to(device);
-    block->eval();
+  std::vector<Subject> subjects;
+  if (!s.model.empty()) {
+    subjects.push_back(model_subject(s.model));
+  } else {
+    for (const std::string& name : s.blocks) subjects.push_back(block_subject(name, s.channels));
+  }
+  for (const Subject& subject : subjects) {
+    subject.module->to(device);
+    subject.module->eval();
     BlockResult result;
-    result.block = name;
-    result.parameters = count_parameters(*block);
-    std::vector<double> tokens, times;
+    result.block = subject.name;
+    result.parameters = count_parameters(*subject.module);
+    std::vector<double> tokens, times, bytes;
     for (const auto& size : s.sizes) {
-      at::manual_seed(0);
-      const at::Tensor x = at::randn({s.batch, s.channels, size[0], size[1]}).to(device);
-      const Timing t = [&] {
-        c10::InferenceMode guard;
-        return time_runs([&] { (void)block->forward(x).sum().item<float>(); }, s.warmup, s.iters);
-      }();
-      SizeResult r{size, block->macs({s.batch, s.channels, size[0], size[1]}), t.median_ms, t.p25_ms, t.p75_ms};
-      r.images_per_s = 1000.0 * static_cast<double>(s.batch) / t.median_ms;
-      if (s.backward) {
-        const Timing train = time_backward(*block, x, s.warmup, s.iters);
-        r.train_median_ms = train.median_ms;
-        r.train_p25_ms = train.p25_ms;
-        r.train_p75_ms = train.p75_ms;
+      const std::string where = subject.name + " at " + std::to_string(size[0]) + "x" + std::to_string(size[1]);
+      try {
+        result.sizes.push_back(bench_size(subject, s, size, device));
+      } catch (const c10::Error& e) {
+        throw Error(where + ": " + one_line(e.what_without_backtrace()));
+      } catch (const Error& e) {
+        throw Error(where + ": " + e.what());
       }
-      result.sizes.push_back(r);
       tokens.push_back(static_cast<double>(size[0] * size[1]));
-      times.push_back(t.median_ms);
-      spdlog::debug("bench {} {}x{}: {:.2f} ms", name, size[0], size[1], t.median_ms);
+      times.push_back(result.sizes.back().median_ms);
+      bytes.push_back(static_cast<double>(result.sizes.back().peak_bytes));
+      spdlog::debug("bench {}: {:.2f} ms", where, times.back());
     }
     result.time_exponent = growth_exponent(tokens, times);
+    result.memory_exponent = growth_exponent(tokens, bytes);
     report.blocks.push_back(result);
   }
   return report;
 }
 
+namespace {
+double megabytes(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
+std::string exponent_text(double k) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%5.2f", k);
+  return std::isnan(k) ? std::string("    -") : std::string(text);
+}
+
+nlohmann::json exponent_json(double k) { return std::isnan(k) ? nlohmann::json() : nlohmann::json(k); }
+}  // namespace
+
 std::string format_bench(const BenchReport& r) {
+  const BenchSettings& s = r.settings;
   std::string out;
   char line[512];
-  std::snprintf(line, sizeof(line),
-                "blocks alone on [%lld, %lld, H, W], %s, %d threads, median of %lld runs after %lld warm-up%s\n",
-                static_cast<long long>(r.settings.batch), static_cast<long long>(r.settings.channels),
-                r.settings.device.c_str(), r.threads, static_cast<long long>(r.settings.iters),
-                static_cast<long long>(r.settings.warmup),
-                r.settings.backward ? "; fwd+bwd: sum of the output backpropagated in training mode" : "");
+  const std::string subject = s.model.empty() ? "blocks alone on [" + std::to_string(s.batch) + ", " +
+                                                    std::to_string(s.channels) + ", H, W]"
+                                              : "model " + s.model + " on [" + std::to_string(s.batch) +
+                                                    ", 3, H, W] images";
+  std::snprintf(line, sizeof(line), "%s, %s, %d threads, median of %lld runs after %lld warm-up\n",
+                subject.c_str(), s.device.c_str(), r.threads, static_cast<long long>(s.iters),
+                static_cast<long long>(s.warmup));
   out += line;
-  out += "block           params";
-  for (const auto& size : r.settings.sizes) {
-    const std::string s = std::to_string(size[0]) + "x" + std::to_string(size[1]);
-    std::snprintf(line, sizeof(line), " | %13s  %11s %-15s %9s", (s + " GMAC").c_str(), (s + " ms").c_str(),
-                  "(p25-p75)", "img/s");
+  out += "MB: peak tensor memory allocated during one forward";
+  out += s.backward ? "; fwd+bwd: sum of the output backpropagated in training mode\n" : "\n";
+  int name_width = 14;
+  for (const auto& b : r.blocks) name_width = std::max(name_width, static_cast<int>(b.block.size()));
+  out += "block" + std::string(name_width - 5, ' ') + "    params";
+  for (const auto& size : s.sizes) {
+    const std::string hw = std::to_string(size[0]) + "x" + std::to_string(size[1]);
+    std::snprintf(line, sizeof(line), " | %13s  %11s %-15s %9s %8s", (hw + " GMAC").c_str(), (hw + " ms").c_str(),
+                  "(p25-p75)", "img/s", "MB");
     out += line;
-    if (r.settings.backward) {
-      std::snprintf(line, sizeof(line), " %13s", "fwd+bwd ms");
+    if (s.backward) {
+      std::snprintf(line, sizeof(line), " %11s %11s", "fwd+bwd ms", "fwd+bwd MB");
       out += line;
     }
   }
-  out += " | time ~ N^k\n";
+  out += " | time ~ N^k  mem ~ N^k\n";
   for (const auto& b : r.blocks) {
-    std::snprintf(line, sizeof(line), "%-14s %6.3fM", b.block.c_str(), b.parameters / 1e6);
+    std::snprintf(line, sizeof(line), "%-*s %8.3fM", name_width, b.block.c_str(), b.parameters / 1e6);
     out += line;
-    for (const auto& s : b.sizes) {
+    for (const auto& z : b.sizes) {
       char spread[64];
-      std::snprintf(spread, sizeof(spread), "(%.1f-%.1f)", s.p25_ms, s.p75_ms);
-      std::snprintf(line, sizeof(line), " | %13.3f  %11.2f %-15s %9.1f", s.macs / 1e9, s.median_ms, spread,
-                    s.images_per_s);
+      std::snprintf(spread, sizeof(spread), "(%.1f-%.1f)", z.p25_ms, z.p75_ms);
+      std::snprintf(line, sizeof(line), " | %13.3f  %11.2f %-15s %9.1f %8.2f", z.macs / 1e9, z.median_ms, spread,
+                    z.images_per_s, megabytes(z.peak_bytes));
       out += line;
-      if (r.settings.backward) {
-        std::snprintf(line, sizeof(line), " %13.2f", s.train_median_ms);
+      if (s.backward) {
+        std::snprintf(line, sizeof(line), " %11.2f %11.2f", z.train_median_ms, megabytes(z.train_peak_bytes));
         out += line;
       }
     }
-    if (std::isnan(b.time_exponent)) {
-      std::snprintf(line, sizeof(line), " |     -  (one size)\n");
-    } else {
-      std::snprintf(line, sizeof(line), " | %5.2f\n", b.time_exponent);
-    }
-    out += line;
+    out += " |      " + exponent_text(b.time_exponent) + "      " + exponent_text(b.memory_exponent);
+    out += b.sizes.size() < 2 ? "  (one size)\n" : "\n";
   }
   return out;
 }
@@ -171,48 +280,54 @@ nlohmann::json bench_json(const BenchReport& r) {
   for (const auto& b : r.blocks) {
     nlohmann::json sizes = nlohmann::json::array();
     for (const auto& s : b.sizes) {
-      nlohmann::json entry = {{"height", s.size[0]}, {"width", s.size[1]}, {"macs", s.macs},
-                              {"median_ms", s.median_ms}, {"p25_ms", s.p25_ms}, {"p75_ms", s.p75_ms},
-                              {"images_per_s", s.images_per_s}};
+      nlohmann::json entry = {{"height", s.size[0]},      {"width", s.size[1]},   {"macs", s.macs},
+                              {"median_ms", s.median_ms}, {"p25_ms", s.p25_ms},   {"p75_ms", s.p75_ms},
+                              {"images_per_s", s.images_per_s}, {"peak_bytes", s.peak_bytes}};
       if (r.settings.backward) {
         entry["train_median_ms"] = s.train_median_ms;
         entry["train_p25_ms"] = s.train_p25_ms;
         entry["train_p75_ms"] = s.train_p75_ms;
+        entry["train_peak_bytes"] = s.train_peak_bytes;
       }
       sizes.push_back(entry);
     }
-    nlohmann::json exponent = std::isnan(b.time_exponent) ? nlohmann::json() : nlohmann::json(b.time_exponent);
     blocks.push_back({{"block", b.block}, {"parameters", b.parameters}, {"sizes", sizes},
-                      {"time_exponent", exponent}});
+                      {"time_exponent", exponent_json(b.time_exponent)},
+                      {"memory_exponent", exponent_json(b.memory_exponent)}});
   }
-  return {{"channels", r.settings.channels}, {"batch", r.settings.batch}, {"device", r.settings.device},
-          {"threads", r.threads}, {"warmup", r.settings.warmup}, {"iters", r.settings.iters},
-          {"backward", r.settings.backward}, {"blocks", blocks}};
+  nlohmann::json out = {{"channels", r.settings.model.empty() ? r.settings.channels : 3},
+                        {"batch", r.settings.batch},     {"device", r.settings.device},
+                        {"threads", r.threads},          {"warmup", r.settings.warmup},
+                        {"iters", r.settings.iters},     {"backward", r.settings.backward},
+                        {"blocks", blocks}};
+  if (!r.settings.model.empty()) out["model"] = r.settings.model;
+  return out;
 }
 
 std::string bench_csv(const BenchReport& r) {
   std::string out =
-      "block,parameters,batch,channels,height,width,tokens,macs,median_ms,p25_ms,p75_ms,images_per_s,"
-      "train_median_ms,train_p25_ms,train_p75_ms,time_exponent\n";
+      "block,parameters,batch,channels,height,width,tokens,macs,median_ms,p25_ms,p75_ms,images_per_s,peak_bytes,"
+      "train_median_ms,train_p25_ms,train_p75_ms,train_peak_bytes,time_exponent,memory_exponent\n";
+  const int64_t channels = r.settings.model.empty() ? r.settings.channels : 3;
   char line[512];
   for (const auto& b : r.blocks) {
     for (const auto& s : b.sizes) {
-      std::snprintf(line, sizeof(line), "%s,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%.4f,%.4f,%.4f,%.3f,", b.block.c_str(),
-                    static_cast<long long>(b.parameters), static_cast<long long>(r.settings.batch),
-                    static_cast<long long>(r.settings.channels), static_cast<long long>(s.size[0]),
+      std::snprintf(line, sizeof(line), "%s,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%.4f,%.4f,%.4f,%.3f,%lld,",
+                    b.block.c_str(), static_cast<long long>(b.parameters), static_cast<long long>(r.settings.batch),
+                    static_cast<long long>(channels), static_cast<long long>(s.size[0]),
                     static_cast<long long>(s.size[1]), static_cast<long long>(s.size[0] * s.size[1]),
-                    static_cast<long long>(s.macs), s.median_ms, s.p25_ms, s.p75_ms, s.images_per_s);
+                    static_cast<long long>(s.macs), s.median_ms, s.p25_ms, s.p75_ms, s.images_per_s,
+                    static_cast<long long>(s.peak_bytes));
       out += line;
       if (r.settings.backward) {
-        std::snprintf(line, sizeof(line), "%.4f,%.4f,%.4f,", s.train_median_ms, s.train_p25_ms, s.train_p75_ms);
+        std::snprintf(line, sizeof(line), "%.4f,%.4f,%.4f,%lld,", s.train_median_ms, s.train_p25_ms,
+                      s.train_p75_ms, static_cast<long long>(s.train_peak_bytes));
         out += line;
       } else {
-        out += ",,,";
+        out += ",,,,";
       }
-      if (!std::isnan(b.time_exponent)) {
-        std::snprintf(line, sizeof(line), "%.4f", b.time_exponent);
-        out += line;
-      }
+      auto number = [](double k) { return std::isnan(k) ? std::string() : fmt::format("{:.4f}", k); };
+      out += number(b.time_exponent) + "," + number(b.memory_exponent);
       out += "\n";
     }
   }

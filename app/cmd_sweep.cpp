@@ -1,0 +1,44 @@
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "commands.h"
+#include "engine/bench.h"
+#include "engine/sweep.h"
+
+namespace attnseg::app {
+
+void setup_sweep(CLI::App& app, SweepOptions& options) {
+  app.add_option("config", options.config, "experiment config (YAML) every block is trained with")->required();
+  app.add_option("--blocks", options.blocks, "comma-separated block names, or 'all'");
+  app.add_option("--work-dir", options.work_dir, "output directory (default work_dirs/sweep_<config name>)");
+  app.add_option("--seeds", options.seeds, "seeds per block (train.seed, train.seed+1, ...)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--rounds", options.rounds, "benchmark rounds over all blocks; each block's fastest counts")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--iters", options.iters, "timed runs per block and round")->check(CLI::PositiveNumber);
+  app.add_option("overrides", options.overrides, "dotted.key=value overrides, the same for every block");
+}
+
+int run_sweep(const SweepOptions& options) {
+  SweepSettings s;
+  s.config = options.config;
+  s.blocks = parse_block_list(options.blocks);
+  s.work_dir = options.work_dir.empty()
+                   ? std::filesystem::path("work_dirs") / ("sweep_" + std::filesystem::path(options.config).stem().string())
+                   : std::filesystem::path(options.work_dir);
+  s.overrides = options.overrides;
+  s.seeds = options.seeds;
+  s.rounds = options.rounds;
+  s.iters = options.iters;
+  const Leaderboard board = attnseg::run_sweep(s);
+  std::printf("%s", leaderboard_markdown(board).c_str());
+  std::fflush(stdout);
+  for (const char* name : {"leaderboard.csv", "leaderboard.md", "leaderboard.png", "scaling.png"}) {
+    spdlog::info("wrote {}", (s.work_dir / name).string());
+  }
+  return 0;
+}
+
+}  // namespace attnseg::app

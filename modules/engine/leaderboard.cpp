@@ -1,0 +1,436 @@
+#include "engine/leaderboard.h"
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace attnseg {
+
+namespace fs = std::filesystem;
+
+double mean(const std::vector<double>& v) {
+  return v.empty() ? std::numeric_limits<double>::quiet_NaN()
+                   : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+}
+
+double spread(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  const double m = mean(v);
+  double ss = 0;
+  for (double x : v) ss += (x - m) * (x - m);
+  return std::sqrt(ss / static_cast<double>(v.size() - 1));
+}
+
+std::vector<size_t> pareto_front(const std::vector<LeaderboardRow>& rows) {
+  std::vector<size_t> order(rows.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Fastest first; among equally fast rows the more accurate first.
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (rows[a].fps != rows[b].fps) return rows[a].fps > rows[b].fps;
+    return mean(rows[a].miou) > mean(rows[b].miou);
+  });
+  std::vector<size_t> front;
+  double best = -std::numeric_limits<double>::infinity();
+  for (size_t i : order) {
+    if (mean(rows[i].miou) > best) {
+      front.push_back(i);
+      best = mean(rows[i].miou);
+    }
+  }
+  return front;
+}
+
+namespace {
+
+std::string format(const char* pattern, double value) {
+  char text[64];
+  std::snprintf(text, sizeof(text), pattern, value);
+  return text;
+}
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\n") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
+const LeaderboardRow* find_row(const Leaderboard& board, const std::string& block) {
+  for (const auto& row : board.rows) {
+    if (row.block == block) return &row;
+  }
+  return nullptr;
+}
+
+std::string size_text(const std::array<int64_t, 2>& s) { return std::to_string(s[0]) + "x" + std::to_string(s[1]); }
+
+}  // namespace
+
+std::string leaderboard_csv(const Leaderboard& board) {
+  std::string out =
+      "rank,block,miou_mean,miou_std,seeds,miou_per_seed,fps,median_ms,p25_ms,p75_ms,model_parameters,"
+      "block_parameters,model_macs,block_macs,peak_bytes,block_time_exponent,pareto";
+  const std::vector<std::string>& classes = board.rows.empty() ? std::vector<std::string>{} : board.rows[0].class_names;
+  for (const auto& name : classes) out += ",iou_" + csv_field(name);
+  out += ",note\n";
+  const std::vector<size_t> front = pareto_front(board.rows);
+  for (size_t i = 0; i < board.rows.size(); ++i) {
+    const LeaderboardRow& r = board.rows[i];
+    std::string seeds;
+    for (double m : r.miou) seeds += (seeds.empty() ? "" : ";") + format("%.6f", m);
+    const bool on_front = std::find(front.begin(), front.end(), i) != front.end();
+    out += std::to_string(i + 1) + "," + csv_field(r.block) + "," + format("%.6f", mean(r.miou)) + "," +
+           format("%.6f", spread(r.miou)) + "," + std::to_string(r.miou.size()) + "," + seeds + "," +
+           format("%.3f", r.fps) + "," + format("%.4f", r.median_ms) + "," + format("%.4f", r.p25_ms) + "," +
+           format("%.4f", r.p75_ms) + "," + std::to_string(r.model_parameters) + "," +
+           std::to_string(r.block_parameters) + "," + std::to_string(r.model_macs) + "," +
+           std::to_string(r.block_macs) + "," + std::to_string(r.peak_bytes) + "," +
+           (std::isnan(r.time_exponent) ? std::string() : format("%.4f", r.time_exponent)) + "," +
+           (on_front ? "1" : "0");
+    for (size_t c = 0; c < classes.size(); ++c) {
+      out += "," + (c < r.class_iou.size() && !std::isnan(r.class_iou[c]) ? format("%.6f", r.class_iou[c]) : "");
+    }
+    out += "," + csv_field(r.note) + "\n";
+  }
+  return out;
+}
+
+std::string leaderboard_markdown(const Leaderboard& b) {
+  std::string out;
+  out += "Leaderboard: " + b.config + (b.overrides.empty() ? "" : " " + b.overrides) + "\n";
+  out += "Same backbone, head, data, crop, schedule (" + std::to_string(b.iterations) + " iterations) and ";
+  out += b.seeds == 1 ? "seed " + std::to_string(b.first_seed)
+                      : std::to_string(b.seeds) + " seeds (" + std::to_string(b.first_seed) + ".." +
+                            std::to_string(b.first_seed + b.seeds - 1) + "; mIoU mean ± sample std)";
+  out += " for every block; only model.attention.type differs.\n";
+  out += "Speed: whole model on one " + size_text(b.resolution) + " image, " + b.device + ", " +
+         std::to_string(b.threads) + " threads, inference mode, fastest of " + std::to_string(b.rounds) +
+         " rounds over the blocks in turn (median of each round's runs). Block alone: [1, " +
+         std::to_string(b.block_channels) + ", " + std::to_string(b.feature[0]) + ", " +
+         std::to_string(b.feature[1]) + "]; time ~ N^k fitted over " + std::to_string(b.feature[0]) + "x" +
+         std::to_string(b.feature[1]) + " and its 2x, 4x enlargements.\n\n";
+  const bool seeds = b.seeds > 1;
+  out += "| # | block | mIoU %" + std::string(seeds ? " (mean ± std)" : "") +
+         " | Δ none | FPS | ms (p25-p75) | GMAC model | GMAC block | params model | params block | peak MB | "
+         "block time ~ N^k | Pareto |\n";
+  out += "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|\n";
+  const LeaderboardRow* none = find_row(b, "none");
+  const std::vector<size_t> front = pareto_front(b.rows);
+  for (size_t i = 0; i < b.rows.size(); ++i) {
+    const LeaderboardRow& r = b.rows[i];
+    std::string miou = format("%.2f", 100 * mean(r.miou));
+    if (seeds) miou += " ± " + format("%.2f", 100 * spread(r.miou));
+    const std::string delta = none ? format("%+.2f", 100 * (mean(r.miou) - mean(none->miou))) : "-";
+    const bool on_front = std::find(front.begin(), front.end(), i) != front.end();
+    out += "| " + std::to_string(i + 1) + " | " + r.block + " | " + miou + " | " + delta + " | " +
+           format("%.1f", r.fps) + " | " + format("%.2f", r.median_ms) + " (" + format("%.2f", r.p25_ms) + "-" +
+           format("%.2f", r.p75_ms) + ") | " + format("%.3f", r.model_macs / 1e9) + " | " +
+           format("%.3f", r.block_macs / 1e9) + " | " + format("%.3fM", r.model_parameters / 1e6) + " | " +
+           format("%.1fk", r.block_parameters / 1e3) + " | " + format("%.2f", r.peak_bytes / 1048576.0) + " | " +
+           (std::isnan(r.time_exponent) ? std::string("-") : format("%.2f", r.time_exponent)) + " | " +
+           (on_front ? "yes" : "") + " |\n";
+  }
+  for (const auto& r : b.rows) {
+    if (!r.note.empty()) out += "\nnote: " + r.block + ": " + r.note;
+  }
+  if (std::any_of(b.rows.begin(), b.rows.end(), [](const LeaderboardRow& r) { return !r.note.empty(); })) {
+    out += "\n";
+  }
+  return out;
+}
+
+std::vector<cv::Rect> place_labels(const std::vector<cv::Point>& anchors, const std::vector<cv::Size>& sizes,
+                                   const cv::Rect& area, int marker_radius) {
+  std::vector<cv::Rect> placed;
+  const int gap = marker_radius + 3;
+  for (size_t i = 0; i < anchors.size(); ++i) {
+    const cv::Point p = anchors[i];
+    const cv::Size s = sizes[i];
+    auto free = [&](const cv::Rect& box) {
+      if ((box & area) != box) return false;
+      for (const auto& other : placed) {
+        if ((box & other).area() > 0) return false;
+      }
+      for (const auto& q : anchors) {
+        const cv::Rect marker(q.x - marker_radius, q.y - marker_radius, 2 * marker_radius + 1, 2 * marker_radius + 1);
+        if ((box & marker).area() > 0) return false;
+      }
+      return true;
+    };
+    cv::Rect chosen;
+    bool found = false;
+    // Rings of candidate positions, nearest first: right, left, above, below, then diagonals.
+    for (int ring = 0; ring < 40 && !found; ++ring) {
+      const int dx = gap + ring * 6, dy = gap + ring * 6;
+      const std::vector<cv::Point> corners{
+          {p.x + dx, p.y - s.height / 2},          {p.x - dx - s.width, p.y - s.height / 2},
+          {p.x - s.width / 2, p.y - dy - s.height}, {p.x - s.width / 2, p.y + dy},
+          {p.x + dx, p.y - dy - s.height},          {p.x + dx, p.y + dy},
+          {p.x - dx - s.width, p.y - dy - s.height}, {p.x - dx - s.width, p.y + dy}};
+      for (const auto& c : corners) {
+        const cv::Rect box(c, s);
+        if (free(box)) {
+          chosen = box;
+          found = true;
+          break;
+        }
+      }
+    }
+    if (!found) {  // nowhere free: keep it inside the area, right of the point
+      chosen = cv::Rect(cv::Point(std::clamp(p.x + gap, area.x, area.x + area.width - s.width),
+                                  std::clamp(p.y - s.height / 2, area.y, area.y + area.height - s.height)),
+                        s);
+    }
+    placed.push_back(chosen);
+  }
+  return placed;
+}
+
+namespace {
+
+const cv::Scalar kBlack(0, 0, 0), kGrid(225, 225, 225), kAxis(90, 90, 90), kWhite(255, 255, 255);
+constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+
+// Distinct, readable colours (BGR), cycled.
+cv::Scalar colour(size_t i) {
+  static const std::vector<cv::Scalar> colours{
+      {180, 119, 31}, {14, 127, 255}, {44, 160, 44},  {40, 39, 214},   {189, 103, 148}, {75, 86, 140},
+      {194, 119, 227}, {127, 127, 127}, {34, 189, 188}, {207, 190, 23}, {0, 0, 128},     {128, 128, 0},
+      {0, 100, 0},     {130, 0, 75}};
+  return colours[i % colours.size()];
+}
+
+cv::Size text_size(const std::string& text, double scale, int thickness = 1) {
+  int baseline = 0;
+  const cv::Size s = cv::getTextSize(text, kFont, scale, thickness, &baseline);
+  return {s.width, s.height + baseline};
+}
+
+// Text whose box's top-left corner is `corner`.
+void put_text(cv::Mat& image, const std::string& text, cv::Point corner, double scale, const cv::Scalar& c,
+              int thickness = 1) {
+  int baseline = 0;
+  const cv::Size s = cv::getTextSize(text, kFont, scale, thickness, &baseline);
+  cv::putText(image, text, {corner.x, corner.y + s.height}, kFont, scale, c, thickness, cv::LINE_AA);
+}
+
+void put_vertical_text(cv::Mat& image, const std::string& text, cv::Point centre, double scale) {
+  const cv::Size s = text_size(text, scale);
+  cv::Mat strip(s.height + 4, s.width + 4, CV_8UC3, kWhite);
+  put_text(strip, text, {2, 2}, scale, kBlack);
+  cv::Mat turned;
+  cv::rotate(strip, turned, cv::ROTATE_90_COUNTERCLOCKWISE);
+  const cv::Rect where(centre.x - turned.cols / 2, centre.y - turned.rows / 2, turned.cols, turned.rows);
+  turned.copyTo(image(where & cv::Rect(0, 0, image.cols, image.rows)));
+}
+
+// Ticks at 1, 2 or 5 times a power of ten, about `count` of them over [lo, hi].
+std::vector<double> nice_ticks(double lo, double hi, int count) {
+  const double raw = (hi - lo) / std::max(count, 1);
+  const double power = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = power;
+  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+    step = m * power;
+    if (step >= raw) break;
+  }
+  std::vector<double> ticks;
+  for (double t = std::ceil(lo / step) * step; t <= hi + 1e-9 * step; t += step) ticks.push_back(t);
+  return ticks;
+}
+
+// Ticks at 1, 2 and 5 times each power of ten within [lo, hi] (lo > 0).
+std::vector<double> log_ticks(double lo, double hi) {
+  std::vector<double> ticks;
+  for (int e = static_cast<int>(std::floor(std::log10(lo))); e <= static_cast<int>(std::ceil(std::log10(hi))); ++e) {
+    for (double m : {1.0, 2.0, 5.0}) {
+      const double t = m * std::pow(10.0, e);
+      if (t >= lo && t <= hi) ticks.push_back(t);
+    }
+  }
+  return ticks;
+}
+
+std::string tick_text(double v) {
+  char text[32];
+  if (std::abs(v) >= 1000) {
+    std::snprintf(text, sizeof(text), "%.0f", v);
+  } else if (std::abs(v - std::round(v)) < 1e-9) {
+    std::snprintf(text, sizeof(text), "%.0f", v);
+  } else {
+    std::snprintf(text, sizeof(text), "%.3g", v);
+  }
+  return text;
+}
+
+struct Axes {
+  cv::Rect plot;
+  double x0, x1, y0, y1;
+  bool log_x = false, log_y = false;
+  double fx(double v) const { return log_x ? std::log10(v) : v; }
+  double fy(double v) const { return log_y ? std::log10(v) : v; }
+  cv::Point map(double x, double y) const {
+    const double u = (fx(x) - fx(x0)) / (fx(x1) - fx(x0)), w = (fy(y) - fy(y0)) / (fy(y1) - fy(y0));
+    return {plot.x + static_cast<int>(std::lround(u * plot.width)),
+            plot.y + plot.height - static_cast<int>(std::lround(w * plot.height))};
+  }
+};
+
+void draw_axes(cv::Mat& image, const Axes& a, const std::vector<double>& xt, const std::vector<double>& yt,
+               const std::string& x_title, const std::string& y_title, const std::string& title) {
+  for (double t : xt) {
+    const cv::Point p = a.map(t, a.y0);
+    cv::line(image, {p.x, a.plot.y}, {p.x, a.plot.y + a.plot.height}, kGrid, 1);
+    const std::string text = tick_text(t);
+    const cv::Size s = text_size(text, 0.45);
+    put_text(image, text, {p.x - s.width / 2, a.plot.y + a.plot.height + 8}, 0.45, kAxis);
+  }
+  for (double t : yt) {
+    const cv::Point p = a.map(a.x0, t);
+    cv::line(image, {a.plot.x, p.y}, {a.plot.x + a.plot.width, p.y}, kGrid, 1);
+    const std::string text = tick_text(t);
+    const cv::Size s = text_size(text, 0.45);
+    put_text(image, text, {a.plot.x - s.width - 8, p.y - s.height / 2}, 0.45, kAxis);
+  }
+  cv::rectangle(image, a.plot, kAxis, 1);
+  const cv::Size xs = text_size(x_title, 0.55);
+  put_text(image, x_title, {a.plot.x + a.plot.width / 2 - xs.width / 2, a.plot.y + a.plot.height + 36}, 0.55,
+           kBlack);
+  put_vertical_text(image, y_title, {a.plot.x - 62, a.plot.y + a.plot.height / 2}, 0.55);
+  const cv::Size ts = text_size(title, 0.6);
+  put_text(image, title, {image.cols / 2 - ts.width / 2, 14}, 0.6, kBlack, 1);
+}
+
+void write_png(const cv::Mat& image, const fs::path& png) {
+  const fs::path tmp = png.parent_path() / (png.stem().string() + ".tmp.png");
+  if (!cv::imwrite(tmp.string(), image)) throw Error("cannot write " + tmp.string());
+  fs::rename(tmp, png);
+}
+
+std::string device_text(const Leaderboard& b) {
+  return size_text(b.resolution) + " images, " + b.device + ", " + std::to_string(b.threads) + " threads";
+}
+
+}  // namespace
+
+void draw_leaderboard(const Leaderboard& b, const fs::path& png) {
+  cv::Mat image(720, 1100, CV_8UC3, kWhite);
+  Axes a;
+  a.plot = cv::Rect(100, 50, 960, 570);
+  double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
+  for (const auto& r : b.rows) {
+    const double m = 100 * mean(r.miou), s = 100 * spread(r.miou);
+    x0 = std::min(x0, r.fps);
+    x1 = std::max(x1, r.fps);
+    y0 = std::min(y0, m - s);
+    y1 = std::max(y1, m + s);
+  }
+  if (b.rows.empty()) x0 = 0, x1 = 1, y0 = 0, y1 = 100;
+  if (x1 - x0 < 1e-9) x0 -= 1, x1 += 1;
+  if (y1 - y0 < 1e-9) y0 -= 1, y1 += 1;
+  const double px = 0.1 * (x1 - x0), py = 0.1 * (y1 - y0);
+  a.x0 = std::max(0.0, x0 - px), a.x1 = x1 + px, a.y0 = y0 - py, a.y1 = std::min(100.0, y1 + py);
+  if (a.y1 <= y1) a.y1 = y1 + py;
+  draw_axes(image, a, nice_ticks(a.x0, a.x1, 8), nice_ticks(a.y0, a.y1, 7),
+            "throughput of the whole model, images/s (" + device_text(b) + ")", "mIoU, % (validation split)",
+            "mIoU against speed: " + std::to_string(b.rows.size()) + " blocks, same model, data, schedule and " +
+                (b.seeds > 1 ? std::to_string(b.seeds) + " seeds" : "seed"));
+
+  // Pareto front: dashed segments between consecutive front points, fastest first.
+  const std::vector<size_t> front = pareto_front(b.rows);
+  for (size_t k = 1; k < front.size(); ++k) {
+    const cv::Point p = a.map(b.rows[front[k - 1]].fps, 100 * mean(b.rows[front[k - 1]].miou));
+    const cv::Point q = a.map(b.rows[front[k]].fps, 100 * mean(b.rows[front[k]].miou));
+    const double length = std::hypot(q.x - p.x, q.y - p.y);
+    for (double t = 0; t < length; t += 12) {
+      const double t2 = std::min(length, t + 7);
+      cv::line(image, p + (q - p) * (t / length), p + (q - p) * (t2 / length), kAxis, 2, cv::LINE_AA);
+    }
+  }
+  std::vector<cv::Point> anchors;
+  std::vector<cv::Size> sizes;
+  std::vector<std::string> labels;
+  for (const auto& r : b.rows) {
+    const double m = 100 * mean(r.miou), s = 100 * spread(r.miou);
+    anchors.push_back(a.map(r.fps, m));
+    if (s > 0) cv::line(image, a.map(r.fps, m - s), a.map(r.fps, m + s), kAxis, 1, cv::LINE_AA);
+    labels.push_back(r.block + " " + format("%.1f", m));
+    sizes.push_back(text_size(labels.back(), 0.5) + cv::Size(4, 2));
+  }
+  const std::vector<cv::Rect> boxes = place_labels(anchors, sizes, a.plot, 6);
+  for (size_t i = 0; i < b.rows.size(); ++i) {
+    const cv::Rect& box = boxes[i];
+    const cv::Point centre(box.x + box.width / 2, box.y + box.height / 2);
+    if (std::hypot(centre.x - anchors[i].x, centre.y - anchors[i].y) > box.width / 2 + 20) {
+      cv::line(image, anchors[i], centre, kGrid * 0.8, 1, cv::LINE_AA);  // leader line to a far label
+    }
+    cv::circle(image, anchors[i], 6, colour(i), cv::FILLED, cv::LINE_AA);
+    const bool on_front = std::find(front.begin(), front.end(), i) != front.end();
+    if (on_front) cv::circle(image, anchors[i], 9, kBlack, 1, cv::LINE_AA);
+    put_text(image, labels[i], {box.x + 2, box.y + 1}, 0.5, colour(i));
+  }
+  const std::string legend = "ringed, dashed: Pareto front (no other block both faster and more accurate)";
+  put_text(image, legend, {a.plot.x, a.plot.y + a.plot.height + 58}, 0.45, kAxis);
+  write_png(image, png);
+}
+
+void draw_scaling(const Leaderboard& b, const fs::path& png) {
+  cv::Mat image(720, 1100, CV_8UC3, kWhite);
+  Axes a;
+  a.plot = cv::Rect(100, 50, 830, 570);
+  a.log_x = a.log_y = true;
+  double x0 = std::numeric_limits<double>::infinity(), x1 = 0, y0 = x0, y1 = 0;
+  std::vector<size_t> drawn;
+  for (size_t i = 0; i < b.rows.size(); ++i) {
+    bool any = false;
+    for (const auto& [n, ms] : b.rows[i].scaling) {
+      if (n <= 0 || ms <= 0 || b.rows[i].block == "none") continue;
+      x0 = std::min(x0, n), x1 = std::max(x1, n), y0 = std::min(y0, ms), y1 = std::max(y1, ms);
+      any = true;
+    }
+    if (any) drawn.push_back(i);
+  }
+  if (drawn.empty()) x0 = 1, x1 = 10, y0 = 1, y1 = 10;
+  if (x1 <= x0) x0 /= 2, x1 *= 2;
+  if (y1 <= y0) y0 /= 2, y1 *= 2;
+  a.x0 = x0 / 1.4, a.x1 = x1 * 1.4, a.y0 = y0 / 1.6, a.y1 = y1 * 1.6;
+  draw_axes(image, a, log_ticks(a.x0, a.x1), log_ticks(a.y0, a.y1),
+            "tokens N = h*w of the block's input (log scale)", "block latency, ms (log scale)",
+            "Block alone on [1, " + std::to_string(b.block_channels) + ", h, w]: latency against tokens (" +
+                b.device + ", " + std::to_string(b.threads) + " threads)");
+  std::vector<cv::Point> ends;
+  std::vector<cv::Size> sizes;
+  std::vector<std::string> labels;
+  for (size_t i : drawn) {
+    std::vector<cv::Point> line;
+    for (const auto& [n, ms] : b.rows[i].scaling) {
+      if (n > 0 && ms > 0) line.push_back(a.map(n, ms));
+    }
+    cv::polylines(image, line, false, colour(i), 2, cv::LINE_AA);
+    for (const auto& p : line) cv::circle(image, p, 4, colour(i), cv::FILLED, cv::LINE_AA);
+    ends.push_back(line.back());
+    const double k = b.rows[i].time_exponent;
+    labels.push_back(b.rows[i].block + (std::isnan(k) ? std::string() : " N^" + format("%.2f", k)));
+    sizes.push_back(text_size(labels.back(), 0.5) + cv::Size(4, 2));
+  }
+  // Labels beside the last points, in the margin right of the plot where there is room.
+  const cv::Rect label_area(a.plot.x, a.plot.y, image.cols - a.plot.x - 4, a.plot.height);
+  const std::vector<cv::Rect> boxes = place_labels(ends, sizes, label_area, 4);
+  for (size_t j = 0; j < drawn.size(); ++j) {
+    put_text(image, labels[j], {boxes[j].x + 2, boxes[j].y + 1}, 0.5, colour(drawn[j]));
+  }
+  std::string skipped;
+  for (const auto& r : b.rows) {
+    if (r.block == "none") skipped = "none (the identity) is not drawn";
+  }
+  if (!skipped.empty()) put_text(image, skipped, {a.plot.x, a.plot.y + a.plot.height + 58}, 0.45, kAxis);
+  write_png(image, png);
+}
+
+}  // namespace attnseg

@@ -1,0 +1,66 @@
+// The sweep's leaderboard: one row per block with its mIoU (mean and spread over seeds), the
+// whole model's speed and size at the evaluation resolution, and the block's own latency at
+// growing token counts. Written as CSV, as a Markdown table (also what the terminal shows),
+// and drawn as two pictures: mIoU against FPS with the Pareto front, and block latency
+// against token count on log-log axes.
+#pragma once
+
+#include <opencv2/core.hpp>
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace attnseg {
+
+struct LeaderboardRow {
+  std::string block;
+  std::vector<double> miou;  // one per seed, fractions in [0, 1]
+  std::vector<std::string> class_names;
+  std::vector<double> class_iou;  // mean over seeds
+  int64_t model_parameters = 0, block_parameters = 0;
+  int64_t model_macs = 0;  // executed by one forward at the evaluation resolution
+  int64_t block_macs = 0;  // the block's analytic count on the feature map
+  double median_ms = 0, p25_ms = 0, p75_ms = 0, fps = 0;  // whole model, fastest round
+  int64_t peak_bytes = 0;  // tensor memory of one forward of the whole model
+  // Block alone on [1, C, h, w] at growing sizes: token count h·w and median latency.
+  std::vector<std::array<double, 2>> scaling;
+  double time_exponent = 0;  // NaN with fewer than two sizes
+  std::string note;          // what could not be measured, and why
+};
+
+struct Leaderboard {
+  std::string config, overrides;  // what every block was trained with
+  std::array<int64_t, 2> resolution{0, 0};  // evaluation image, height × width
+  std::array<int64_t, 2> feature{0, 0};     // the block's input there
+  int64_t block_channels = 0;
+  int64_t iterations = 0, seeds = 1, rounds = 1;
+  uint64_t first_seed = 0;
+  int threads = 0;
+  std::string device = "cpu";
+  std::vector<LeaderboardRow> rows;  // best mean mIoU first
+};
+
+double mean(const std::vector<double>& v);
+// Sample standard deviation; 0 with fewer than two values.
+double spread(const std::vector<double>& v);
+
+// Indices of the rows no other row beats on both mean mIoU and FPS, fastest first.
+std::vector<size_t> pareto_front(const std::vector<LeaderboardRow>& rows);
+
+std::string leaderboard_csv(const Leaderboard& board);
+std::string leaderboard_markdown(const Leaderboard& board);
+
+// Label boxes for points: for each anchor, the first of several positions around it whose box
+// of the given size stays inside `area` and overlaps neither an earlier box nor any anchor's
+// marker; pushed further out when all of those are taken.
+std::vector<cv::Rect> place_labels(const std::vector<cv::Point>& anchors, const std::vector<cv::Size>& sizes,
+                                   const cv::Rect& area, int marker_radius);
+
+// PNG pictures, written atomically.
+void draw_leaderboard(const Leaderboard& board, const std::filesystem::path& png);
+void draw_scaling(const Leaderboard& board, const std::filesystem::path& png);
+
+}  // namespace attnseg

@@ -1,0 +1,32 @@
+// The sweep: every listed block trained with one config, seed set, budget and data (only
+// model.attention.type differs), evaluated on the validation split, then benchmarked in turn
+// at the evaluation resolution, and the leaderboard written. Each run lives in
+// <work_dir>/<block>/seed<k>; a run whose eval.json exists is not retrained, and a run with
+// checkpoints but no eval.json resumes from its last checkpoint, so a killed sweep continues
+// where it stopped.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "engine/leaderboard.h"
+
+namespace attnseg {
+
+struct SweepSettings {
+  std::filesystem::path config;
+  std::vector<std::string> blocks;
+  std::filesystem::path work_dir;
+  std::vector<std::string> overrides;  // dotted.key=value, applied to every block
+  int64_t seeds = 1;                   // train.seed, train.seed + 1, ...
+  int64_t rounds = 3;                  // benchmark rounds over all blocks; the fastest counts
+  int64_t warmup = 3, iters = 20;      // per block and round
+};
+
+// Trains what is missing, benchmarks, writes leaderboard.{csv,md,png} and scaling.png into
+// the work directory and returns the leaderboard.
+Leaderboard run_sweep(const SweepSettings& settings);
+
+}  // namespace attnseg
