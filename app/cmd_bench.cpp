@@ -12,14 +12,14 @@ namespace attnseg::app {
 void setup_bench(CLI::App& app, BenchOptions& options) {
   auto* blocks = app.add_option("--blocks", options.blocks, "comma-separated block names, or 'all'");
   auto* channels =
-      app.add_option("--channels", options.channels, "channels of the feature map")->check(CLI::PositiveNumber);
+      app.add_option("--channels", options.channels, "channels of the feature map")->check(positive());
   app.add_option("--sizes", options.sizes,
                  "sizes HxW, comma-separated: of the feature map (default 32x64,64x128), or with --model of "
                  "the image (default the config's crop size)");
-  app.add_option("--batch", options.batch, "batch size")->check(CLI::PositiveNumber);
-  app.add_option("--warmup", options.warmup, "untimed runs before timing")->check(CLI::NonNegativeNumber);
-  app.add_option("--iters", options.iters, "timed runs per size")->check(CLI::PositiveNumber);
-  app.add_option("--threads", options.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--batch", options.batch, "batch size")->check(positive());
+  app.add_option("--warmup", options.warmup, "untimed runs before timing")->check(non_negative());
+  app.add_option("--iters", options.iters, "timed runs per size")->check(positive());
+  app.add_option("--threads", options.threads, "CPU threads (0: all cores)")->check(non_negative());
   app.add_option("--device", options.device, "cpu or cuda");
   app.add_option("--model", options.model, "bench this whole model (a config file) instead of blocks alone")
       ->excludes(blocks)

@@ -8,7 +8,7 @@ namespace attnseg::app {
 
 void setup_list(CLI::App& app, ListOptions& options) {
   app.add_option("--channels", options.channels, "channel count at which parameters are counted")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
 }
 
 int run_list(const ListOptions& options) {

@@ -13,11 +13,10 @@ void setup_sweep(CLI::App& app, SweepOptions& options) {
   app.add_option("config", options.config, "experiment config (YAML) every block is trained with")->required();
   app.add_option("--blocks", options.blocks, "comma-separated block names, or 'all'");
   app.add_option("--work-dir", options.work_dir, "output directory (default work_dirs/sweep_<config name>)");
-  app.add_option("--seeds", options.seeds, "seeds per block (train.seed, train.seed+1, ...)")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--seeds", options.seeds, "seeds per block (train.seed, train.seed+1, ...)")->check(positive());
   app.add_option("--rounds", options.rounds, "benchmark rounds over all blocks; each block's fastest counts")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--iters", options.iters, "timed runs per block and round")->check(CLI::PositiveNumber);
+      ->check(positive());
+  app.add_option("--iters", options.iters, "timed runs per block and round")->check(positive());
   app.add_option("overrides", options.overrides, "dotted.key=value overrides, the same for every block");
 }
 

@@ -8,6 +8,10 @@
 
 namespace attnseg::app {
 
+// Validators whose message names the accepted range in plain integers.
+inline CLI::Validator positive() { return CLI::Range(int64_t{1}, int64_t{2147483647}); }
+inline CLI::Validator non_negative() { return CLI::Range(int64_t{0}, int64_t{2147483647}); }
+
 struct ListOptions {
   int64_t channels = 256;
 };

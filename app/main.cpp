@@ -32,7 +32,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    // One line like every other error: what was wrong, and where to look.
+    std::fprintf(stderr, "error: %s (see %s --help)\n", attnseg::one_line(e.what()).c_str(), argv[0]);
+    return e.get_exit_code();
   }
   try {
     attnseg::init_logging(log_level);

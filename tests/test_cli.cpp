@@ -270,12 +270,36 @@ TEST_F(Cli, SweepResumesAfterAKillWithoutRetrainingFinishedBlocks) {
 TEST_F(Cli, SweepRejectsBadInputBeforeTraining) {
   expect_clean_error(run_attnseg("sweep " + config() + " --blocks none,nonlokal " + work("s1")), {"nonlokal", "--blocks"});
   expect_clean_error(run_attnseg("sweep " + config() + " --blocks , " + work("s2")), {"--blocks"});
+  expect_clean_error(run_attnseg("sweep " + config() + " --blocks none --seeds 0 " + work("s2")), {"--seeds", "1 to"});
   expect_clean_error(run_attnseg("sweep " + config() + " --blocks none " + work("s3") + " train.iterz=3"), {"train.iterz"});
   EXPECT_FALSE(fs::exists(dir / "s3/none"));
   // A work directory holding runs of another config is not mixed into this leaderboard.
   ASSERT_EQ(run_attnseg("sweep " + config() + " --blocks none --rounds 1 --iters 1 " + work("s4")).exit_code, 0);
   expect_clean_error(run_attnseg("sweep " + config() + " --blocks none --rounds 1 --iters 1 " + work("s4") + " train.iters=6"),
                      {"another config", "s4"});
+}
+
+TEST_F(Cli, SweepRunsEveryRegisteredBlock) {
+  const auto r = run_attnseg("sweep " + config() + " --blocks all --rounds 1 --iters 1 " + work("all") + " train.iters=2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::istringstream csv(read_file(dir / "all/leaderboard.csv"));
+  std::string line;
+  std::getline(csv, line);
+  int rows = 0;
+  while (std::getline(csv, line)) ++rows;
+  const auto list = run_attnseg("list");
+  int blocks = -1;  // the header line
+  std::istringstream names(list.output);
+  while (std::getline(names, line)) ++blocks;
+  EXPECT_EQ(rows, blocks) << r.output;
+}
+
+TEST_F(Cli, BenchTimesAWholeModelFromItsConfig) {
+  const auto r = run_attnseg("bench --model " + config() + " --iters 2 --warmup 0 --threads 1 --backward");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("on [1, 3, H, W] images"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("32x192 GMAC"), std::string::npos) << "the config's crop size: " << r.output;
+  expect_clean_error(run_attnseg("bench --model " + config() + " --blocks ccnet"), {"--model", "--blocks"});
 }
 
 }  // namespace

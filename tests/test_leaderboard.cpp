@@ -84,7 +84,7 @@ TEST(Leaderboard, CsvHasOneRowPerBlockWithSeedsAndClasses) {
 
 TEST(Leaderboard, MarkdownShowsSpreadDeltaToNoneAndSizes) {
   const std::string md = leaderboard_markdown(fixture());
-  EXPECT_NE(md.find("| 1 | nonlocal | 94.00 ± 1.41 | +21.00 | 130.0 | 7.69 (7.54-7.92) | 0.388 | 0.013 |"),
+  EXPECT_NE(md.find("| 1 | nonlocal | 94.00 ± 1.41 | +21.00 | 130.0 | 7.69 (7.54-7.92) | 0.388 | 13.00 |"),
             std::string::npos)
       << md;
   EXPECT_NE(md.find("| 5 | none | 73.00 ± 0.00 | +0.00 | 150.0 |"), std::string::npos) << md;
@@ -109,6 +109,9 @@ TEST(Leaderboard, LabelsNeverOverlapEachOtherOrAnyMarker) {
     for (size_t j = 0; j < i; ++j) EXPECT_EQ((boxes[i] & boxes[j]).area(), 0) << i << " overlaps " << j;
     for (const auto& p : anchors) EXPECT_FALSE(boxes[i].contains(p)) << i;
   }
+  // A wall right of every point: the labels go elsewhere.
+  const std::vector<cv::Rect> walled = place_labels(anchors, sizes, area, 6, {cv::Rect(440, 50, 5, 600)});
+  for (const auto& box : walled) EXPECT_EQ((box & cv::Rect(440, 50, 5, 600)).area(), 0) << box;
 }
 
 TEST(Leaderboard, PicturesAreWrittenAsPngs) {

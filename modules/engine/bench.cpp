@@ -71,7 +71,7 @@ double growth_exponent(const std::vector<double>& x, const std::vector<double>& 
 
 namespace {
 
-// What is benched: a block alone or a whole model, seen through the same four calls.
+// What is benched: a block alone or a whole model, behind the same three calls.
 struct Subject {
   std::string name;
   std::shared_ptr<torch::nn::Module> module;
@@ -114,8 +114,8 @@ Subject model_subject(const std::string& config_file) {
   return s;
 }
 
-// Forward and backward of the training loss in training mode, the gradients of the previous
-// run dropped first so that none is accumulated into; eval mode again afterwards.
+// Forward and backward of the training loss (the caller puts the module in training mode),
+// the gradients of the previous run dropped first so that none is accumulated into.
 Timing time_backward(const Subject& subject, const at::Tensor& x, int64_t warmup, int64_t iters) {
   const std::vector<at::Tensor> parameters = subject.module->parameters();
   const Timing t = time_runs(

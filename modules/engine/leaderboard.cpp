@@ -118,7 +118,7 @@ std::string leaderboard_markdown(const Leaderboard& b) {
          std::to_string(b.feature[1]) + " and its 2x, 4x enlargements.\n\n";
   const bool seeds = b.seeds > 1;
   out += "| # | block | mIoU %" + std::string(seeds ? " (mean ± std)" : "") +
-         " | Δ none | FPS | ms (p25-p75) | GMAC model | GMAC block | params model | params block | peak MB | "
+         " | Δ none | FPS | ms (p25-p75) | GMAC model | MMAC block | params model | params block | peak MB | "
          "block time ~ N^k | Pareto |\n";
   out += "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|\n";
   const LeaderboardRow* none = find_row(b, "none");
@@ -132,7 +132,7 @@ std::string leaderboard_markdown(const Leaderboard& b) {
     out += "| " + std::to_string(i + 1) + " | " + r.block + " | " + miou + " | " + delta + " | " +
            format("%.1f", r.fps) + " | " + format("%.2f", r.median_ms) + " (" + format("%.2f", r.p25_ms) + "-" +
            format("%.2f", r.p75_ms) + ") | " + format("%.3f", r.model_macs / 1e9) + " | " +
-           format("%.3f", r.block_macs / 1e9) + " | " + format("%.3fM", r.model_parameters / 1e6) + " | " +
+           format("%.2f", r.block_macs / 1e6) + " | " + format("%.3fM", r.model_parameters / 1e6) + " | " +
            format("%.1fk", r.block_parameters / 1e3) + " | " + format("%.2f", r.peak_bytes / 1048576.0) + " | " +
            (std::isnan(r.time_exponent) ? std::string("-") : format("%.2f", r.time_exponent)) + " | " +
            (on_front ? "yes" : "") + " |\n";
@@ -147,7 +147,7 @@ std::string leaderboard_markdown(const Leaderboard& b) {
 }
 
 std::vector<cv::Rect> place_labels(const std::vector<cv::Point>& anchors, const std::vector<cv::Size>& sizes,
-                                   const cv::Rect& area, int marker_radius) {
+                                   const cv::Rect& area, int marker_radius, const std::vector<cv::Rect>& obstacles) {
   std::vector<cv::Rect> placed;
   const int gap = marker_radius + 3;
   for (size_t i = 0; i < anchors.size(); ++i) {
@@ -157,6 +157,9 @@ std::vector<cv::Rect> place_labels(const std::vector<cv::Point>& anchors, const 
       if ((box & area) != box) return false;
       for (const auto& other : placed) {
         if ((box & other).area() > 0) return false;
+      }
+      for (const auto& o : obstacles) {
+        if ((box & o).area() > 0) return false;
       }
       for (const auto& q : anchors) {
         const cv::Rect marker(q.x - marker_radius, q.y - marker_radius, 2 * marker_radius + 1, 2 * marker_radius + 1);
@@ -313,6 +316,18 @@ void write_png(const cv::Mat& image, const fs::path& png) {
   fs::rename(tmp, png);
 }
 
+// Small boxes along a polyline, for labels to keep clear of it.
+void add_line_obstacles(const std::vector<cv::Point>& line, std::vector<cv::Rect>& obstacles) {
+  for (size_t k = 1; k < line.size(); ++k) {
+    const cv::Point p = line[k - 1], q = line[k];
+    const double length = std::max(1.0, std::hypot(q.x - p.x, q.y - p.y));
+    for (double t = 0; t <= length; t += 3) {
+      const cv::Point c = p + (q - p) * (t / length);
+      obstacles.emplace_back(c.x - 2, c.y - 2, 5, 5);
+    }
+  }
+}
+
 std::string device_text(const Leaderboard& b) {
   return size_text(b.resolution) + " images, " + b.device + ", " + std::to_string(b.threads) + " threads";
 }
@@ -344,6 +359,10 @@ void draw_leaderboard(const Leaderboard& b, const fs::path& png) {
 
   // Pareto front: dashed segments between consecutive front points, fastest first.
   const std::vector<size_t> front = pareto_front(b.rows);
+  std::vector<cv::Point> front_line;
+  for (size_t i : front) front_line.push_back(a.map(b.rows[i].fps, 100 * mean(b.rows[i].miou)));
+  std::vector<cv::Rect> obstacles;
+  add_line_obstacles(front_line, obstacles);
   for (size_t k = 1; k < front.size(); ++k) {
     const cv::Point p = a.map(b.rows[front[k - 1]].fps, 100 * mean(b.rows[front[k - 1]].miou));
     const cv::Point q = a.map(b.rows[front[k]].fps, 100 * mean(b.rows[front[k]].miou));
@@ -359,11 +378,14 @@ void draw_leaderboard(const Leaderboard& b, const fs::path& png) {
   for (const auto& r : b.rows) {
     const double m = 100 * mean(r.miou), s = 100 * spread(r.miou);
     anchors.push_back(a.map(r.fps, m));
-    if (s > 0) cv::line(image, a.map(r.fps, m - s), a.map(r.fps, m + s), kAxis, 1, cv::LINE_AA);
+    if (s > 0) {
+      cv::line(image, a.map(r.fps, m - s), a.map(r.fps, m + s), kAxis, 1, cv::LINE_AA);
+      add_line_obstacles({a.map(r.fps, m - s), a.map(r.fps, m + s)}, obstacles);
+    }
     labels.push_back(r.block + " " + format("%.1f", m));
     sizes.push_back(text_size(labels.back(), 0.5) + cv::Size(4, 2));
   }
-  const std::vector<cv::Rect> boxes = place_labels(anchors, sizes, a.plot, 6);
+  const std::vector<cv::Rect> boxes = place_labels(anchors, sizes, a.plot, 6, obstacles);
   for (size_t i = 0; i < b.rows.size(); ++i) {
     const cv::Rect& box = boxes[i];
     const cv::Point centre(box.x + box.width / 2, box.y + box.height / 2);
@@ -407,11 +429,13 @@ void draw_scaling(const Leaderboard& b, const fs::path& png) {
   std::vector<cv::Point> ends;
   std::vector<cv::Size> sizes;
   std::vector<std::string> labels;
+  std::vector<cv::Rect> obstacles;
   for (size_t i : drawn) {
     std::vector<cv::Point> line;
     for (const auto& [n, ms] : b.rows[i].scaling) {
       if (n > 0 && ms > 0) line.push_back(a.map(n, ms));
     }
+    add_line_obstacles(line, obstacles);
     cv::polylines(image, line, false, colour(i), 2, cv::LINE_AA);
     for (const auto& p : line) cv::circle(image, p, 4, colour(i), cv::FILLED, cv::LINE_AA);
     ends.push_back(line.back());
@@ -421,7 +445,7 @@ void draw_scaling(const Leaderboard& b, const fs::path& png) {
   }
   // Labels beside the last points, in the margin right of the plot where there is room.
   const cv::Rect label_area(a.plot.x, a.plot.y, image.cols - a.plot.x - 4, a.plot.height);
-  const std::vector<cv::Rect> boxes = place_labels(ends, sizes, label_area, 4);
+  const std::vector<cv::Rect> boxes = place_labels(ends, sizes, label_area, 4, obstacles);
   for (size_t j = 0; j < drawn.size(); ++j) {
     put_text(image, labels[j], {boxes[j].x + 2, boxes[j].y + 1}, 0.5, colour(drawn[j]));
   }
