@@ -243,7 +243,8 @@ std::string format_bench(const BenchReport& r) {
   out += s.backward ? "; fwd+bwd: sum of the output backpropagated in training mode\n" : "\n";
   int name_width = 14;
   for (const auto& b : r.blocks) name_width = std::max(name_width, static_cast<int>(b.block.size()));
-  out += "block" + std::string(name_width - 5, ' ') + "    params";
+  const std::string first_column = s.model.empty() ? "block" : "model";
+  out += first_column + std::string(name_width - first_column.size(), ' ') + "    params";
   for (const auto& size : s.sizes) {
     const std::string hw = std::to_string(size[0]) + "x" + std::to_string(size[1]);
     std::snprintf(line, sizeof(line), " | %13s  %11s %-15s %9s %8s", (hw + " GMAC").c_str(), (hw + " ms").c_str(),
