@@ -174,6 +174,8 @@ TEST_F(Cli, BenchRejectsUnknownBlocksAndMalformedSizes) {
   expect_clean_error(run_attnseg("bench --blocks ccnet,nonlokal"), {"nonlokal", "--blocks", "accepted"});
   expect_clean_error(run_attnseg("bench --blocks ,"), {"--blocks"});
   expect_clean_error(run_attnseg("bench --blocks ccnet --sizes 32x64,48"), {"--sizes", "'48'"});
+  // A size the block cannot split: axial's 8 heads need channels divisible by 8.
+  expect_clean_error(run_attnseg("bench --blocks axial --channels 12 --sizes 5x7"), {"axial", "12", "divisible"});
 }
 
 TEST_F(Cli, BenchPrintsOneRowPerBlock) {
