@@ -385,7 +385,8 @@ void draw_leaderboard(const Leaderboard& b, const fs::path& png) {
     labels.push_back(r.block + " " + format("%.1f", m));
     sizes.push_back(text_size(labels.back(), 0.5) + cv::Size(4, 2));
   }
-  const std::vector<cv::Rect> boxes = place_labels(anchors, sizes, a.plot, 6, obstacles);
+  // Clear of the 9-pixel ring that marks the Pareto front, not only of the 6-pixel point.
+  const std::vector<cv::Rect> boxes = place_labels(anchors, sizes, a.plot, 9, obstacles);
   for (size_t i = 0; i < b.rows.size(); ++i) {
     const cv::Rect& box = boxes[i];
     const cv::Point centre(box.x + box.width / 2, box.y + box.height / 2);
