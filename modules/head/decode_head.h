@@ -30,6 +30,8 @@ class AttentionHeadImpl : public torch::nn::Module {
  public:
   AttentionHeadImpl(const AttentionHeadOptions& options, AttentionBlock block);
   torch::Tensor forward(const torch::Tensor& feature);
+  // What the attention block receives for a backbone feature: the reduce convolution's output.
+  torch::Tensor block_input(const torch::Tensor& feature) { return reduce_->forward(feature); }
   AttentionBlock block() const { return block_; }
 
   AttentionHeadOptions options;
