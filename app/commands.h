@@ -57,4 +57,13 @@ struct SweepOptions {
 void setup_sweep(CLI::App& app, SweepOptions& options);
 int run_sweep(const SweepOptions& options);
 
+struct DemoOptions {
+  std::string config, checkpoint, source = "0", output;
+  bool headless = false;
+  int64_t max_frames = 0;
+  double opacity = 0.5;
+};
+void setup_demo(CLI::App& app, DemoOptions& options);
+int run_demo(const DemoOptions& options);
+
 }  // namespace attnseg::app

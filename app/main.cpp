@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   EvalOptions eval;
   BenchOptions bench;
   SweepOptions sweep;
+  DemoOptions demo;
   setup_list(*app.add_subcommand("list", "List every registered attention block"), list);
   setup_synth(*app.add_subcommand("synth", "Write the synthetic long-range-context dataset"), synth);
   setup_train(*app.add_subcommand("train", "Train a model from a config"), train);
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   setup_bench(*app.add_subcommand("bench", "Time attention blocks alone on a feature map, or a whole model"), bench);
   setup_sweep(*app.add_subcommand("sweep", "Train, evaluate and bench every listed block alike: the leaderboard"),
               sweep);
+  setup_demo(*app.add_subcommand("demo", "Segment a video or camera stream (headless: to a video file)"), demo);
 
   try {
     app.parse(argc, argv);
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("eval")) return run_eval(eval);
     if (app.got_subcommand("bench")) return run_bench(bench);
     if (app.got_subcommand("sweep")) return run_sweep(sweep);
+    if (app.got_subcommand("demo")) return run_demo(demo);
   } catch (const attnseg::Error& e) {
     std::fprintf(stderr, "error: %s\n", attnseg::one_line(e.what()).c_str());
     return 1;

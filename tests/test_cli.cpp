@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/videoio.hpp>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -302,6 +304,71 @@ TEST_F(Cli, BenchTimesAWholeModelFromItsConfig) {
   EXPECT_NE(r.output.find("on [1, 3, H, W] images"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("32x192 GMAC"), std::string::npos) << "the config's crop size: " << r.output;
   expect_clean_error(run_attnseg("bench --model " + config() + " --blocks ccnet"), {"--model", "--blocks"});
+}
+
+// A short video of a white disc moving over a grey field, written by the test itself.
+void write_test_video(const fs::path& file, int frames) {
+  cv::VideoWriter writer(file.string(), cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 10, cv::Size(320, 96));
+  ASSERT_TRUE(writer.isOpened()) << file;
+  for (int i = 0; i < frames; ++i) {
+    cv::Mat frame(96, 320, CV_8UC3, cv::Scalar(90, 90, 90));
+    cv::circle(frame, {20 + 25 * i, 48}, 14, cv::Scalar(255, 255, 255), cv::FILLED);
+    writer.write(frame);
+  }
+}
+
+std::vector<cv::Mat> read_video(const fs::path& file) {
+  cv::VideoCapture capture(file.string());
+  std::vector<cv::Mat> frames;
+  for (cv::Mat frame; capture.read(frame) && !frame.empty();) frames.push_back(frame.clone());
+  return frames;
+}
+
+TEST_F(Cli, DemoHeadlessWritesEveryFrameAnnotated) {
+  ASSERT_EQ(run_attnseg("train " + config() + " " + work("run")).exit_code, 0);
+  const std::string model = config() + " --checkpoint '" + (dir / "run/iter_4.pt").string() + "'";
+  write_test_video(dir / "in.avi", 12);
+  const std::vector<cv::Mat> input = read_video(dir / "in.avi");
+  ASSERT_EQ(input.size(), 12u);
+  auto r = run_attnseg("demo " + model + " --source '" + (dir / "in.avi").string() + "' --headless --output '" +
+                       (dir / "out.avi").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("wrote 12 frames of 320x96"), std::string::npos) << r.output;
+  const std::vector<cv::Mat> output = read_video(dir / "out.avi");
+  ASSERT_EQ(output.size(), input.size());
+  for (size_t i = 0; i < output.size(); ++i) {
+    EXPECT_EQ(output[i].size(), input[i].size());
+    cv::Mat diff;
+    cv::absdiff(output[i], input[i], diff);
+    EXPECT_GT(cv::mean(diff)[0], 2.0) << "frame " << i << " carries no overlay";
+  }
+  r = run_attnseg("demo " + model + " --source '" + (dir / "in.avi").string() + "' --headless --max-frames 5 --output '" +
+                  (dir / "five.mp4").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_video(dir / "five.mp4").size(), 5u);
+  for (const auto& entry : fs::directory_iterator(dir.path())) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+  }
+}
+
+TEST_F(Cli, DemoNamesEachBadSourceOrOutput) {
+  ASSERT_EQ(run_attnseg("train " + config() + " " + work("run")).exit_code, 0);
+  const std::string model = config() + " --checkpoint '" + (dir / "run/iter_4.pt").string() + "'";
+  const std::string missing = (dir / "missing.avi").string();
+  expect_clean_error(run_attnseg("demo " + model + " --source '" + missing + "' --headless --output '" +
+                                 (dir / "o.avi").string() + "'"),
+                     {"--source", "missing.avi"});
+  write_file(dir / "text.avi", "not a video\n");
+  expect_clean_error(run_attnseg("demo " + model + " --source '" + (dir / "text.avi").string() +
+                                 "' --headless --output '" + (dir / "o.avi").string() + "'"),
+                     {"--source", "text.avi"});
+  write_test_video(dir / "in.avi", 2);
+  expect_clean_error(run_attnseg("demo " + model + " --source '" + (dir / "in.avi").string() +
+                                 "' --headless --output '" + (dir / "o.txt").string() + "'"),
+                     {"--output", "o.txt"});
+  expect_clean_error(run_attnseg("demo " + model + " --source '" + (dir / "in.avi").string() + "'"),
+                     {"windowed", "--headless"});
+  EXPECT_FALSE(fs::exists(dir / "o.avi"));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include "head/segmentor.h"
@@ -68,5 +69,26 @@ class LatestSlot {
 // output does not depend on the input). Through autograd, so it is the same for every block;
 // the model is left in eval mode.
 at::Tensor block_influence(Segmentor& model, const at::Tensor& image, int64_t row, int64_t col);
+
+// The headless demo: every frame of a video file, camera index or stream URL segmented and
+// written, annotated (class overlay, legend, block name, per-frame latency and FPS), to a
+// video file. Frames are read, segmented and written in turn, so none is dropped and the
+// output has the input's frame count (or max_frames). The output is written under a
+// temporary name and renamed once closed, also when the source fails part-way, so it is
+// always a complete video of the frames written.
+struct DemoSettings {
+  std::string config, checkpoint, source, output;
+  int64_t max_frames = 0;  // 0: until the source ends
+  double opacity = 0.5;
+};
+
+struct DemoStats {
+  int64_t frames = 0;
+  int width = 0, height = 0;
+  double median_ms = 0;  // segmentation and annotation of one frame
+  double seconds = 0;    // the whole run, reading and writing included
+};
+
+DemoStats run_demo_headless(const DemoSettings& settings);
 
 }  // namespace attnseg
