@@ -21,7 +21,6 @@
 #include "engine/checkpoint.h"
 #include "engine/evaluator.h"
 #include "engine/experiment.h"
-#include "engine/timing.h"
 
 namespace attnseg {
 
@@ -127,7 +126,11 @@ DemoStats run_demo_headless(const DemoSettings& s) {
   DemoStats stats;
   stats.width = frame.cols;
   stats.height = frame.rows;
-  std::vector<double> ms;
+  std::vector<double> ms;  // kept sorted: the running median is read, not re-sorted, per frame
+  auto median = [&ms] {
+    const size_t n = ms.size();
+    return n % 2 == 1 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  };
   const auto begin = std::chrono::steady_clock::now();
   std::string failure;
   do {
@@ -149,8 +152,8 @@ DemoStats run_demo_headless(const DemoSettings& s) {
     cv::Mat bgr;
     cv::cvtColor(overlay(rgb, labels, palette, s.opacity), bgr, cv::COLOR_RGB2BGR);
     const double frame_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    ms.push_back(frame_ms);
-    annotate(bgr, x.data.class_names, palette, block, frame_ms, 1000.0 / percentile(ms, 0.5));
+    ms.insert(std::upper_bound(ms.begin(), ms.end(), frame_ms), frame_ms);
+    annotate(bgr, x.data.class_names, palette, block, frame_ms, 1000.0 / median());
     writer.write(bgr);
     ++stats.frames;
   } while ((s.max_frames <= 0 || stats.frames < s.max_frames) && capture.read(frame) && !frame.empty());
@@ -159,7 +162,7 @@ DemoStats run_demo_headless(const DemoSettings& s) {
   fs::rename(tmp, output, ec);
   if (ec) throw Error("--output " + output.string() + ": " + ec.message());
   if (!failure.empty()) throw Error(failure + " (the " + std::to_string(stats.frames) + " frames before it are in " + output.string() + ")");
-  stats.median_ms = percentile(ms, 0.5);
+  stats.median_ms = median();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
   return stats;
 }

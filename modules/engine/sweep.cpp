@@ -76,10 +76,10 @@ nlohmann::json finished_run(const Run& run) {
                  100 * eval["mIoU"].get<double>(), eval_file.string());
     return eval;
   }
-  const bool resume = !latest_checkpoint(run.dir).empty();
+  const fs::path last = latest_checkpoint(run.dir);
+  const bool resume = !last.empty();
   spdlog::info("{} seed {}: {} in {}", run.block, run.seed,
-               resume ? "resuming from " + latest_checkpoint(run.dir).filename().string() : std::string("training"),
-               run.dir.string());
+               resume ? "resuming from " + last.filename().string() : std::string("training"), run.dir.string());
   const auto start = std::chrono::steady_clock::now();
   TrainResult trained;
   EvalResult result;
