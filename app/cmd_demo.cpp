@@ -1,39 +1,119 @@
 #include <spdlog/spdlog.h>
 
+#include <opencv2/imgproc.hpp>
+
 #include "commands.h"
 #include "core/error.h"
+#include "data/transforms.h"
 #include "engine/demo.h"
+#include "engine/evaluator.h"
 
 namespace attnseg::app {
 
 void setup_demo(CLI::App& app, DemoOptions& options) {
-  app.add_option("config", options.config, "experiment config (YAML) of the checkpoint")->required();
-  app.add_option("--checkpoint", options.checkpoint, "checkpoint to run")->required();
-  app.add_option("--source", options.source, "camera index, video file or stream URL");
-  app.add_flag("--headless", options.headless, "write the annotated video instead of opening a window");
-  app.add_option("--output", options.output, "annotated video to write (.mp4 or .avi), with --headless");
-  app.add_option("--max-frames", options.max_frames, "stop after this many frames (0: at the end)")
+  app.add_option("config", options.config, "experiment config (YAML) of the checkpoint")
+      ->required();
+  app.add_option("--checkpoint", options.checkpoint, "checkpoint of the config's block")
+      ->required();
+  app.add_option(
+      "--blocks", options.blocks,
+      "more blocks to switch to, name=checkpoint,... (each built from the config with that block)");
+  app.add_option("--source", options.source,
+                 "camera index, video file, image sequence (img_%04d.png) or stream URL");
+  app.add_flag("--headless", options.headless,
+               "write the annotated video instead of opening a window");
+  app.add_option("--output", options.output,
+                 "annotated video to write (.mp4 or .avi), with --headless");
+  app.add_flag(
+      "--realtime", options.realtime,
+      "read a video file at its own frame rate and drop the frames inference cannot keep up with, "
+      "as from a camera (the window always does)");
+  app.add_flag("--loop", options.loop, "play a video file again from the start when it ends");
+  app.add_option("--point", options.point, "show the influence map of this pixel from the start")
+      ->expected(2)
+      ->delimiter(',');
+  app.add_option("--max-frames", options.max_frames,
+                 "stop after showing this many frames (0: at the end)")
       ->check(non_negative());
-  app.add_option("--opacity", options.opacity, "opacity of the class overlay")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--opacity", options.opacity, "opacity of the class overlay")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--compare", options.compare,
+                 "after the run, time the bare model N times on the last frame and print the "
+                 "demo's overhead against it")
+      ->check(non_negative());
+  app.add_option("--save-dir", options.save_dir,
+                 "where the window's `s` key saves frame, mask and view");
 }
 
 int run_demo(const DemoOptions& options) {
-  if (!options.headless) {
-    throw Error("demo: the windowed demo is not built yet; run it with --headless --output OUT.mp4");
+  if (options.headless && options.output.empty())
+    throw Error("demo: --headless needs --output OUT.mp4 (or .avi)");
+  if (!options.headless && !options.output.empty())
+    throw Error("demo: --output is for --headless runs");
+  if (options.headless && options.loop && options.max_frames == 0) {
+    throw Error("demo: --loop with --headless never ends; give --max-frames N");
   }
-  if (options.output.empty()) throw Error("demo: --headless needs --output OUT.mp4 (or .avi)");
-  DemoSettings s;
-  s.config = options.config;
-  s.checkpoint = options.checkpoint;
-  s.source = options.source;
-  s.output = options.output;
-  s.max_frames = options.max_frames;
-  s.opacity = options.opacity;
-  const DemoStats stats = run_demo_headless(s);
-  spdlog::info("wrote {} frames of {}x{} to {}: {:.1f} ms per frame (median, segmentation and annotation), "
-               "{:.1f} FPS overall with reading and writing",
-               stats.frames, stats.width, stats.height, options.output, stats.median_ms,
-               stats.frames / stats.seconds);
+  DemoModels models = load_demo_models(options.config, options.checkpoint, options.blocks);
+  const auto& classes = models.experiment.data.class_names;
+  const auto palette = default_palette(classes.size());
+  auto source = open_video_source(options.source);
+
+  DemoControls controls;
+  controls.opacity = options.opacity;
+  if (options.point.size() == 2) {
+    if (options.point[0] < 0 || options.point[1] < 0)
+      throw Error("--point: give X,Y inside the frame");
+    controls.set_pin(options.point[0], options.point[1]);
+  }
+  DemoRunOptions run;
+  run.max_frames = options.max_frames;
+  run.loop = options.loop;
+  std::unique_ptr<DemoView> view;
+  VideoFileView* file = nullptr;
+  if (options.headless) {
+    auto v = std::make_unique<VideoFileView>(options.output, source->fps(), classes, palette);
+    file = v.get();
+    view = std::move(v);
+    run.paced = options.realtime && !source->live();
+    run.lossless = !options.realtime && !source->live();
+  } else {
+    view = open_window_view("attnseg demo", classes, palette, options.save_dir);
+    run.paced = !source->live();
+  }
+  const DemoStats stats = run_demo(models, *source, *view, controls, run);
+  if (file != nullptr) file->close();
+
+  const std::string where = options.headless ? " to " + options.output : "";
+  spdlog::info("showed {} of {} frames of {}x{}{} ({} dropped) in {:.1f} s: {:.1f} FPS",
+               stats.shown, stats.read, stats.width, stats.height, where, stats.dropped,
+               stats.seconds, stats.fps);
+  spdlog::info(
+      "per frame (medians): model {:.1f} ms, reading {:.1f} ms, colour/normalise/arg-max{} {:.1f} "
+      "ms, "
+      "drawing and {} {:.1f} ms; {:.1f} ms from reading a frame to showing it",
+      stats.model_ms, stats.read_ms, controls.pinned() ? "/influence" : "", stats.prepost_ms,
+      options.headless ? "writing" : "display", stats.show_ms, stats.latency_ms);
+  if (options.compare > 0 && !stats.last_frame.empty()) {
+    // the same model on the same frame in the same process, with nothing else running
+    cv::Mat rgb;
+    cv::cvtColor(stats.last_frame, rgb, cv::COLOR_BGR2RGB);
+    DemoBlock& block = models.blocks[static_cast<size_t>(stats.last_block)];
+    const SpeedResult bare = measure_speed(
+        block.model, image_to_tensor(rgb, models.experiment.norm).unsqueeze(0), 3, options.compare);
+    const double per_frame = stats.fps > 0 ? 1000.0 / stats.fps : 0.0;
+    spdlog::info(
+        "bare {} model on the last frame, {} runs with nothing else running: {:.1f} ms "
+        "({:.1f} FPS); the demo took {:.1f} ms per shown frame, {:.1f} ms ({:.0f}%) more",
+        block.name, options.compare, bare.median_ms, bare.fps, per_frame,
+        per_frame - bare.median_ms, 100.0 * (per_frame - bare.median_ms) / bare.median_ms);
+  }
+  if (stats.reconnects > 0) spdlog::info("the source was reconnected {} times", stats.reconnects);
+  if (!stats.failure.empty()) {
+    throw Error(stats.failure + (options.headless
+                                     ? " (the " + std::to_string(stats.shown) +
+                                           " frames before it are in " + options.output + ")"
+                                     : ""));
+  }
   return 0;
 }
 

@@ -58,9 +58,10 @@ void setup_sweep(CLI::App& app, SweepOptions& options);
 int run_sweep(const SweepOptions& options);
 
 struct DemoOptions {
-  std::string config, checkpoint, source = "0", output;
-  bool headless = false;
-  int64_t max_frames = 0;
+  std::string config, checkpoint, blocks, source = "0", output, save_dir = "demo_saves";
+  bool headless = false, realtime = false, loop = false;
+  std::vector<int> point;
+  int64_t max_frames = 0, compare = 0;
   double opacity = 0.5;
 };
 void setup_demo(CLI::App& app, DemoOptions& options);

@@ -9,7 +9,9 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "test_util.h"
@@ -333,7 +335,8 @@ TEST_F(Cli, DemoHeadlessWritesEveryFrameAnnotated) {
   auto r = run_attnseg("demo " + model + " --source '" + (dir / "in.avi").string() + "' --headless --output '" +
                        (dir / "out.avi").string() + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("wrote 12 frames of 320x96"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("showed 12 of 12 frames of 320x96"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(0 dropped)"), std::string::npos) << r.output;
   const std::vector<cv::Mat> output = read_video(dir / "out.avi");
   ASSERT_EQ(output.size(), input.size());
   for (size_t i = 0; i < output.size(); ++i) {
@@ -346,9 +349,115 @@ TEST_F(Cli, DemoHeadlessWritesEveryFrameAnnotated) {
                   (dir / "five.mp4").string() + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_video(dir / "five.mp4").size(), 5u);
+  // a pinned pixel adds its influence map: ccnet's row and column through it, nothing else
+  r = run_attnseg("demo " + model + " --source '" + (dir / "in.avi").string() +
+                  "' --headless --point 250,70 --output '" + (dir / "point.avi").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::vector<cv::Mat> pinned = read_video(dir / "point.avi");
+  ASSERT_EQ(pinned.size(), output.size());
+  cv::Mat diff;
+  cv::absdiff(pinned[6], output[6], diff);
+  cv::cvtColor(diff, diff, cv::COLOR_BGR2GRAY);
+  EXPECT_GT(cv::mean(diff(cv::Rect(180, 66, 40, 4)))[0], 10.0) << "the clicked row is tinted";
+  EXPECT_GT(cv::mean(diff(cv::Rect(248, 30, 4, 20)))[0], 10.0) << "the clicked column is tinted";
   for (const auto& entry : fs::directory_iterator(dir.path())) {
     EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
   }
+}
+
+// The window under Xvfb, driven by xdotool as a person would: `s` saves, `n` switches to the
+// second block, a click pins a pixel, and the saved views show the influence map of the
+// click, a one-pass ccnet's row and column through it and nothing elsewhere.
+TEST_F(Cli, DemoWindowSwitchesBlocksShowsTheClickedPixelsInfluenceAndSaves) {
+  for (const char* tool : {"xvfb-run", "xdotool"}) {
+    ASSERT_EQ(std::system((std::string("command -v ") + tool + " >/dev/null").c_str()), 0)
+        << tool << " is missing: tools/setup.sh installs it";
+  }
+  auto write_config = [&](const std::string& block) {
+    std::string yaml = tiny_config(data_->path(), block);
+    const std::string type = "attention: {type: " + block + "}";
+    yaml.replace(yaml.find(type), type.size(),
+                 "attention: {type: " + block + ", ccnet: {recurrence: 1}}");
+    write_file(dir / (block + "1.yaml"), yaml);
+    return (dir / (block + "1.yaml")).string();
+  };
+  const std::string none = write_config("none"), ccnet = write_config("ccnet");
+  ASSERT_EQ(run_attnseg("train '" + none + "' " + work("none")).exit_code, 0);
+  ASSERT_EQ(run_attnseg("train '" + ccnet + "' " + work("ccnet")).exit_code, 0);
+  {  // a still scene, so two views differ only by what the click adds
+    cv::VideoWriter writer((dir / "still.avi").string(),
+                           cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 10, cv::Size(320, 96));
+    cv::Mat frame(96, 320, CV_8UC3, cv::Scalar(90, 90, 90));
+    cv::circle(frame, {80, 48}, 14, cv::Scalar(255, 255, 255), cv::FILLED);
+    for (int i = 0; i < 10; ++i) writer.write(frame);
+  }
+  const fs::path saves = dir / "saves", log = dir / "window.log";
+  const std::string script =
+      "wait_for() { i=0; while [ $(ls '" + saves.string() +
+      "' 2>/dev/null | grep -c \"$1\") -lt $2 ]; do\n"
+      "  i=$((i+1)); [ $i -gt 300 ] && return 1; sleep 0.1; done; }\n"
+      "'" ATTNSEG_BINARY "' demo '" +
+      none + "' --checkpoint '" + (dir / "none/iter_4.pt").string() + "' --blocks ccnet='" +
+      (dir / "ccnet/iter_4.pt").string() + "' --source '" + (dir / "still.avi").string() +
+      "' --loop --save-dir '" + saves.string() + "' >'" + log.string() +
+      "' 2>&1 &\n"
+      "demo=$!\n"
+      "w=$(timeout 120 xdotool search --sync --name 'attnseg demo' | head -1)\n"
+      "if [ -z \"$w\" ]; then echo 'no window' >>'" +
+      log.string() +
+      "'; kill $demo; exit 1; fi\n"
+      "sleep 1; xdotool key --window $w s; wait_for none_.*_view 1\n"
+      "xdotool key --window $w n; sleep 2; xdotool key --window $w s; wait_for ccnet_.*_view 1\n"
+      "xdotool mousemove --window $w 750 210 click 1; sleep 2\n"
+      "xdotool key --window $w s; sleep 1; xdotool key --window $w s; wait_for ccnet_.*_view 2\n"
+      "xdotool key --window $w q; wait $demo; echo \"demo exit $?\" >>'" +
+      log.string() + "'\n";
+  write_file(dir / "drive.sh", script);
+  const int status =
+      std::system(("xvfb-run -a -s '-screen 0 1280x720x24' sh '" + (dir / "drive.sh").string() +
+                   "' >'" + (dir / "xvfb.log").string() + "' 2>&1")
+                      .c_str());
+  const std::string output = read_file(log);
+  ASSERT_EQ(status, 0) << output << read_file(dir / "xvfb.log");
+  EXPECT_NE(output.find("demo exit 0"), std::string::npos) << output;
+
+  std::vector<fs::path> none_views, ccnet_views;
+  for (const auto& e : fs::directory_iterator(saves)) {
+    const std::string name = e.path().filename().string();
+    EXPECT_EQ(name.find(".tmp"), std::string::npos) << name;
+    if (name.find("_view.png") == std::string::npos) continue;
+    (name.rfind("none_", 0) == 0 ? none_views : ccnet_views).push_back(e.path());
+    for (const char* part : {"_frame.png", "_mask.png"}) {
+      const std::string sibling = name.substr(0, name.size() - 9) + part;
+      EXPECT_TRUE(fs::exists(saves / sibling)) << sibling;
+    }
+  }
+  ASSERT_EQ(none_views.size(), 1u) << output;
+  ASSERT_GE(ccnet_views.size(), 2u) << output;
+  std::sort(ccnet_views.begin(), ccnet_views.end());  // by frame number
+  const std::string first = none_views[0].filename().string();
+  const cv::Mat mask = cv::imread(
+      (saves / (first.substr(0, first.size() - 9) + "_mask.png")).string(), cv::IMREAD_UNCHANGED);
+  ASSERT_EQ(mask.size(), cv::Size(320, 96));
+  double top = 0;
+  cv::minMaxLoc(mask, nullptr, &top);
+  EXPECT_LT(top, 6) << "class ids of the 6 classes";
+
+  // the picture (320x96 shown 3 times larger) above the panel, before and after the click
+  const cv::Mat before = cv::imread(ccnet_views.front().string()),
+                after = cv::imread(ccnet_views.back().string());
+  ASSERT_EQ(before.cols, 960);
+  ASSERT_GT(before.rows, 288) << "a panel below the picture";
+  cv::Mat diff;
+  cv::absdiff(before(cv::Rect(0, 0, 960, 288)), after(cv::Rect(0, 0, 960, 288)), diff);
+  cv::cvtColor(diff, diff, cv::COLOR_BGR2GRAY);
+  // the click at window (750, 210) is frame pixel (250, 70): feature row 8 (window rows
+  // 192-215) and column 31 (window columns 744-767)
+  EXPECT_GT(cv::mean(diff(cv::Rect(300, 194, 300, 20)))[0], 10.0) << "the clicked row is tinted";
+  EXPECT_GT(cv::mean(diff(cv::Rect(746, 10, 20, 150)))[0], 10.0) << "the clicked column is tinted";
+  double off = 0;
+  cv::minMaxLoc(diff(cv::Rect(0, 0, 700, 180)), nullptr, &off);
+  EXPECT_EQ(off, 0.0) << "one criss-cross pass reaches nothing off the row and column";
 }
 
 TEST_F(Cli, DemoNamesEachBadSourceOrOutput) {
@@ -366,8 +475,25 @@ TEST_F(Cli, DemoNamesEachBadSourceOrOutput) {
   expect_clean_error(run_attnseg("demo " + model + " --source '" + (dir / "in.avi").string() +
                                  "' --headless --output '" + (dir / "o.txt").string() + "'"),
                      {"--output", "o.txt"});
-  expect_clean_error(run_attnseg("demo " + model + " --source '" + (dir / "in.avi").string() + "'"),
-                     {"windowed", "--headless"});
+  const std::string in = " --source '" + (dir / "in.avi").string() + "'";
+  expect_clean_error(run_attnseg("demo " + model + in, "env -u DISPLAY -u WAYLAND_DISPLAY"),
+                     {"no display", "--headless"});
+  expect_clean_error(run_attnseg("demo " + model + in + " --headless --loop --output '" +
+                                 (dir / "o.avi").string() + "'"),
+                     {"--loop", "--max-frames"});
+  expect_clean_error(run_attnseg("demo " + model + in + " --blocks nonlocal"),
+                     {"--blocks", "nonlocal", "name=checkpoint"});
+  expect_clean_error(run_attnseg("demo " + model + in + " --blocks bogus=x.pt"),
+                     {"--blocks", "bogus"});
+  expect_clean_error(
+      run_attnseg("demo " + model + in + " --blocks ccnet=" + (dir / "run/iter_4.pt").string()),
+      {"--blocks", "ccnet", "twice"});
+  expect_clean_error(
+      run_attnseg("demo " + model + in + " --blocks nonlocal=" + (dir / "run/iter_4.pt").string()),
+      {"iter_4.pt", "another model"});
+  expect_clean_error(
+      run_attnseg("demo " + model + in + " --output '" + (dir / "o.avi").string() + "'"),
+      {"--output", "--headless"});
   EXPECT_FALSE(fs::exists(dir / "o.avi"));
 }
 

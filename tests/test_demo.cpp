@@ -1,10 +1,12 @@
-// The live demo's window-free parts: the newest-value hand-off between its threads and the
+// The live demo's window-free parts: the newest-value hand-off between its threads, the keys,
+// the capture → inference → display pipeline on a scripted source (dropping frames under slow
+// inference, losing none when asked to, reconnecting a live source that stops), and the
 // influence map of a clicked pixel.
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include <ATen/ATen.h>
-
 #include <chrono>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -35,7 +37,8 @@ TEST(LatestSlot, ASlowConsumerGetsTheLatestFramesNotAQueue) {
   std::thread consumer([&] {
     while (auto v = slot.take()) {
       taken.push_back(*v);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // inference slower than the source
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(20));  // inference slower than the source
     }
   });
   for (int i = 0; i < 100; ++i) {
@@ -49,6 +52,80 @@ TEST(LatestSlot, ASlowConsumerGetsTheLatestFramesNotAQueue) {
   for (size_t i = 1; i < taken.size(); ++i) EXPECT_LT(taken[i - 1], taken[i]);
   EXPECT_LT(taken.size(), 50u);
   EXPECT_EQ(static_cast<int64_t>(taken.size()) + slot.dropped(), 100);
+}
+
+TEST(LatestSlot, LosslessWaitsForTheConsumerInsteadOfDropping) {
+  LatestSlot<int> slot(/*lossless=*/true);
+  std::vector<int> taken;
+  std::thread consumer([&] {
+    while (auto v = slot.take()) {
+      taken.push_back(*v);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  for (int i = 0; i < 30; ++i) slot.put(i);
+  slot.close();
+  consumer.join();
+  ASSERT_EQ(taken.size(), 30u);
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(taken[static_cast<size_t>(i)], i);
+  EXPECT_EQ(slot.dropped(), 0);
+}
+
+TEST(LatestSlot, TakeForGivesUpAfterItsTimeout) {
+  LatestSlot<int> slot;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(slot.take_for(std::chrono::milliseconds(30)), std::nullopt);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(25));
+  EXPECT_FALSE(slot.finished());
+  slot.put(7);
+  slot.close();
+  EXPECT_FALSE(slot.finished());
+  EXPECT_EQ(slot.take_for(std::chrono::milliseconds(30)), 7);
+  EXPECT_TRUE(slot.finished());
+}
+
+TEST(DemoKeys, SwitchPauseOpacityClearAndQuit) {
+  DemoControls c;
+  EXPECT_EQ(apply_key(c, 'n', 3), KeyAction::next_block);
+  EXPECT_EQ(c.block, 1);
+  apply_key(c, '\t', 3);
+  apply_key(c, 'n', 3);
+  EXPECT_EQ(c.block, 0) << "wraps after the last block";
+  apply_key(c, 'p', 3);
+  EXPECT_EQ(c.block, 2) << "and before the first";
+  EXPECT_EQ(apply_key(c, '2', 3), KeyAction::select_block);
+  EXPECT_EQ(c.block, 1);
+  EXPECT_EQ(apply_key(c, '4', 3), KeyAction::none) << "there is no fourth block";
+  EXPECT_EQ(c.block, 1);
+  const int64_t version = c.version;
+  apply_key(c, 'n', 3);
+  EXPECT_GT(c.version, version) << "a paused frame must be segmented again by the new block";
+
+  apply_key(c, ' ', 3);
+  EXPECT_TRUE(c.paused);
+  apply_key(c, ' ', 3);
+  EXPECT_FALSE(c.paused);
+  c.opacity = 0.5;
+  apply_key(c, '+', 3);
+  apply_key(c, '=', 3);
+  EXPECT_DOUBLE_EQ(c.opacity, 0.7);
+  for (int i = 0; i < 12; ++i) apply_key(c, '-', 3);
+  EXPECT_DOUBLE_EQ(c.opacity, 0.0) << "clamped";
+
+  c.set_pin(17, 5);
+  ASSERT_TRUE(c.pinned());
+  EXPECT_EQ(*c.pinned(), cv::Point(17, 5));
+  EXPECT_EQ(apply_key(c, 'c', 3), KeyAction::clear);
+  EXPECT_FALSE(c.pinned());
+  EXPECT_EQ(apply_key(c, 's', 3), KeyAction::save);
+  EXPECT_EQ(apply_key(c, -1, 3), KeyAction::none) << "no key pressed";
+  EXPECT_FALSE(c.quit);
+  EXPECT_EQ(apply_key(c, 0x100000 | 'q', 3), KeyAction::quit)
+      << "modifier bits above the character";
+  EXPECT_TRUE(c.quit);
+  DemoControls esc;
+  apply_key(esc, 27, 1);
+  EXPECT_TRUE(esc.quit);
 }
 
 Segmentor model_with(const std::string& overrides_yaml, const test::TempDir& dir) {
@@ -95,6 +172,163 @@ TEST(Influence, TheIdentityBlockReachesOnlyTheClickedPixel) {
   const at::Tensor map = influence("model: {attention: {type: none}}\n");
   EXPECT_EQ(map.sum().item<double>(), 1.0);
   EXPECT_EQ(map[1][5].item<double>(), 1.0);
+}
+
+// A scripted source: numbered frames (the number in the first pixel) of 64x384, read in turn;
+// `stops` are the frame counts at which read() fails once; `reopens` how many reopen() calls
+// succeed. A live source paces itself like a camera at `fps`.
+class ScriptedSource : public FrameSource {
+ public:
+  ScriptedSource(int frames, bool live, double fps, std::set<int> stops = {}, int reopens = 0)
+      : frames_(frames), live_(live), fps_(fps), stops_(std::move(stops)), reopens_(reopens) {}
+  bool read(cv::Mat& bgr) override {
+    if (next_ >= frames_ || stops_.erase(next_) > 0) return false;
+    bgr = cv::Mat(64, 384, CV_8UC3, cv::Scalar(90, 90, 90));
+    bgr.at<cv::Vec3b>(0, 0) = cv::Vec3b(static_cast<uint8_t>(next_), 0, 0);
+    ++next_;
+    return true;
+  }
+  bool reopen() override {  // a file starts again from its first frame, a stream goes on
+    ++reopen_calls;
+    if (reopens_-- <= 0) return false;
+    if (!live_) next_ = 0;
+    return true;
+  }
+  bool live() const override { return live_; }
+  double fps() const override { return fps_; }
+  std::string name() const override { return "scripted"; }
+  int reopen_calls = 0;
+
+ private:
+  int frames_, next_ = 0;
+  bool live_;
+  double fps_;
+  std::set<int> stops_;
+  int reopens_;
+};
+
+// Records the frame numbers it is shown.
+class RecordingView : public DemoView {
+ public:
+  void show(const Segmented& f, const DemoStatus& status) override {
+    if (numbered) {
+      EXPECT_EQ(f.bgr.at<cv::Vec3b>(0, 0)[0], static_cast<uint8_t>(f.index))
+          << "frame and result out of step";
+    }
+    EXPECT_EQ(f.labels.size(), f.bgr.size());
+    shown.push_back(f.index);
+    influence_sizes.push_back(f.influence.size());
+    dropped = status.dropped;
+  }
+  bool numbered = true;  // frame i carries i (not so for a looped file)
+  std::vector<int64_t> shown;
+  std::vector<cv::Size> influence_sizes;
+  int64_t dropped = 0;
+};
+
+DemoModels tiny_models(const test::TempDir& dir) {
+  Segmentor model = model_with("", dir);
+  model->eval();
+  return {read_experiment(Config::load(dir / "model.yaml")), {{"ccnet", "", model}}};
+}
+
+TEST(DemoPipeline, ASlowModelGetsTheNewestFramesAndTheRestAreCountedAsDropped) {
+  test::TempDir dir;
+  DemoModels models = tiny_models(dir);
+  ScriptedSource source(60, /*live=*/false,
+                        /*fps=*/500);  // a frame every 2 ms: faster than the model
+  RecordingView view;
+  DemoControls controls;
+  DemoRunOptions run;
+  run.paced = true;
+  const DemoStats stats = run_demo(models, source, view, controls, run);
+  EXPECT_EQ(stats.read, 60);
+  ASSERT_FALSE(view.shown.empty());
+  EXPECT_GT(stats.dropped, 0);
+  EXPECT_EQ(stats.shown + stats.dropped, 60);
+  EXPECT_EQ(static_cast<int64_t>(view.shown.size()), stats.shown);
+  for (size_t i = 1; i < view.shown.size(); ++i) EXPECT_LT(view.shown[i - 1], view.shown[i]);
+  EXPECT_EQ(view.shown.back(), 59) << "the newest frame is the one shown last";
+  EXPECT_GT(stats.model_ms, 0.5) << "the premise: inference slower than the source";
+}
+
+TEST(DemoPipeline, LosslessShowsEveryFrameInOrder) {
+  test::TempDir dir;
+  DemoModels models = tiny_models(dir);
+  ScriptedSource source(25, /*live=*/false, /*fps=*/500);
+  RecordingView view;
+  DemoControls controls;
+  DemoRunOptions run;
+  run.lossless = true;
+  const DemoStats stats = run_demo(models, source, view, controls, run);
+  EXPECT_EQ(stats.read, 25);
+  EXPECT_EQ(stats.shown, 25);
+  EXPECT_EQ(stats.dropped, 0);
+  ASSERT_EQ(view.shown.size(), 25u);
+  for (int64_t i = 0; i < 25; ++i) EXPECT_EQ(view.shown[static_cast<size_t>(i)], i);
+  EXPECT_TRUE(stats.failure.empty());
+}
+
+TEST(DemoPipeline, MaxFramesStopsTheRunAndAPinnedPixelGetsItsInfluenceMap) {
+  test::TempDir dir;
+  DemoModels models = tiny_models(dir);
+  ScriptedSource source(50, /*live=*/false, 0);
+  RecordingView view;
+  DemoControls controls;
+  controls.set_pin(300, 40);
+  DemoRunOptions run;
+  run.lossless = true;
+  run.max_frames = 7;
+  const DemoStats stats = run_demo(models, source, view, controls, run);
+  EXPECT_EQ(stats.shown, 7);
+  ASSERT_EQ(view.influence_sizes.size(), 7u);
+  EXPECT_EQ(view.influence_sizes[0], cv::Size(48, 8)) << "the block's grid: 64x384 at stride 8";
+}
+
+TEST(DemoPipeline, ALiveSourceThatStopsIsReconnectedThenGivenUpAfterItsRetries) {
+  test::TempDir dir;
+  DemoModels models = tiny_models(dir);
+  // stops after frame 5 and comes back once; stops again after frame 9 and stays away
+  ScriptedSource source(1000, /*live=*/true, 0, {5, 9}, /*reopens=*/1);
+  RecordingView view;
+  DemoControls controls;
+  DemoRunOptions run;
+  run.retries = 3;
+  run.retry_wait_s = 0;
+  const DemoStats stats = run_demo(models, source, view, controls, run);
+  EXPECT_EQ(stats.read, 9);
+  EXPECT_EQ(stats.reconnects, 1);
+  EXPECT_EQ(source.reopen_calls, 1 + 3);
+  EXPECT_NE(
+      stats.failure.find("the stream stopped after 9 frames and did not come back after 3 tries"),
+      std::string::npos)
+      << stats.failure;
+  ASSERT_FALSE(view.shown.empty());
+  EXPECT_EQ(view.shown.back(), 8) << "the frames read before it are still shown";
+}
+
+TEST(DemoPipeline, AFileEndsWithoutRetriesOrLoopsWhenAsked) {
+  test::TempDir dir;
+  DemoModels models = tiny_models(dir);
+  ScriptedSource once(6, /*live=*/false, 0);
+  RecordingView view;
+  DemoControls controls;
+  DemoRunOptions run;
+  run.lossless = true;
+  DemoStats stats = run_demo(models, once, view, controls, run);
+  EXPECT_EQ(stats.read, 6);
+  EXPECT_EQ(once.reopen_calls, 0);
+  EXPECT_TRUE(stats.failure.empty());
+
+  ScriptedSource looped(6, /*live=*/false, 0, {}, /*reopens=*/5);
+  RecordingView again;
+  again.numbered = false;
+  run.loop = true;
+  run.max_frames = 15;
+  DemoControls fresh;
+  stats = run_demo(models, looped, again, fresh, run);
+  EXPECT_EQ(stats.shown, 15);
+  EXPECT_EQ(looped.reopen_calls, 2) << "6 + 6 + 3 frames";
 }
 
 }  // namespace

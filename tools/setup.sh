@@ -8,6 +8,8 @@ packages=(
   libopenblas0-openmp                 # the build attnseg loads: it shares LibTorch's OpenMP pool
   libopencv-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libbenchmark-dev
+  xvfb xauth xdotool                  # the demo window's test: a virtual display, keys and clicks
+  imagemagick                         # tools/demo_screenshot.sh: `import` grabs the window
 )
 
 missing=()
