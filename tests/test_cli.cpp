@@ -434,7 +434,9 @@ TEST_F(Cli, DemoWindowSwitchesBlocksShowsTheClickedPixelsInfluenceAndSaves) {
   }
   ASSERT_EQ(none_views.size(), 1u) << output;
   ASSERT_GE(ccnet_views.size(), 2u) << output;
-  std::sort(ccnet_views.begin(), ccnet_views.end());  // by frame number
+  std::sort(ccnet_views.begin(), ccnet_views.end(), [](const fs::path& a, const fs::path& b) {
+    return fs::last_write_time(a) < fs::last_write_time(b);  // in the order saved
+  });
   const std::string first = none_views[0].filename().string();
   const cv::Mat mask = cv::imread(
       (saves / (first.substr(0, first.size() - 9) + "_mask.png")).string(), cv::IMREAD_UNCHANGED);

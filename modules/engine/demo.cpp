@@ -388,20 +388,26 @@ DemoStats run_demo(DemoModels& models, FrameSource& source, DemoView& view, Demo
     while (true) {
       if (auto r = results.take_for(std::chrono::milliseconds(15))) {
         const auto t0 = Clock::now();
-        if (stats.shown == 0) first = t0;
-        shown_at.push_back(t0);
-        while (shown_at.size() > 2 && t0 - shown_at.front() > std::chrono::seconds(1))
-          shown_at.pop_front();
+        // a paused frame segmented again (another block or pixel) is not a new frame
+        const bool again = last && r->index == last->index;
         last = std::move(r);
         update_status();
+        if (!again) {
+          if (stats.shown == 0) first = t0;
+          shown_at.push_back(t0);
+          while (shown_at.size() > 2 && t0 - shown_at.front() > std::chrono::seconds(1))
+            shown_at.pop_front();
+        }
         const double span =
             std::chrono::duration<double>(shown_at.back() - shown_at.front()).count();
         status.fps = span > 0 ? (shown_at.size() - 1) / span : 0.0;
         view.show(*last, status);
-        show_ms.push_back(ms_since(t0));
-        latency_ms.push_back(
-            std::chrono::duration<double, std::milli>(Clock::now() - last->captured).count());
-        ++stats.shown;
+        if (!again) {
+          show_ms.push_back(ms_since(t0));
+          latency_ms.push_back(
+              std::chrono::duration<double, std::milli>(Clock::now() - last->captured).count());
+          ++stats.shown;
+        }
         stats.width = last->bgr.cols;
         stats.height = last->bgr.rows;
         if (o.max_frames > 0 && stats.shown >= o.max_frames) controls.quit = true;

@@ -85,7 +85,10 @@ class WindowView : public DemoView {
     char stem[160];
     std::snprintf(stem, sizeof(stem), "%s_%06lld", status.block.c_str(),
                   static_cast<long long>(f.index));
-    const fs::path base = fs::path(save_dir_) / stem;
+    fs::path base = fs::path(save_dir_) / stem;
+    for (int k = 2; fs::exists(base.string() + "_view.png"); ++k) {  // saved before: keep both
+      base = fs::path(save_dir_) / (std::string(stem) + "_" + std::to_string(k));
+    }
     write_png(base.string() + "_frame.png", f.bgr);
     write_png(base.string() + "_mask.png", f.labels);
     write_png(base.string() + "_view.png", view_);
