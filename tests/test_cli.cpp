@@ -478,6 +478,10 @@ TEST_F(Cli, DemoNamesEachBadSourceOrOutput) {
                                  "' --headless --output '" + (dir / "o.txt").string() + "'"),
                      {"--output", "o.txt"});
   const std::string in = " --source '" + (dir / "in.avi").string() + "'";
+  const std::string out = " --headless --output '" + (dir / "o.avi").string() + "'";
+  expect_clean_error(run_attnseg("demo " + model + " --source 7" + out), {"--source 7", "camera"});
+  expect_clean_error(run_attnseg("demo " + model + " --source rtsp://127.0.0.1:9/none" + out),
+                     {"--source rtsp://127.0.0.1:9/none", "stream"});
   expect_clean_error(run_attnseg("demo " + model + in, "env -u DISPLAY -u WAYLAND_DISPLAY"),
                      {"no display", "--headless"});
   expect_clean_error(run_attnseg("demo " + model + in + " --headless --loop --output '" +

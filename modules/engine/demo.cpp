@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <deque>
 #include <exception>
@@ -111,7 +112,10 @@ class VideoSource : public FrameSource {
 
  private:
   bool open() {
-    const bool opened = camera_ ? capture_.open(std::stoi(source_)) : capture_.open(source_);
+    // a URL goes to FFmpeg alone: the other back ends would each log their own failure
+    const bool opened = camera_   ? capture_.open(std::stoi(source_))
+                        : stream_ ? capture_.open(source_, cv::CAP_FFMPEG)
+                                  : capture_.open(source_);
     return opened && capture_.isOpened();
   }
 
@@ -126,6 +130,8 @@ std::unique_ptr<FrameSource> open_video_source(const std::string& source) {
   // OpenCV's back ends warn on stderr about every source they fail to open; the Error says
   // what went wrong in one line.
   cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_ERROR);
+  setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", /*overwrite=*/0);  // AV_LOG_QUIET, unless the user says
+
   return std::make_unique<VideoSource>(source);
 }
 
