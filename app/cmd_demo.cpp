@@ -55,7 +55,7 @@ int run_demo(const DemoOptions& options) {
   }
   DemoModels models = load_demo_models(options.config, options.checkpoint, options.blocks);
   const auto& classes = models.experiment.data.class_names;
-  const auto palette = default_palette(classes.size());
+  const auto palette = class_palette(models.experiment.data);
   auto source = open_video_source(options.source);
 
   DemoControls controls;

@@ -67,4 +67,10 @@ struct DemoOptions {
 void setup_demo(CLI::App& app, DemoOptions& options);
 int run_demo(const DemoOptions& options);
 
+struct DataOptions {
+  std::string config;
+};
+void setup_data(CLI::App& app, DataOptions& options);
+int run_data(const DataOptions& options);
+
 }  // namespace attnseg::app

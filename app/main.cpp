@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   BenchOptions bench;
   SweepOptions sweep;
   DemoOptions demo;
+  DataOptions data;
   setup_list(*app.add_subcommand("list", "List every registered attention block"), list);
   setup_synth(*app.add_subcommand("synth", "Write the synthetic long-range-context dataset"), synth);
   setup_train(*app.add_subcommand("train", "Train a model from a config"), train);
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
   setup_bench(*app.add_subcommand("bench", "Time attention blocks alone on a feature map, or a whole model"), bench);
   setup_sweep(*app.add_subcommand("sweep", "Train, evaluate and bench every listed block alike: the leaderboard"),
               sweep);
+  setup_data(*app.add_subcommand("data", "Dataset tools: `data check CONFIG` walks a dataset for defects"), data);
   setup_demo(*app.add_subcommand("demo", "Segment a video or camera stream (headless: to a video file)"), demo);
 
   try {
@@ -50,6 +52,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("bench")) return run_bench(bench);
     if (app.got_subcommand("sweep")) return run_sweep(sweep);
     if (app.got_subcommand("demo")) return run_demo(demo);
+    if (app.got_subcommand("data")) return run_data(data);
   } catch (const attnseg::Error& e) {
     std::fprintf(stderr, "error: %s\n", attnseg::one_line(e.what()).c_str());
     return 1;

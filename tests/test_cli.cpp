@@ -308,6 +308,35 @@ TEST_F(Cli, BenchTimesAWholeModelFromItsConfig) {
   expect_clean_error(run_attnseg("bench --model " + config() + " --blocks ccnet"), {"--model", "--blocks"});
 }
 
+TEST_F(Cli, DataCheckListsEveryPlantedDefect) {
+  const fs::path root = dir / "data";
+  fs::copy(data_->path(), root, fs::copy_options::recursive);
+  std::string yaml = tiny_config(root, "ccnet");
+  write_file(dir / "check.yaml", yaml);
+  auto r = run_attnseg("data check '" + (dir / "check.yaml").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("train.txt: 8 samples, 8 readable; image sizes all 192x32"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("disc_warm"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("no defects"), std::string::npos) << r.output;
+
+  fs::remove(root / "images/train_00001.png");                                // missing
+  write_file(root / "masks/train_00002.png", "not a png\n");                   // unreadable
+  cv::imwrite((root / "masks/train_00003.png").string(), cv::Mat(16, 96, CV_8UC1, cv::Scalar(0)));  // mis-sized
+  cv::imwrite((root / "masks/val_00001.png").string(), cv::Mat(32, 192, CV_8UC1, cv::Scalar(9)));   // label 9
+  r = run_attnseg("data check '" + (dir / "check.yaml").string() + "'");
+  EXPECT_NE(r.output.find("4 defects"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("image " + (root / "images/train_00001.png").string() + " does not exist"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("cannot read mask " + (root / "masks/train_00002.png").string()), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find((root / "masks/train_00003.png").string() + " is 96x16 but its image is 192x32"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find((root / "masks/val_00001.png").string() + " holds label 9"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("train.txt: 8 samples, 5 readable"), std::string::npos) << r.output;
+  expect_clean_error(r, {"data check", "4 defective"});
+}
+
 // A short video of a white disc moving over a grey field, written by the test itself.
 void write_test_video(const fs::path& file, int frames) {
   cv::VideoWriter writer(file.string(), cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 10, cv::Size(320, 96));

@@ -1,7 +1,9 @@
-// The generic folder dataset: images/<name><img_suffix> and masks/<name><mask_suffix>, with a
-// split file listing one name per line. Masks are single-channel PNGs of class ids, 255 =
-// ignore. Every defect a long run could meet later (missing or unreadable file, mask of
-// another size, label outside the classes) is reported with the file's path.
+// A segmentation dataset in the layout it ships in (data/dataset_types.h): the generic folder
+// (images/<name><img_suffix> and masks/<name><mask_suffix>, a split file listing one name per
+// line, masks of class ids with 255 = ignore), Cityscapes, Pascal VOC, ADE20K or CamVid, whose
+// stored labels are mapped to class ids on loading. Every defect a long run could meet later
+// (missing or unreadable file, mask of another size, a label the dataset never stores) is
+// reported with the file's path.
 #pragma once
 
 #include <opencv2/core.hpp>
@@ -21,8 +23,12 @@ struct Sample {
 };
 
 struct FolderDatasetOptions {
+  std::string type = "folder";  // a name of dataset_types()
   std::filesystem::path root;
-  std::string split;  // file name under root, e.g. "train.txt"
+  // folder: the split file under root ("train.txt"); voc: ImageSets/Segmentation/<split>.txt;
+  // cityscapes, ade20k, camvid: the split's folder ("train", "training", ...)
+  std::string split;
+  bool voc_aug = false;  // voc: masks from SBD's SegmentationClassAug (class ids) instead (training)
   std::string image_dir = "images";
   std::string mask_dir = "masks";
   std::string image_suffix = ".png";
@@ -32,27 +38,35 @@ struct FolderDatasetOptions {
 
 class FolderDataset {
  public:
-  // Reads the split file and checks that every listed image and mask exists.
-  explicit FolderDataset(const FolderDatasetOptions& options);
+  // Lists the split's samples; with `require_files` every image and mask must exist (else an
+  // Error names the first missing one).
+  explicit FolderDataset(const FolderDatasetOptions& options, bool require_files = true);
   size_t size() const { return names_.size(); }
   const std::string& name(size_t index) const { return names_.at(index); }
-  std::filesystem::path image_path(size_t index) const;
-  std::filesystem::path mask_path(size_t index) const;
+  const std::filesystem::path& image_path(size_t index) const { return images_.at(index); }
+  const std::filesystem::path& mask_path(size_t index) const { return masks_.at(index); }
   // Loads and validates one sample; throws attnseg::Error naming the file at fault.
   Sample load(size_t index) const;
+  // A mask as stored (read unchanged) to class ids, 255 = ignore; throws an Error naming
+  // `file`, the first value the dataset never stores and where it is.
+  cv::Mat decode_mask(const cv::Mat& stored, const std::filesystem::path& file) const;
   const FolderDatasetOptions& options() const { return options_; }
 
  private:
   FolderDatasetOptions options_;
   std::vector<std::string> names_;
+  std::vector<std::filesystem::path> images_, masks_;
 };
 
 struct DatasetInfo {
+  std::string type = "folder";
   std::vector<std::string> class_names;
+  std::vector<cv::Vec3b> palette;  // RGB per class: the dataset's own; empty for `folder`
   FolderDatasetOptions train, val;
 };
 
-// Reads the `data` section: type (folder), root, classes, splits and file naming.
+// Reads the `data` section: type, root, classes (given by the type except for `folder`),
+// splits and, for `folder`, the file naming.
 DatasetInfo read_dataset_info(const ConfigNode& data);
 
 }  // namespace attnseg

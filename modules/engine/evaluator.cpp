@@ -92,6 +92,10 @@ std::vector<cv::Vec3b> default_palette(size_t classes) {
   return palette;
 }
 
+std::vector<cv::Vec3b> class_palette(const DatasetInfo& data) {
+  return data.palette.empty() ? default_palette(data.class_names.size()) : data.palette;
+}
+
 cv::Mat overlay(const cv::Mat& rgb, const cv::Mat& labels, const std::vector<cv::Vec3b>& palette,
                 double opacity) {
   cv::Mat colour(rgb.size(), CV_8UC3);
@@ -118,7 +122,7 @@ EvalResult evaluate(const Config& config, const fs::path& checkpoint, const fs::
     fs::create_directories(show_dir, ec);
     if (!fs::is_directory(show_dir)) throw Error("cannot create --show-dir " + show_dir.string());
   }
-  const auto palette = default_palette(x.data.class_names.size());
+  const auto palette = class_palette(x.data);
   ConfusionMatrix confusion(static_cast<int64_t>(x.data.class_names.size()));
   Prefetcher<EvalItem> loader(
       [&](int64_t k) {
