@@ -9,7 +9,8 @@ packages=(
   libopencv-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libbenchmark-dev
   xvfb xauth xdotool                  # the demo window's test: a virtual display, keys and clicks
-  imagemagick                         # tools/demo_screenshot.sh: `import` grabs the window
+  imagemagick                         # tools/demo_screenshot.sh: `import` grabs the window; VOC palette PNGs in tests
+  python3-torchvision                 # tools/convert_torchvision.py and its test (torchvision's ResNets)
 )
 
 missing=()

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "attention/registry.h"
+#include "backbone/pretrained.h"
 
 namespace attnseg {
 
@@ -86,6 +87,7 @@ Segmentor build_segmentor(const ConfigNode& model, int64_t num_classes) {
   bo.deep_stem(bb.get<bool>("deep_stem", bo.deep_stem()));
   bo.output_stride(bb.get<int64_t>("output_stride", bo.output_stride()));
   bo.width(bb.get<double>("width", bo.width()));
+  const std::string pretrained = bb.get<std::string>("pretrained", "");
   bb.finish();
 
   const ConfigNode hd = model.child("head");
@@ -95,6 +97,13 @@ Segmentor build_segmentor(const ConfigNode& model, int64_t num_classes) {
 
   try {
     ResNet backbone(bo);
+    if (!pretrained.empty()) {  // converted by `attnseg convert`; a checkpoint loaded later replaces them
+      try {
+        load_backbone_weights(backbone, pretrained);
+      } catch (const Error& e) {
+        throw Error("config key " + bb.where("pretrained") + ": " + e.what());
+      }
+    }
     AttentionHeadOptions ho(backbone->stage4_channels(), num_classes);
     ho.channels(hd.get<int64_t>("channels", ho.channels()));
     ho.dropout(hd.get<double>("dropout", ho.dropout()));
