@@ -337,6 +337,47 @@ TEST_F(Cli, DataCheckListsEveryPlantedDefect) {
   expect_clean_error(r, {"data check", "4 defective"});
 }
 
+// A standard dataset end to end: a tiny Cityscapes tree as the archives unpack, trained,
+// evaluated (the per-class table carries Cityscapes' names) and checked.
+TEST_F(Cli, TrainEvaluateAndCheckACityscapesTree) {
+  const fs::path root = dir / "cityscapes";
+  const std::pair<const char*, const char*> files[] = {{"train", "aachen"}, {"train", "bochum"}, {"val", "lindau"}};
+  int n = 0;
+  for (const auto& [split, city] : files) {
+    const std::string stem = std::string(city) + "_000000_0000" + std::to_string(10 + n++);
+    const fs::path images = root / "leftImg8bit" / split / city, masks = root / "gtFine" / split / city;
+    fs::create_directories(images);
+    fs::create_directories(masks);
+    cv::Mat image(32, 64, CV_8UC3, cv::Scalar(90, 60, 30)), ids(32, 64, CV_8UC1, cv::Scalar(7));  // road
+    cv::rectangle(image, {20, 8}, {40, 24}, cv::Scalar(20, 20, 200), cv::FILLED);
+    cv::rectangle(ids, {20, 8}, {40, 24}, cv::Scalar(26), cv::FILLED);  // car
+    ids.row(0).setTo(0);                                                  // unlabeled: ignored
+    cv::imwrite((images / (stem + "_leftImg8bit.png")).string(), image);
+    cv::imwrite((masks / (stem + "_gtFine_labelIds.png")).string(), ids);
+  }
+  const fs::path cfg = dir / "cityscapes.yaml";
+  write_file(cfg, "_base_: ['" ATTNSEG_SOURCE_DIR "/configs/_base_/models/r18_d8_cpu.yaml', '" ATTNSEG_SOURCE_DIR
+                  "/configs/_base_/schedules/cpu_short.yaml']\n"
+                  "model: {backbone: {width: 0.125}, head: {channels: 16}, aux_head: {channels: 16}}\n"
+                  "data: {type: cityscapes, root: '" + root.string() + "', batch_size: 2, workers: 1,\n"
+                  "       train_pipeline: {crop_size: [32, 64]}}\n"
+                  "train: {iters: 2, warmup_iters: 1, checkpoint_interval: 2, log_interval: 1}\n"
+                  "runtime: {threads: 1}\n"
+                  "eval: {speed_warmup: 1, speed_runs: 2}\n");
+  auto r = run_attnseg("train '" + cfg.string() + "' " + work("cs"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_attnseg("eval '" + cfg.string() + "' --checkpoint '" + (dir / "cs/iter_2.pt").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* name : {"road", "car", "traffic sign", "bicycle"}) {
+    EXPECT_NE(r.output.find(name), std::string::npos) << name << " in " << r.output;
+  }
+  r = run_attnseg("data check '" + cfg.string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("cityscapes dataset"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("train: 2 samples, 2 readable; image sizes all 64x32"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("val: 1 samples"), std::string::npos) << r.output;
+}
+
 // A short video of a white disc moving over a grey field, written by the test itself.
 void write_test_video(const fs::path& file, int frames) {
   cv::VideoWriter writer(file.string(), cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 10, cv::Size(320, 96));
