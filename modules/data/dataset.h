@@ -23,17 +23,17 @@ struct Sample {
 };
 
 struct FolderDatasetOptions {
-  std::string type = "folder";  // a name of dataset_types()
   std::filesystem::path root;
   // folder: the split file under root ("train.txt"); voc: ImageSets/Segmentation/<split>.txt;
   // cityscapes, ade20k, camvid: the split's folder ("train", "training", ...)
   std::string split;
-  bool voc_aug = false;  // voc: masks from SBD's SegmentationClassAug (class ids) instead (training)
-  std::string image_dir = "images";
+  std::string image_dir = "images";  // the folder type's naming
   std::string mask_dir = "masks";
   std::string image_suffix = ".png";
   std::string mask_suffix = ".png";
   int64_t num_classes = 0;
+  std::string type = "folder";  // a name of dataset_types()
+  bool voc_aug = false;  // voc: masks from SBD's SegmentationClassAug (class ids) instead (training)
 };
 
 class FolderDataset {
