@@ -554,6 +554,8 @@ TEST_F(Cli, DemoNamesEachBadSourceOrOutput) {
                      {"--source rtsp://127.0.0.1:9/none", "stream"});
   expect_clean_error(run_attnseg("demo " + model + in, "env -u DISPLAY -u WAYLAND_DISPLAY"),
                      {"no display", "--headless"});
+  expect_clean_error(run_attnseg("demo " + model + in, "env DISPLAY=:4711"),
+                     {"cannot connect to the display DISPLAY=:4711", "--headless"});
   expect_clean_error(run_attnseg("demo " + model + in + " --headless --loop --output '" +
                                  (dir / "o.avi").string() + "'"),
                      {"--loop", "--max-frames"});

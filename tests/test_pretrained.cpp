@@ -108,6 +108,15 @@ TEST_F(Pretrained, WeightsThatDoNotFitAreListed) {
   EXPECT_NE(m.find("junk.pt is not a torch.save file this reads"), std::string::npos) << m;
   m = message([&] { load_backbone_weights(r18, *dir_ / "absent.pt"); });
   EXPECT_NE(m.find("absent.pt does not exist"), std::string::npos) << m;
+
+  // the converter refuses what is no torchvision ResNet, and writes nothing then
+  for (const char* input : {"junk.pt", "converted18.pt", "absent.pth"}) {
+    const fs::path out = *dir_ / "refused.pt";
+    const std::string convert = "/usr/bin/python3 '" ATTNSEG_SOURCE_DIR "/tools/convert_torchvision.py' '" +
+                                (*dir_ / input).string() + "' '" + out.string() + "' 2>/dev/null";
+    EXPECT_NE(std::system(convert.c_str()), 0) << input;
+    EXPECT_FALSE(fs::exists(out)) << input;
+  }
 }
 
 TEST_F(Pretrained, TheConfigKeyLoadsTheConvertedWeightsIntoTheModel) {

@@ -36,6 +36,11 @@ def main():
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         sys.exit(f"error: {source}: not a name -> tensor state dict")
+    known = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
+    unexpected = [n for n in state if not n.startswith(known)]
+    if unexpected:
+        sys.exit(f"error: {source}: names no torchvision ResNet has: {', '.join(unexpected[:8])}"
+                 + (f", ... ({len(unexpected)} in all)" if len(unexpected) > 8 else ""))
     converted, dropped = {}, []
     for name, tensor in state.items():
         ours = backbone_name(name)

@@ -8,6 +8,7 @@ packages=(
   libopenblas0-openmp                 # the build attnseg loads: it shares LibTorch's OpenMP pool
   libopencv-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libbenchmark-dev
+  libx11-dev                          # the demo checks that DISPLAY answers before opening a window
   xvfb xauth xdotool                  # the demo window's test: a virtual display, keys and clicks
   imagemagick                         # tools/demo_screenshot.sh: `import` grabs the window; VOC palette PNGs in tests
   python3-torchvision                 # tools/convert_torchvision.py and its test (torchvision's ResNets)

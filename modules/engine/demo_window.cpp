@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "engine/checkpoint.h"
 #include "engine/demo.h"
+#include "engine/display.h"
 
 namespace attnseg {
 
@@ -191,6 +192,10 @@ std::unique_ptr<DemoView> open_window_view(const std::string& title,
     throw Error(
         "demo: no display to open a window on (DISPLAY is not set); use --headless --output "
         "OUT.mp4");
+  }
+  if (x11 != nullptr && *x11 != '\0' && !x_display_reachable()) {
+    throw Error(std::string("demo: cannot connect to the display DISPLAY=") + x11 +
+                " (no X server there?); use --headless --output OUT.mp4");
   }
   return std::make_unique<WindowView>(title, classes, palette, save_dir);
 }
