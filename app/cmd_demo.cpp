@@ -1,10 +1,7 @@
 #include <spdlog/spdlog.h>
 
-#include <opencv2/imgproc.hpp>
-
 #include "commands.h"
 #include "core/error.h"
-#include "data/transforms.h"
 #include "engine/demo.h"
 #include "engine/evaluator.h"
 
@@ -88,18 +85,15 @@ int run_demo(const DemoOptions& options) {
                stats.shown, stats.read, stats.width, stats.height, where, stats.dropped,
                stats.seconds, stats.fps);
   spdlog::info(
-      "per frame (medians): model {:.1f} ms, reading {:.1f} ms, colour/normalise/arg-max{} {:.1f} "
-      "ms, "
-      "drawing and {} {:.1f} ms; {:.1f} ms from reading a frame to showing it",
+      "per frame (medians): model {:.1f} ms, reading {:.1f} ms, colour/normalise/arg-max{} "
+      "{:.1f} ms, drawing and {} {:.1f} ms; {:.1f} ms from reading a frame to showing it",
       stats.model_ms, stats.read_ms, controls.pinned() ? "/influence" : "", stats.prepost_ms,
       options.headless ? "writing" : "display", stats.show_ms, stats.latency_ms);
   if (options.compare > 0 && !stats.last_frame.empty()) {
     // the same model on the same frame in the same process, with nothing else running
-    cv::Mat rgb;
-    cv::cvtColor(stats.last_frame, rgb, cv::COLOR_BGR2RGB);
     DemoBlock& block = models.blocks[static_cast<size_t>(stats.last_block)];
     const SpeedResult bare = measure_speed(
-        block.model, image_to_tensor(rgb, models.experiment.norm).unsqueeze(0), 3, options.compare);
+        block.model, frame_input(stats.last_frame, models.experiment.norm), 3, options.compare);
     const double per_frame = stats.fps > 0 ? 1000.0 / stats.fps : 0.0;
     spdlog::info(
         "bare {} model on the last frame, {} runs with nothing else running: {:.1f} ms "

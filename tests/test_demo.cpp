@@ -235,8 +235,7 @@ DemoModels tiny_models(const test::TempDir& dir) {
 TEST(DemoPipeline, ASlowModelGetsTheNewestFramesAndTheRestAreCountedAsDropped) {
   test::TempDir dir;
   DemoModels models = tiny_models(dir);
-  ScriptedSource source(60, /*live=*/false,
-                        /*fps=*/500);  // a frame every 2 ms: faster than the model
+  ScriptedSource source(60, /*live=*/false, /*fps=*/2000);  // a frame every 0.5 ms: faster than the model
   RecordingView view;
   DemoControls controls;
   DemoRunOptions run;
@@ -272,7 +271,7 @@ TEST(DemoPipeline, LosslessShowsEveryFrameInOrder) {
 TEST(DemoPipeline, MaxFramesStopsTheRunAndAPinnedPixelGetsItsInfluenceMap) {
   test::TempDir dir;
   DemoModels models = tiny_models(dir);
-  ScriptedSource source(50, /*live=*/false, 0);
+  ScriptedSource source(50, /*live=*/false, 25);
   RecordingView view;
   DemoControls controls;
   controls.set_pin(300, 40);
@@ -289,7 +288,7 @@ TEST(DemoPipeline, ALiveSourceThatStopsIsReconnectedThenGivenUpAfterItsRetries) 
   test::TempDir dir;
   DemoModels models = tiny_models(dir);
   // stops after frame 5 and comes back once; stops again after frame 9 and stays away
-  ScriptedSource source(1000, /*live=*/true, 0, {5, 9}, /*reopens=*/1);
+  ScriptedSource source(1000, /*live=*/true, 25, {5, 9}, /*reopens=*/1);
   RecordingView view;
   DemoControls controls;
   DemoRunOptions run;
@@ -310,7 +309,7 @@ TEST(DemoPipeline, ALiveSourceThatStopsIsReconnectedThenGivenUpAfterItsRetries) 
 TEST(DemoPipeline, AFileEndsWithoutRetriesOrLoopsWhenAsked) {
   test::TempDir dir;
   DemoModels models = tiny_models(dir);
-  ScriptedSource once(6, /*live=*/false, 0);
+  ScriptedSource once(6, /*live=*/false, 25);
   RecordingView view;
   DemoControls controls;
   DemoRunOptions run;
@@ -320,7 +319,7 @@ TEST(DemoPipeline, AFileEndsWithoutRetriesOrLoopsWhenAsked) {
   EXPECT_EQ(once.reopen_calls, 0);
   EXPECT_TRUE(stats.failure.empty());
 
-  ScriptedSource looped(6, /*live=*/false, 0, {}, /*reopens=*/5);
+  ScriptedSource looped(6, /*live=*/false, 25, {}, /*reopens=*/5);
   RecordingView again;
   again.numbered = false;
   run.loop = true;

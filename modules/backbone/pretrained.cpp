@@ -15,10 +15,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// name -> tensor of a file written by torch.save(state_dict) or save_backbone_weights.
+// The backbone's parameters and buffers by name.
+std::map<std::string, at::Tensor> backbone_tensors(ResNet& backbone) {
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& p : backbone->named_parameters()) tensors[p.key()] = p.value();
+  for (const auto& b : backbone->named_buffers()) tensors[b.key()] = b.value();
+  return tensors;
+}
+
+// name -> tensor of a file written by tools/convert_torchvision.py or save_backbone_weights;
+// `what` ("pretrained backbone FILE") starts every error.
 std::map<std::string, at::Tensor> read_tensor_dict(const fs::path& file, const std::string& what) {
   std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(what + " " + file.string() + " does not exist or cannot be read");
+  if (!in) throw Error(what + " does not exist or cannot be read");
   const std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
                                 std::istreambuf_iterator<char>());
   const std::string expected =
@@ -28,14 +37,13 @@ std::map<std::string, at::Tensor> read_tensor_dict(const fs::path& file, const s
   try {
     value = torch::pickle_load(bytes);
   } catch (const c10::Error&) {  // LibTorch's message names its own internals, not the file
-    throw Error(what + " " + file.string() + " is not a torch.save file this reads" + expected);
+    throw Error(what + " is not a torch.save file this reads" + expected);
   }
-  if (!value.isGenericDict())
-    throw Error(what + " " + file.string() + " holds something else" + expected);
+  if (!value.isGenericDict()) throw Error(what + " holds something else" + expected);
   std::map<std::string, at::Tensor> out;
   for (const auto& entry : value.toGenericDict()) {
     if (!entry.key().isString() || !entry.value().isTensor()) {
-      throw Error(what + " " + file.string() + " holds an entry that is not name -> tensor");
+      throw Error(what + " holds an entry that is not name -> tensor");
     }
     out[entry.key().toStringRef()] = entry.value().toTensor();
   }
@@ -45,9 +53,7 @@ std::map<std::string, at::Tensor> read_tensor_dict(const fs::path& file, const s
 // Copies `given` (backbone names) into the backbone; every name and shape must match.
 void assign(ResNet& backbone, const std::map<std::string, at::Tensor>& given,
             const std::string& source) {
-  std::map<std::string, at::Tensor> targets;
-  for (const auto& p : backbone->named_parameters()) targets[p.key()] = p.value();
-  for (const auto& b : backbone->named_buffers()) targets[b.key()] = b.value();
+  std::map<std::string, at::Tensor> targets = backbone_tensors(backbone);
   std::vector<std::string> missing, unexpected, misshaped;
   for (const auto& [name, target] : targets) {
     const auto it = given.find(name);
@@ -82,15 +88,14 @@ void assign(ResNet& backbone, const std::map<std::string, at::Tensor>& given,
 
 void save_backbone_weights(ResNet& backbone, const fs::path& file) {
   c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
-  for (const auto& p : backbone->named_parameters()) dict.insert(p.key(), p.value().detach());
-  for (const auto& b : backbone->named_buffers()) dict.insert(b.key(), b.value());
+  for (const auto& [name, tensor] : backbone_tensors(backbone)) dict.insert(name, tensor.detach());
   const std::vector<char> bytes = torch::pickle_save(dict);
   write_text_atomically(file, std::string(bytes.begin(), bytes.end()));
 }
 
 void load_backbone_weights(ResNet& backbone, const fs::path& file) {
-  assign(backbone, read_tensor_dict(file, "pretrained backbone"),
-         "pretrained backbone " + file.string());
+  const std::string what = "pretrained backbone " + file.string();
+  assign(backbone, read_tensor_dict(file, what), what);
 }
 
 }  // namespace attnseg

@@ -69,7 +69,7 @@ std::string accepted_values(const LabelTable& table) {
 }  // namespace
 
 FolderDataset::FolderDataset(const FolderDatasetOptions& options, bool require_files)
-    : options_(options) {
+    : options_(options), type_(&find_dataset_type(options.type, "data.type")) {
   if (options_.num_classes < 2) {
     throw Error("dataset " + options_.root.string() + ": at least two classes are needed");
   }
@@ -84,8 +84,8 @@ FolderDataset::FolderDataset(const FolderDatasetOptions& options, bool require_f
   const std::string& split = options_.split;
   auto need_dir = [&](const fs::path& dir) {
     if (!fs::is_directory(dir)) {
-      throw Error(type + " dataset: no folder " + dir.string() + " (expected " +
-                  find_dataset_type(type, "data.type").layout + ")");
+      throw Error(type + " dataset: no folder " + dir.string() + " (expected " + type_->layout +
+                  ")");
     }
   };
   if (type == "folder" || type == "voc") {
@@ -131,18 +131,24 @@ FolderDataset::FolderDataset(const FolderDatasetOptions& options, bool require_f
       masks_.push_back(root / (split + "annot") / image.filename());
     }
   } else {
-    find_dataset_type(type, "data.type");  // throws, naming the accepted types
+    throw Error("dataset type " + type + " has no layout to read");  // a table entry without code
   }
   if (names_.empty())
     throw Error(type + " dataset " + root.string() + ": split '" + split + "' has no images");
   if (!require_files) return;
   for (size_t i = 0; i < names_.size(); ++i) {
-    if (!fs::exists(images_[i])) throw Error("image " + images_[i].string() + " does not exist");
-    if (!fs::exists(masks_[i])) {
-      throw Error("mask " + masks_[i].string() + " (of image " + images_[i].string() +
-                  ") does not exist");
-    }
+    const std::string missing = missing_file(i);
+    if (!missing.empty()) throw Error(missing);
   }
+}
+
+std::string FolderDataset::missing_file(size_t index) const {
+  if (!fs::exists(images_.at(index))) return "image " + images_[index].string() + " does not exist";
+  if (!fs::exists(masks_.at(index))) {
+    return "mask " + masks_[index].string() + " (of image " + images_[index].string() +
+           ") does not exist";
+  }
+  return "";
 }
 
 Sample FolderDataset::load(size_t index) const {
@@ -172,17 +178,12 @@ cv::Mat FolderDataset::decode_mask(const cv::Mat& stored, const fs::path& file) 
   };
   if (type == "voc" && stored.channels() == 3 && stored.depth() == CV_8U) {
     // SegmentationClass: palette PNGs, which OpenCV reads as their colours (BGR)
-    const std::vector<cv::Vec3b> palette = voc_palette();
     cv::Mat ids(stored.size(), CV_8UC1);
     for (int y = 0; y < stored.rows; ++y) {
       for (int x = 0; x < stored.cols; ++x) {
         const cv::Vec3b bgr = stored.at<cv::Vec3b>(y, x);
         const cv::Vec3b rgb(bgr[2], bgr[1], bgr[0]);
-        int index = -1;
-        for (int k = 0; k <= 20 && index < 0; ++k) {
-          if (palette[static_cast<size_t>(k)] == rgb) index = k;
-        }
-        if (index < 0 && palette[255] == rgb) index = 255;  // object borders
+        const int index = voc_class_of(rgb);
         if (index < 0) {
           throw Error("mask " + file.string() + " holds the colour (" + std::to_string(rgb[0]) +
                       ", " + std::to_string(rgb[1]) + ", " + std::to_string(rgb[2]) + ")" +
@@ -212,7 +213,7 @@ cv::Mat FolderDataset::decode_mask(const cv::Mat& stored, const fs::path& file) 
     }
     return stored.clone();
   }
-  const LabelTable& table = find_dataset_type(type, "data.type").labels;
+  const LabelTable& table = type_->labels;
   cv::Mat ids(stored.size(), CV_8UC1);
   for (int y = 0; y < stored.rows; ++y) {
     const uint8_t* in = stored.ptr<uint8_t>(y);

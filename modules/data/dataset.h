@@ -15,6 +15,7 @@
 namespace attnseg {
 
 class ConfigNode;
+struct DatasetType;
 
 struct Sample {
   cv::Mat image;  // 8-bit, 3 channels, RGB
@@ -45,6 +46,8 @@ class FolderDataset {
   const std::string& name(size_t index) const { return names_.at(index); }
   const std::filesystem::path& image_path(size_t index) const { return images_.at(index); }
   const std::filesystem::path& mask_path(size_t index) const { return masks_.at(index); }
+  // "image/mask FILE does not exist" for a sample whose file is missing, else empty.
+  std::string missing_file(size_t index) const;
   // Loads and validates one sample; throws attnseg::Error naming the file at fault.
   Sample load(size_t index) const;
   // A mask as stored (read unchanged) to class ids, 255 = ignore; throws an Error naming
@@ -54,6 +57,7 @@ class FolderDataset {
 
  private:
   FolderDatasetOptions options_;
+  const DatasetType* type_;  // options_.type, resolved once
   std::vector<std::string> names_;
   std::vector<std::filesystem::path> images_, masks_;
 };

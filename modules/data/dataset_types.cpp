@@ -75,6 +75,18 @@ std::vector<cv::Vec3b> voc_palette() {
   return palette;
 }
 
+int voc_class_of(const cv::Vec3b& rgb) {
+  // voc_palette() spreads index bit 3j+c over bit 7-j of channel c: gather them back, then
+  // keep the colour only if it is exactly that index's palette entry
+  static const std::vector<cv::Vec3b> palette = voc_palette();
+  int index = 0;
+  for (int j = 0; j < 3; ++j) {
+    for (int c = 0; c < 3; ++c) index |= ((rgb[c] >> (7 - j)) & 1) << (3 * j + c);
+  }
+  if (index > 255 || palette[static_cast<size_t>(index)] != rgb) return -1;
+  return index <= 20 || index == 255 ? index : -1;
+}
+
 const std::vector<DatasetType>& dataset_types() {
   static const std::vector<DatasetType> types = [] {
     std::vector<DatasetType> t;

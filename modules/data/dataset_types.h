@@ -30,5 +30,7 @@ const DatasetType& find_dataset_type(const std::string& name, const std::string&
 
 // The Pascal VOC colour map (256 RGB colours; 255 is the border colour, 224,224,192).
 std::vector<cv::Vec3b> voc_palette();
+// The class (0-20) or border (255) a VOC mask colour (RGB) stands for, -1 for any other colour.
+int voc_class_of(const cv::Vec3b& rgb);
 
 }  // namespace attnseg

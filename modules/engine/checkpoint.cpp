@@ -1,6 +1,7 @@
 #include "engine/checkpoint.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <opencv2/imgcodecs.hpp>
 #include <fcntl.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -71,6 +72,12 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
     if (!out) throw Error("cannot write " + tmp.string());
   }
   commit(tmp, path);
+}
+
+void write_png_atomically(const fs::path& path, const cv::Mat& image) {
+  std::vector<uchar> bytes;
+  if (!cv::imencode(".png", image, bytes)) throw Error("cannot encode " + path.string() + " as PNG");
+  write_text_atomically(path, std::string(bytes.begin(), bytes.end()));
 }
 
 void save_checkpoint(const fs::path& path, const Segmentor& model,

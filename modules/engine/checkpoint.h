@@ -3,6 +3,7 @@
 // crash mid-write never leaves a half checkpoint where a good one was.
 #pragma once
 
+#include <opencv2/core.hpp>
 #include <torch/optim/optimizer.h>
 
 #include <filesystem>
@@ -27,5 +28,7 @@ CheckpointInfo load_checkpoint(const std::filesystem::path& path, Segmentor& mod
 
 // Writes `text` to `path` atomically.
 void write_text_atomically(const std::filesystem::path& path, const std::string& text);
+// Writes `image` (8-bit, BGR or one channel) to `path` as a PNG, atomically.
+void write_png_atomically(const std::filesystem::path& path, const cv::Mat& image);
 
 }  // namespace attnseg

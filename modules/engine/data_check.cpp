@@ -22,12 +22,9 @@ SplitCheck check_split(const FolderDatasetOptions& options, size_t classes,
   s.samples = static_cast<int64_t>(dataset.size());
   s.class_pixels.assign(classes, 0);
   for (size_t i = 0; i < dataset.size(); ++i) {
-    if (!fs::exists(dataset.image_path(i))) {
-      defects.push_back("image " + dataset.image_path(i).string() + " does not exist");
-      continue;
-    }
-    if (!fs::exists(dataset.mask_path(i))) {
-      defects.push_back("mask " + dataset.mask_path(i).string() + " does not exist");
+    const std::string missing = dataset.missing_file(i);
+    if (!missing.empty()) {
+      defects.push_back(missing);
       continue;
     }
     Sample sample;

@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <exception>
 #include <filesystem>
@@ -106,7 +106,7 @@ class VideoSource : public FrameSource {
   bool live() const override { return camera_ || stream_; }
   double fps() const override {
     const double fps = capture_.get(cv::CAP_PROP_FPS);
-    return fps > 0 && fps < 1000 ? fps : 0;
+    return fps > 0 && fps < 1000 ? fps : 25.0;  // image sequences and some streams do not say
   }
   std::string name() const override { return source_; }
 
@@ -133,6 +133,12 @@ std::unique_ptr<FrameSource> open_video_source(const std::string& source) {
   setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", /*overwrite=*/0);  // AV_LOG_QUIET, unless the user says
 
   return std::make_unique<VideoSource>(source);
+}
+
+at::Tensor frame_input(const cv::Mat& bgr, const Normalization& norm) {
+  cv::Mat rgb;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return image_to_tensor(rgb, norm).unsqueeze(0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -261,9 +267,7 @@ Segmented segment_frame(DemoModels& m, int block, const Captured& f, std::option
   s.captured = f.at;
   s.block = block;
   Segmentor& model = m.blocks[static_cast<size_t>(block)].model;
-  cv::Mat rgb;
-  cv::cvtColor(f.bgr, rgb, cv::COLOR_BGR2RGB);
-  const at::Tensor image = image_to_tensor(rgb, m.experiment.norm).unsqueeze(0);
+  const at::Tensor image = frame_input(f.bgr, m.experiment.norm);
   {
     c10::InferenceMode guard;
     const auto t1 = Clock::now();
@@ -303,7 +307,7 @@ DemoStats run_demo(DemoModels& models, FrameSource& source, DemoView& view, Demo
 
   std::thread capture([&] {
     try {
-      const double fps = source.fps() > 0 ? source.fps() : 25.0;
+      const double fps = source.fps();
       auto pace_start = Clock::now();
       int64_t paced = 0;  // frames read since pace_start
       Captured last;
@@ -524,7 +528,7 @@ void draw_caption(cv::Mat& bgr, const Segmented& f, const DemoStatus& status,
 VideoFileView::VideoFileView(std::string path, double fps, std::vector<std::string> classes,
                              std::vector<cv::Vec3b> palette)
     : path_(std::move(path)),
-      fps_(fps > 0 ? fps : 25.0),
+      fps_(fps),
       classes_(std::move(classes)),
       palette_(std::move(palette)) {
   const fs::path out(path_);

@@ -115,7 +115,7 @@ class FrameSource {
   virtual bool read(cv::Mat& bgr) = 0;
   virtual bool reopen() = 0;
   virtual bool live() const = 0;   // a camera or stream: frames come at their own pace
-  virtual double fps() const = 0;  // the source's frame rate, 0 when it does not say
+  virtual double fps() const = 0;  // the source's frame rate (25 when it does not say)
   virtual std::string name() const = 0;
 };
 
@@ -123,6 +123,9 @@ class FrameSource {
 // URL, through OpenCV's VideoCapture. A missing file or a source that cannot be opened ends
 // with an Error naming it.
 std::unique_ptr<FrameSource> open_video_source(const std::string& source);
+
+// The model's input for a BGR frame: RGB, normalised, [1, 3, H, W].
+at::Tensor frame_input(const cv::Mat& bgr, const Normalization& norm);
 
 // ---------------------------------------------------------------------------------------
 // Models

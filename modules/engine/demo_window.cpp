@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <opencv2/highgui.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <string>
 #include <vector>
@@ -34,13 +33,6 @@ void put_text(cv::Mat& img, const std::string& text, cv::Point at,
 int text_width(const std::string& text) {
   int baseline = 0;
   return cv::getTextSize(text, cv::FONT_HERSHEY_SIMPLEX, kTextScale, 1, &baseline).width;
-}
-
-// PNG of `img` written atomically.
-void write_png(const fs::path& path, const cv::Mat& img) {
-  std::vector<uchar> bytes;
-  if (!cv::imencode(".png", img, bytes)) throw Error("cannot encode " + path.string());
-  write_text_atomically(path, std::string(bytes.begin(), bytes.end()));
 }
 
 class WindowView : public DemoView {
@@ -90,9 +82,9 @@ class WindowView : public DemoView {
     for (int k = 2; fs::exists(base.string() + "_view.png"); ++k) {  // saved before: keep both
       base = fs::path(save_dir_) / (std::string(stem) + "_" + std::to_string(k));
     }
-    write_png(base.string() + "_frame.png", f.bgr);
-    write_png(base.string() + "_mask.png", f.labels);
-    write_png(base.string() + "_view.png", view_);
+    write_png_atomically(base.string() + "_frame.png", f.bgr);
+    write_png_atomically(base.string() + "_mask.png", f.labels);
+    write_png_atomically(base.string() + "_view.png", view_);
     spdlog::info("saved {}_frame.png, _mask.png (class ids) and _view.png", base.string());
   }
 

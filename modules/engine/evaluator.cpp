@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
@@ -147,10 +146,7 @@ EvalResult evaluate(const Config& config, const fs::path& checkpoint, const fs::
                              p8.data_ptr<uint8_t>());
         cv::Mat bgr;
         cv::cvtColor(overlay(item.rgb, labels, palette, 0.5), bgr, cv::COLOR_RGB2BGR);
-        const fs::path out = show_dir / (item.name + ".png");
-        const fs::path tmp = show_dir / (item.name + ".tmp.png");
-        if (!cv::imwrite(tmp.string(), bgr)) throw Error("cannot write overlay " + tmp.string());
-        fs::rename(tmp, out);
+        write_png_atomically(show_dir / (item.name + ".png"), bgr);
       }
       ++result.images;
     }

@@ -1,6 +1,5 @@
 #include "engine/leaderboard.h"
 
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "engine/checkpoint.h"
 
 namespace attnseg {
 
@@ -310,12 +310,6 @@ void draw_axes(cv::Mat& image, const Axes& a, const std::vector<double>& xt, con
   put_text(image, title, {image.cols / 2 - ts.width / 2, 14}, 0.6, kBlack, 1);
 }
 
-void write_png(const cv::Mat& image, const fs::path& png) {
-  const fs::path tmp = png.parent_path() / (png.stem().string() + ".tmp.png");
-  if (!cv::imwrite(tmp.string(), image)) throw Error("cannot write " + tmp.string());
-  fs::rename(tmp, png);
-}
-
 // Small boxes along a polyline, for labels to keep clear of it.
 void add_line_obstacles(const std::vector<cv::Point>& line, std::vector<cv::Rect>& obstacles) {
   for (size_t k = 1; k < line.size(); ++k) {
@@ -400,7 +394,7 @@ void draw_leaderboard(const Leaderboard& b, const fs::path& png) {
   }
   const std::string legend = "ringed, dashed: Pareto front (no other block both faster and more accurate)";
   put_text(image, legend, {a.plot.x, a.plot.y + a.plot.height + 58}, 0.45, kAxis);
-  write_png(image, png);
+  write_png_atomically(png, image);
 }
 
 void draw_scaling(const Leaderboard& b, const fs::path& png) {
@@ -455,7 +449,7 @@ void draw_scaling(const Leaderboard& b, const fs::path& png) {
     if (r.block == "none") skipped = "none (the identity) is not drawn";
   }
   if (!skipped.empty()) put_text(image, skipped, {a.plot.x, a.plot.y + a.plot.height + 58}, 0.45, kAxis);
-  write_png(image, png);
+  write_png_atomically(png, image);
 }
 
 }  // namespace attnseg

@@ -97,7 +97,7 @@ Segmentor build_segmentor(const ConfigNode& model, int64_t num_classes) {
 
   try {
     ResNet backbone(bo);
-    if (!pretrained.empty()) {  // converted by `attnseg convert`; a checkpoint loaded later replaces them
+    if (!pretrained.empty()) {  // from tools/convert_torchvision.py; a checkpoint loaded later replaces them
       try {
         load_backbone_weights(backbone, pretrained);
       } catch (const Error& e) {
