@@ -3,8 +3,9 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "common.h"
+#include "core/atomic_file.h"
 #include "engine/bench.h"
-#include "engine/checkpoint.h"
 #include "engine/experiment.h"
 
 namespace attnseg::app {
@@ -19,8 +20,10 @@ void setup_bench(CLI::App& app, BenchOptions& options) {
   app.add_option("--batch", options.batch, "batch size")->check(positive());
   app.add_option("--warmup", options.warmup, "untimed runs before timing")->check(non_negative());
   app.add_option("--iters", options.iters, "timed runs per size")->check(positive());
-  app.add_option("--threads", options.threads, "CPU threads (0: all cores)")->check(non_negative());
-  app.add_option("--device", options.device, "cpu or cuda");
+  app.add_option("--threads", options.threads, "CPU threads (0: all cores; default: the config's, else 0)")
+      ->check(non_negative());
+  app.add_option("--device", options.device, "auto, cpu, cuda or cuda:N (default: the config's, else auto)");
+  app.add_option("--precision", options.precision, "fp32, bf16 or fp16 (default: the config's, else fp32)");
   app.add_option("--model", options.model, "bench this whole model (a config file) instead of blocks alone")
       ->excludes(blocks)
       ->excludes(channels);
@@ -31,23 +34,33 @@ void setup_bench(CLI::App& app, BenchOptions& options) {
 
 int run_bench(const BenchOptions& options) {
   BenchSettings s;
+  RuntimeSettings runtime;
   if (!options.model.empty()) {
     s.model = options.model;
     const Experiment x = read_experiment(Config::load(options.model));
+    runtime = x.runtime;
     s.sizes = options.sizes.empty() ? std::vector<std::array<int64_t, 2>>{x.pipeline.crop_size}
                                     : parse_sizes(options.sizes);
   } else {
     s.blocks = parse_block_list(options.blocks);
     s.sizes = parse_sizes(options.sizes.empty() ? "32x64,64x128" : options.sizes);
   }
+  if (!options.device.empty()) {
+    runtime.device = options.device;
+    runtime.device_key = "--device";
+  }
+  if (!options.precision.empty()) {
+    runtime.precision = parse_precision(options.precision, "--precision");
+    runtime.precision_key = "--precision";
+  }
+  if (options.threads >= 0) runtime.threads = options.threads;
   s.channels = options.channels;
   s.batch = options.batch;
   s.warmup = options.warmup;
   s.iters = options.iters;
-  s.threads = options.threads;
-  s.device = options.device;
   s.backward = options.backward;
-  const BenchReport report = bench_blocks(s);
+  const Runtime rt = begin_command("bench", runtime);
+  const BenchReport report = bench_blocks(s, rt);
   std::printf("%s", format_bench(report).c_str());
   std::fflush(stdout);  // the table before any log line when both go to one pipe
   if (!options.json.empty()) {

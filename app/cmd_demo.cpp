@@ -1,9 +1,14 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
+#include "common.h"
 #include "core/error.h"
-#include "engine/demo.h"
-#include "engine/evaluator.h"
+#include "demo/display.h"
+#include "demo/pipeline.h"
+#include "demo/view.h"
+#include "demo/window.h"
+#include "engine/inference.h"
+#include "engine/visualize.h"
 
 namespace attnseg::app {
 
@@ -50,10 +55,22 @@ int run_demo(const DemoOptions& options) {
   if (options.headless && options.loop && options.max_frames == 0) {
     throw Error("demo: --loop with --headless never ends; give --max-frames N");
   }
-  DemoModels models = load_demo_models(options.config, options.checkpoint, options.blocks);
+  const Experiment experiment = read_experiment(Config::load(options.config));
+  const auto more = parse_demo_blocks(options.blocks, experiment.model.block.name);
+  if (!options.headless) {
+    const std::string problem = display_problem();
+    if (!problem.empty()) throw Error("demo: " + problem + "; use --headless --output OUT.mp4");
+  }
+  const Runtime runtime = begin_command("demo", experiment.runtime);
+  DemoModels models = load_demo_models(options.config, options.checkpoint, more, runtime);
   const auto& classes = models.experiment.data.class_names;
   const auto palette = class_palette(models.experiment.data);
-  auto source = open_video_source(options.source);
+  std::unique_ptr<FrameSource> source;
+  try {
+    source = open_video_source(options.source);
+  } catch (const Error& e) {
+    throw Error(std::string("--source ") + e.what());
+  }
 
   DemoControls controls;
   controls.opacity = options.opacity;
@@ -68,7 +85,12 @@ int run_demo(const DemoOptions& options) {
   std::unique_ptr<DemoView> view;
   VideoFileView* file = nullptr;
   if (options.headless) {
-    auto v = std::make_unique<VideoFileView>(options.output, source->fps(), classes, palette);
+    std::unique_ptr<VideoFileView> v;
+    try {
+      v = std::make_unique<VideoFileView>(options.output, source->fps(), classes, palette);
+    } catch (const Error& e) {
+      throw Error(std::string("--output ") + e.what());
+    }
     file = v.get();
     view = std::move(v);
     run.paced = options.realtime && !source->live();
@@ -93,7 +115,8 @@ int run_demo(const DemoOptions& options) {
     // the same model on the same frame in the same process, with nothing else running
     DemoBlock& block = models.blocks[static_cast<size_t>(stats.last_block)];
     const SpeedResult bare = measure_speed(
-        block.model, frame_input(stats.last_frame, models.experiment.norm), 3, options.compare);
+        block.model, frame_input(stats.last_frame, models.experiment.norm).to(runtime.device), 3,
+        options.compare, runtime);
     const double per_frame = stats.fps > 0 ? 1000.0 / stats.fps : 0.0;
     spdlog::info(
         "bare {} model on the last frame, {} runs with nothing else running: {:.1f} ms "

@@ -3,7 +3,8 @@
 #include <cstdio>
 
 #include "commands.h"
-#include "engine/checkpoint.h"
+#include "common.h"
+#include "core/atomic_file.h"
 #include "engine/evaluator.h"
 
 namespace attnseg::app {
@@ -17,8 +18,9 @@ void setup_eval(CLI::App& app, EvalOptions& options) {
 }
 
 int run_eval(const EvalOptions& options) {
-  const Config config = Config::load(options.config, options.overrides);
-  const EvalResult result = evaluate(config, options.checkpoint, options.show_dir);
+  const Experiment experiment = read_experiment(Config::load(options.config, options.overrides));
+  const Runtime runtime = begin_command("eval", experiment.runtime);
+  const EvalResult result = evaluate(experiment, runtime, options.checkpoint, options.show_dir);
   std::printf("%s", format_report(result).c_str());
   if (!options.json.empty()) {
     write_text_atomically(options.json, report_json(result).dump(2) + "\n");

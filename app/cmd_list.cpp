@@ -1,5 +1,8 @@
 #include <algorithm>
+#include <array>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "attention/registry.h"
 #include "commands.h"
@@ -13,18 +16,31 @@ void setup_list(CLI::App& app, ListOptions& options) {
 
 int run_list(const ListOptions& options) {
   // Columns as wide as their longest entry, so that every row lines up.
-  int name_width = 4, complexity_width = 10;
-  for (const auto& spec : block_registry()) {
-    name_width = std::max(name_width, static_cast<int>(spec.name.size()));
-    complexity_width = std::max(complexity_width, static_cast<int>(spec.complexity.size()));
-  }
-  std::printf("%-*s %-9s %-11s %-*s %12s\n", name_width, "name", "family", "paper", complexity_width,
-              "complexity", ("params@C=" + std::to_string(options.channels)).c_str());
+  struct Row {
+    std::string name, family, paper, complexity, params, devices, precisions, options;
+  };
+  std::vector<Row> rows{{"name", "family", "paper", "complexity", "params@C=" + std::to_string(options.channels),
+                         "devices", "precisions", "options (defaults)"}};
   for (const auto& spec : block_registry()) {
     const AttentionBlock block = build_block(spec.name, options.channels);
-    std::printf("%-*s %-9s %-11s %-*s %12lld\n", name_width, spec.name.c_str(), spec.family.c_str(),
-                spec.paper.c_str(), complexity_width, spec.complexity.c_str(),
-                static_cast<long long>(count_parameters(*block)));
+    std::string precisions = "fp32";
+    if (spec.caps.bf16) precisions += ",bf16";
+    if (spec.caps.fp16) precisions += ",fp16";
+    rows.push_back({spec.name, spec.family, spec.paper, spec.complexity, std::to_string(count_parameters(*block)),
+                    spec.caps.cuda ? "cpu,cuda" : "cpu", precisions, spec.defaults(options.channels)});
+  }
+  std::array<size_t, 7> width{};
+  for (const auto& r : rows) {
+    const std::array<size_t, 7> w{r.name.size(),   r.family.size(),  r.paper.size(),     r.complexity.size(),
+                                  r.params.size(), r.devices.size(), r.precisions.size()};
+    for (size_t i = 0; i < w.size(); ++i) width[i] = std::max(width[i], w[i]);
+  }
+  for (const auto& r : rows) {
+    std::printf("%-*s  %-*s  %-*s  %-*s  %*s  %-*s  %-*s  %s\n", static_cast<int>(width[0]), r.name.c_str(),
+                static_cast<int>(width[1]), r.family.c_str(), static_cast<int>(width[2]), r.paper.c_str(),
+                static_cast<int>(width[3]), r.complexity.c_str(), static_cast<int>(width[4]), r.params.c_str(),
+                static_cast<int>(width[5]), r.devices.c_str(), static_cast<int>(width[6]), r.precisions.c_str(),
+                r.options.c_str());
   }
   return 0;
 }

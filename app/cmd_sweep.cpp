@@ -4,7 +4,8 @@
 #include <filesystem>
 
 #include "commands.h"
-#include "engine/bench.h"
+#include "common.h"
+#include "engine/experiment.h"
 #include "engine/sweep.h"
 
 namespace attnseg::app {
@@ -31,7 +32,9 @@ int run_sweep(const SweepOptions& options) {
   s.seeds = options.seeds;
   s.rounds = options.rounds;
   s.iters = options.iters;
-  const Leaderboard board = attnseg::run_sweep(s);
+  const Runtime runtime =
+      begin_command("sweep", read_experiment(Config::load(options.config, options.overrides)).runtime);
+  const Leaderboard board = attnseg::run_sweep(s, runtime);
   std::printf("%s", leaderboard_markdown(board).c_str());
   std::fflush(stdout);
   for (const char* name : {"leaderboard.csv", "leaderboard.md", "leaderboard.png", "scaling.png"}) {

@@ -7,9 +7,10 @@ namespace attnseg::app {
 
 void setup_synth(CLI::App& app, SynthOptions& options) {
   app.add_option("--out", options.out, "output directory")->required();
-  app.add_option("--train", options.train, "number of training images");
-  app.add_option("--val", options.val, "number of validation images");
-  app.add_option("--size", options.size, "scene height in pixels (at least 16); the width is 6 times that");
+  app.add_option("--train", options.train, "number of training images")->check(positive());
+  app.add_option("--val", options.val, "number of validation images")->check(positive());
+  app.add_option("--size", options.size, "scene height in pixels (at least 16); the width is 6 times that")
+      ->check(CLI::Range(int64_t{16}, int64_t{65535}));
   app.add_option("--seed", options.seed, "random seed");
 }
 

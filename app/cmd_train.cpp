@@ -3,6 +3,8 @@
 #include <filesystem>
 
 #include "commands.h"
+#include "common.h"
+#include "engine/experiment.h"
 #include "engine/trainer.h"
 
 namespace attnseg::app {
@@ -16,11 +18,13 @@ void setup_train(CLI::App& app, TrainOptions& options) {
 
 int run_train(const TrainOptions& options) {
   const Config config = Config::load(options.config, options.overrides);
+  const Experiment experiment = read_experiment(config);
+  const Runtime runtime = begin_command("train", experiment.runtime);
   const std::filesystem::path work_dir =
       options.work_dir.empty()
           ? std::filesystem::path("work_dirs") / std::filesystem::path(options.config).stem()
           : std::filesystem::path(options.work_dir);
-  const TrainResult r = train(config, work_dir, options.resume);
+  const TrainResult r = train(experiment, config.dump(), runtime, work_dir, options.resume);
   spdlog::info("final loss {:.4f}; checkpoint {}", r.final_loss, r.checkpoint.string());
   return 0;
 }

@@ -41,9 +41,12 @@ void setup_eval(CLI::App& app, EvalOptions& options);
 int run_eval(const EvalOptions& options);
 
 struct BenchOptions {
-  std::string blocks = "all", sizes, device = "cpu", model, json, csv;
+  std::string blocks = "all", sizes, model, json, csv;
+  // The runtime; when not given: the --model config's runtime section, else auto, fp32 and
+  // every core.
+  std::string device, precision;
+  int threads = -1;
   int64_t channels = 512, batch = 1, warmup = 3, iters = 20;
-  int threads = 0;
   bool backward = false;
 };
 void setup_bench(CLI::App& app, BenchOptions& options);

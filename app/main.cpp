@@ -44,7 +44,10 @@ int main(int argc, char** argv) {
   try {
     attnseg::init_logging(log_level);
     attnseg::keep_freed_memory();
-    attnseg::warn_if_slow_blas();
+    // Commands that compute warn after their first line, which names the runtime.
+    if (app.got_subcommand("list") || app.got_subcommand("synth") || app.got_subcommand("data")) {
+      attnseg::warn_if_slow_blas();
+    }
     if (app.got_subcommand("list")) return run_list(list);
     if (app.got_subcommand("synth")) return run_synth(synth);
     if (app.got_subcommand("train")) return run_train(train);

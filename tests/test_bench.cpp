@@ -9,6 +9,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "attention/registry.h"
+#include "common.h"
 #include "core/error.h"
 #include "engine/bench.h"
 #include "engine/counters.h"
@@ -16,6 +17,9 @@
 
 namespace attnseg {
 namespace {
+
+using app::parse_block_list;
+using app::parse_sizes;
 
 TEST(Bench, GrowthExponentRecoversThePowerLaw) {
   std::vector<double> n{2048, 8192, 32768}, t;
@@ -62,13 +66,20 @@ BenchSettings tiny(std::vector<std::string> blocks, std::vector<std::array<int64
   s.channels = 16;
   s.warmup = 0;
   s.iters = 2;
-  s.threads = 1;
   return s;
+}
+
+// One CPU thread, fp32.
+Runtime one_thread() {
+  RuntimeSettings settings;
+  settings.device = "cpu";
+  settings.threads = 1;
+  return start_runtime(settings);
 }
 
 TEST(Bench, ReportsEachBlocksOwnMultiplyAddsAtEverySize) {
   const BenchSettings s = tiny({"nonlocal", "ccnet"}, {{5, 7}, {9, 11}});
-  const BenchReport report = bench_blocks(s);
+  const BenchReport report = bench_blocks(s, one_thread());
   ASSERT_EQ(report.blocks.size(), 2u);
   for (const auto& b : report.blocks) {
     const AttentionBlock block = build_block(b.block, 16);
@@ -83,12 +94,12 @@ TEST(Bench, ReportsEachBlocksOwnMultiplyAddsAtEverySize) {
 TEST(Bench, ThroughputFollowsTheMedianAndBackwardIsTimedOnlyWhenAsked) {
   BenchSettings s = tiny({"ccnet", "scram"}, {{5, 7}});
   s.batch = 3;
-  for (const auto& b : bench_blocks(s).blocks) {
+  for (const auto& b : bench_blocks(s, one_thread()).blocks) {
     EXPECT_EQ(b.sizes[0].train_median_ms, 0) << b.block;
     EXPECT_DOUBLE_EQ(b.sizes[0].images_per_s, 3000.0 / b.sizes[0].median_ms) << b.block;
   }
   s.backward = true;
-  const BenchReport report = bench_blocks(s);
+  const BenchReport report = bench_blocks(s, one_thread());
   for (const auto& b : report.blocks) {
     EXPECT_GT(b.sizes[0].train_median_ms, 0) << b.block;
     EXPECT_LE(b.sizes[0].train_p25_ms, b.sizes[0].train_p75_ms) << b.block;
@@ -100,7 +111,7 @@ TEST(Bench, ThroughputFollowsTheMedianAndBackwardIsTimedOnlyWhenAsked) {
 TEST(Bench, CsvHasOneRowPerBlockAndSizeWithEveryColumnFilled) {
   BenchSettings s = tiny({"none", "ccnet"}, {{5, 7}, {6, 9}});
   s.backward = true;
-  std::stringstream csv(bench_csv(bench_blocks(s)));
+  std::stringstream csv(bench_csv(bench_blocks(s, one_thread())));
   std::string header, line;
   std::getline(csv, header);
   const auto fields = [](const std::string& text) {
@@ -178,7 +189,7 @@ TEST(Counters, ExecutedMultiplyAddsEqualTheAnalyticCountOfNonlocalAndCcnet) {
 TEST(Bench, PeakMemoryHoldsTheNonlocalAttentionMapAndGrowsQuadratically) {
   BenchSettings s = tiny({"nonlocal", "ccnet"}, {{7, 9}, {14, 18}, {28, 36}});
   s.batch = 2;
-  const BenchReport report = bench_blocks(s);
+  const BenchReport report = bench_blocks(s, one_thread());
   const BlockResult& nonlocal = report.blocks[0];
   const BlockResult& ccnet = report.blocks[1];
   for (const auto& z : nonlocal.sizes) {

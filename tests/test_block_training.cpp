@@ -10,8 +10,7 @@
 #include "attention/registry.h"
 #include "config/config.h"
 #include "data/synthetic.h"
-#include "engine/evaluator.h"
-#include "engine/trainer.h"
+#include "engine_util.h"
 #include "test_util.h"
 
 namespace attnseg {
@@ -36,7 +35,7 @@ TEST_P(BlockTraining, TrainsWithFiniteLossesAndEvaluates) {
   const TempDir dir;
   write_file(dir / "tiny.yaml", tiny_config(data_->path(), GetParam()));
   const Config config = Config::load(dir / "tiny.yaml", {"train.iters=6"});
-  const TrainResult r = train(config, dir / "work", /*resume=*/false);
+  const TrainResult r = test::train_config(config, dir / "work", /*resume=*/false);
   EXPECT_EQ(r.iterations, 6);
   std::ifstream metrics(dir / "work" / "metrics.jsonl");
   int lines = 0;
@@ -44,7 +43,7 @@ TEST_P(BlockTraining, TrainsWithFiniteLossesAndEvaluates) {
     EXPECT_TRUE(std::isfinite(nlohmann::json::parse(line)["loss"].get<double>())) << line;
   }
   EXPECT_EQ(lines, 6);
-  const EvalResult e = evaluate(config, r.checkpoint);
+  const EvalResult e = test::evaluate_config(config, r.checkpoint);
   EXPECT_TRUE(std::isfinite(e.metrics.miou));
 }
 

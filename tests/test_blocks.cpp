@@ -22,6 +22,7 @@
 #include "attention/permutohedral.h"
 #include "attention/registry.h"
 #include "attention/scram.h"
+#include "core/device.h"
 #include "fixture.h"
 #include "permutohedral_reference.h"
 
@@ -435,6 +436,64 @@ TEST_P(BlockTest, GradientReachesEveryParameterAndTheInput) {
     ASSERT_TRUE(item.value().grad().defined()) << item.key();
     EXPECT_GT(item.value().grad().abs().sum().item<double>(), 0) << item.key();
     EXPECT_TRUE(torch::isfinite(item.value().grad()).all().item<bool>()) << item.key();
+  }
+}
+
+// Under CPU autocast to bf16 (products and convolutions in bf16), the output, the gradient
+// to the input and the gradient to the parameters (all of them as one vector: the update an
+// optimizer takes) stay within 1% of fp32 in relative L2 norm. Only for blocks that declare
+// bf16.
+TEST_P(BlockTest, Bf16AutocastForwardAndBackwardStayWithinOnePercentOfFp32) {
+  if (!find_block(GetParam()).caps.bf16) GTEST_SKIP() << GetParam() << " declares no bf16 support";
+  torch::manual_seed(0);
+  const AttentionBlock block = build_block(GetParam(), 16);
+  {
+    torch::NoGradGuard no_grad;  // as above: no part of the block hidden behind a zero scale
+    for (auto& p : block->parameters()) {
+      if (p.abs().sum().item<double>() == 0) p.normal_(0.0, 0.5);
+    }
+  }
+  block->eval();
+  const at::Tensor x0 = torch::randn({2, 16, 7, 9});
+  const at::Tensor weight = torch::randn({2, 16, 7, 9});
+  struct Pass {
+    at::Tensor y, dx;
+    std::vector<at::Tensor> dparams;
+  };
+  auto pass = [&](Precision precision) {
+    Runtime runtime;
+    runtime.precision = precision;
+    for (auto& p : block->parameters()) p.mutable_grad().reset();
+    const at::Tensor x = x0.clone().requires_grad_();
+    at::Tensor y;
+    {
+      AutocastGuard autocast(runtime);
+      y = block->forward(x);
+    }
+    (y.to(torch::kFloat) * weight).sum().backward();
+    Pass out{y.detach().to(torch::kFloat), x.grad().clone(), {}};
+    for (const auto& p : block->parameters()) out.dparams.push_back(p.grad().clone());
+    return out;
+  };
+  const Pass fp32 = pass(Precision::fp32);
+  const Pass bf16 = pass(Precision::bf16);
+  auto error = [](const at::Tensor& a, const at::Tensor& ref) {
+    return (a.to(torch::kFloat) - ref).norm().item<double>() / ref.norm().item<double>();
+  };
+  auto flat = [](const std::vector<at::Tensor>& grads) {
+    std::vector<at::Tensor> parts{at::zeros({1})};
+    for (const auto& g : grads) parts.push_back(g.reshape(-1).to(torch::kFloat));
+    return at::cat(parts);
+  };
+  const double dy = error(bf16.y, fp32.y), dx = error(bf16.dx, fp32.dx);
+  const double dp = fp32.dparams.empty() ? 0.0 : error(flat(bf16.dparams), flat(fp32.dparams));
+  std::printf("%s bf16 against fp32, relative L2: output %.4f, input gradient %.4f, parameter gradients %.4f\n",
+              GetParam().c_str(), dy, dx, dp);
+  EXPECT_LE(dy, 1e-2) << "output";
+  EXPECT_LE(dx, 1e-2) << "input gradient";
+  if (!fp32.dparams.empty()) {
+    EXPECT_LE(dp, 1e-2) << "parameter gradients";
+    EXPECT_FALSE(torch::equal(bf16.y, fp32.y)) << "bf16 computed exactly as fp32: autocast did not engage";
   }
 }
 

@@ -83,10 +83,50 @@ TEST_F(Cli, SmokeTrainThenEvaluate) {
   EXPECT_TRUE(fs::exists(dir / "show/val_00002.png"));
 }
 
+// The first line a command that computes logs: device, precision, threads, LibTorch.
+std::string first_line(const std::string& output) { return output.substr(0, output.find('\n')); }
+
+TEST_F(Cli, TrainEvalAndBenchNameTheirRuntimeFirst) {
+  const auto train = run_attnseg("train " + config() + " " + work("run") + " runtime.precision=bf16");
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  EXPECT_NE(first_line(train.output).find("info train: device cpu, precision bf16, 1 thread, LibTorch "),
+            std::string::npos)
+      << train.output;
+  const auto eval = run_attnseg("eval " + config() + " --checkpoint '" + (dir / "run/iter_4.pt").string() + "'");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_NE(first_line(eval.output).find("info eval: device cpu, precision fp32, 1 thread"), std::string::npos)
+      << eval.output;
+  EXPECT_NE(eval.output.find("speed at 32x192, batch 1, cpu fp32, 1 threads"), std::string::npos) << eval.output;
+  const auto bench = run_attnseg("bench --blocks none --sizes 4x4 --iters 1 --threads 1 --precision bf16");
+  ASSERT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(first_line(bench.output).find("info bench: device cpu, precision bf16, 1 thread"), std::string::npos)
+      << bench.output;
+}
+
+// Asking for a GPU where there is none, or for a precision or device a block cannot run,
+// ends in one line naming the key before anything is written.
+TEST_F(Cli, AnUnavailableDeviceOrABlockTheRuntimeCannotRunWritesNothing) {
+  if (run_attnseg("bench --blocks none --sizes 4x4 --iters 1 --device cuda").exit_code == 0) {
+    GTEST_SKIP() << "a GPU is present";
+  }
+  expect_clean_error(run_attnseg("train " + config() + " " + work("cuda") + " runtime.device=cuda"),
+                     {"runtime.device", "cuda", "no CUDA device"});
+  EXPECT_FALSE(fs::exists(dir / "cuda"));
+  expect_clean_error(run_attnseg("bench --blocks ccnet --sizes 4x4 --device cuda:0"), {"--device", "no CUDA device"});
+  expect_clean_error(run_attnseg("train " + config() + " " + work("fp16") + " runtime.precision=fp16"),
+                     {"runtime.precision", "fp16", "CUDA"});
+  EXPECT_FALSE(fs::exists(dir / "fp16"));
+  expect_clean_error(run_attnseg("train " + config("scram") + " " + work("scram") + " runtime.precision=bf16"),
+                     {"block scram", "bf16", "fp32 only"});
+  EXPECT_FALSE(fs::exists(dir / "scram"));
+  expect_clean_error(run_attnseg("bench --blocks permutohedral --sizes 4x4 --device cuda"), {"no CUDA device"});
+}
+
 TEST_F(Cli, ListShowsEveryBlock) {
   const auto r = run_attnseg("list");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* name : {"none", "nonlocal", "ccnet", "O(N(H+W)C)", "params@C=256"}) {
+  for (const char* name : {"none", "nonlocal", "ccnet", "O(N(H+W)C)", "params@C=256",
+                           "recurrence=2 reduction=8 zero_init=true", "cpu,cuda", "fp32,bf16,fp16"}) {
     EXPECT_NE(r.output.find(name), std::string::npos) << name;
   }
 }
@@ -206,6 +246,7 @@ TEST_F(Cli, BenchWritesCsvAndTimesBackwardWhenAsked) {
 TEST_F(Cli, SweepWritesTheLeaderboardWithSeedsAndBothPictures) {
   const auto r = run_attnseg("sweep " + config() + " --blocks none,ccnet --seeds 2 --rounds 1 --iters 2 " + work("sweep"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(first_line(r.output).find("info sweep: device cpu, precision fp32"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("| none | "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("| ccnet | "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(" ± "), std::string::npos) << r.output;
@@ -405,6 +446,7 @@ TEST_F(Cli, DemoHeadlessWritesEveryFrameAnnotated) {
   auto r = run_attnseg("demo " + model + " --source '" + (dir / "in.avi").string() + "' --headless --output '" +
                        (dir / "out.avi").string() + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(first_line(r.output).find("info demo: device cpu, precision fp32"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("showed 12 of 12 frames of 320x96"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("(0 dropped)"), std::string::npos) << r.output;
   const std::vector<cv::Mat> output = read_video(dir / "out.avi");
@@ -567,7 +609,7 @@ TEST_F(Cli, DemoNamesEachBadSourceOrOutput) {
       run_attnseg("demo " + model + in + " --blocks ccnet=" + (dir / "run/iter_4.pt").string()),
       {"--blocks", "ccnet", "twice"});
   expect_clean_error(
-      run_attnseg("demo " + model + in + " --blocks nonlocal=" + (dir / "run/iter_4.pt").string()),
+      run_attnseg("demo " + model + in + out + " --blocks nonlocal=" + (dir / "run/iter_4.pt").string()),
       {"iter_4.pt", "another model"});
   expect_clean_error(
       run_attnseg("demo " + model + in + " --output '" + (dir / "o.avi").string() + "'"),

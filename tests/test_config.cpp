@@ -137,8 +137,8 @@ TEST(ExperimentConfig, OptionsOfAnUnknownBlockAreAnError) {
 
 TEST(ExperimentConfig, OneLineSwitchesTheBlock) {
   const Config c = Config::load(kDefault, {"model.attention.type=nonlocal"});
-  const Experiment x = read_experiment(c);
-  EXPECT_NE(std::dynamic_pointer_cast<NonLocalImpl>(x.model->head()->block()), nullptr);
+  const Segmentor model = build_model(read_experiment(c));
+  EXPECT_NE(std::dynamic_pointer_cast<NonLocalImpl>(model->head()->block()), nullptr);
 }
 
 TEST(ExperimentConfig, ZeroOrNegativeSizesAreRejected) {
@@ -208,8 +208,8 @@ TEST(ShippedConfigs, EveryConfigBuildsItsModel) {
     if (path.extension() != ".yaml" || path.string().find("_base_") != std::string::npos) continue;
     SCOPED_TRACE(path.string());
     try {
-      const Experiment x = read_experiment(Config::load(path.string()));
-      EXPECT_GT(count_parameters(*x.model), 0);
+      const Segmentor model = build_model(read_experiment(Config::load(path.string())));
+      EXPECT_GT(count_parameters(*model), 0);
     } catch (const Error& e) {
       ADD_FAILURE() << e.what();
     }

@@ -64,24 +64,24 @@ TEST(Synthetic, DiscClassFollowsTheFarBeacon) {
 // attention, no weight setting can make a disc's prediction depend on the beacon.
 TEST(Synthetic, BeaconIsBeyondTheDefaultModelsConvolutionalReach) {
   const Config c = Config::load(ATTNSEG_SOURCE_DIR "/configs/none_r18_synthetic.yaml");
-  const Experiment x = read_experiment(c);
-  const int64_t radius = (x.model->conv_receptive_field() - 1) / 2;
+  const Segmentor model = build_model(read_experiment(c));
+  const int64_t radius = (model->conv_receptive_field() - 1) / 2;
   double nearest = 1e9;
   for (int64_t i = 0; i < 40; ++i) {
     nearest = std::min(nearest, disc_to_beacon_distance(make_synthetic_scene(SynthOptions{}.size, 0, "val", i)));
   }
-  EXPECT_GT(nearest, radius) << "receptive field " << x.model->conv_receptive_field();
+  EXPECT_GT(nearest, radius) << "receptive field " << model->conv_receptive_field();
 }
 
 // The same, measured rather than computed: the gradient of a disc-side output pixel of the
 // attention-free model with respect to the beacon's pixels is exactly zero.
 TEST(Synthetic, NoGradientFromTheBeaconWithoutAttention) {
   const Config c = Config::load(ATTNSEG_SOURCE_DIR "/configs/none_r18_synthetic.yaml");
-  Experiment x = read_experiment(c);
-  x.model->eval();
+  Segmentor model = build_model(read_experiment(c));
+  model->eval();
   const int64_t h = SynthOptions{}.size, w = kSynthWidthFactor * h;
   const at::Tensor image = torch::randn({1, 3, h, w}, torch::requires_grad());
-  x.model->predict(image).select(2, h / 2).select(2, w - 1 - h / 2).sum().backward();
+  model->predict(image).select(2, h / 2).select(2, w - 1 - h / 2).sum().backward();
   const at::Tensor reach = image.grad().abs().sum(at::IntArrayRef{0, 1}) > 0;  // [h, w]
   // The left beacon band [0, h) and everything up to 3.75·h from the output's column.
   EXPECT_FALSE(reach.slice(1, 0, h).any().item<bool>());
@@ -324,6 +324,37 @@ TEST(Loader, TrainBatchIsAFunctionOfSeedAndIteration) {
   EXPECT_TRUE(torch::equal(a.images, b.images));
   EXPECT_TRUE(torch::equal(a.labels, b.labels));
   EXPECT_FALSE(torch::equal(a.images, c.images));
+}
+
+// A data-parallel job's ranks read disjoint shares of each global batch that together are
+// exactly the one-process batch, in order, none repeated; also when the batch does not
+// divide by the number of ranks.
+TEST(Loader, TheRanksShardsTogetherAreExactlyTheOneProcessBatch) {
+  TempDir dir;
+  write_synthetic_dataset(dir.path(), {9, 1, 24, 0});
+  FolderDatasetOptions o{dir.path(), "train.txt"};
+  o.num_classes = 6;
+  FolderDataset d(o);
+  TrainPipelineOptions pipe;
+  pipe.crop_size = {24, 40};
+  for (const auto& [batch, world] : std::vector<std::pair<int64_t, int>>{{6, 2}, {7, 3}, {5, 5}}) {
+    const Batch whole = make_train_batch(d, pipe, {}, batch, 3, 2);
+    std::vector<at::Tensor> images, labels;
+    for (int rank = 0; rank < world; ++rank) {
+      const Batch shard = make_train_batch(d, pipe, {}, batch, 3, 2, rank, world);
+      EXPECT_GE(shard.images.size(0), batch / world);
+      EXPECT_LE(shard.images.size(0), batch / world + 1);
+      images.push_back(shard.images);
+      labels.push_back(shard.labels);
+    }
+    EXPECT_TRUE(torch::equal(at::cat(images), whole.images)) << batch << " on " << world;
+    EXPECT_TRUE(torch::equal(at::cat(labels), whole.labels)) << batch << " on " << world;
+    for (int64_t i = 0; i < batch; ++i) {  // no sample twice (distinct augmentations differ)
+      for (int64_t j = i + 1; j < batch; ++j) EXPECT_FALSE(torch::equal(whole.images[i], whole.images[j]));
+    }
+  }
+  EXPECT_THROW(make_train_batch(d, pipe, {}, 2, 3, 0, 0, 3), c10::Error) << "fewer samples than ranks";
+  EXPECT_THROW(make_train_batch(d, pipe, {}, 4, 3, 0, 2, 2), c10::Error) << "rank outside the job";
 }
 
 }  // namespace

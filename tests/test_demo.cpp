@@ -11,7 +11,8 @@
 #include <vector>
 
 #include "config/config.h"
-#include "engine/demo.h"
+#include "demo/pipeline.h"
+#include "demo/slot.h"
 #include "engine/experiment.h"
 #include "test_util.h"
 
@@ -131,8 +132,7 @@ TEST(DemoKeys, SwitchPauseOpacityClearAndQuit) {
 Segmentor model_with(const std::string& overrides_yaml, const test::TempDir& dir) {
   const auto file = dir / "model.yaml";
   test::write_file(file, test::tiny_config(dir.path(), "ccnet") + overrides_yaml);
-  at::manual_seed(0);
-  return read_experiment(Config::load(file)).model;
+  return build_model(read_experiment(Config::load(file)));
 }
 
 // Influence on a 4x24 feature map (32x192 image at output stride 8), pixel (1, 5).
@@ -229,7 +229,7 @@ class RecordingView : public DemoView {
 DemoModels tiny_models(const test::TempDir& dir) {
   Segmentor model = model_with("", dir);
   model->eval();
-  return {read_experiment(Config::load(dir / "model.yaml")), {{"ccnet", "", model}}};
+  return {read_experiment(Config::load(dir / "model.yaml")), Runtime{}, {{"ccnet", "", model}}};
 }
 
 TEST(DemoPipeline, ASlowModelGetsTheNewestFramesAndTheRestAreCountedAsDropped) {

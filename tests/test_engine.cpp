@@ -9,6 +9,7 @@
 #include "engine/evaluator.h"
 #include "engine/experiment.h"
 #include "engine/trainer.h"
+#include "engine_util.h"
 #include "test_util.h"
 
 namespace attnseg {
@@ -37,9 +38,9 @@ class EngineTest : public ::testing::Test {
     write_file(dir / "tiny.yaml", tiny_config(data_->path()));
     return Config::load(dir / "tiny.yaml", overrides);
   }
-  Experiment tiny_experiment(const std::string& block = "ccnet") {
+  Segmentor tiny_model(const std::string& block = "ccnet", const std::vector<std::string>& overrides = {}) {
     write_file(dir / (block + ".yaml"), tiny_config(data_->path(), block));
-    return read_experiment(Config::load(dir / (block + ".yaml")));
+    return test::model_of(Config::load(dir / (block + ".yaml"), overrides));
   }
   static TempDir* data_;
   TempDir dir;
@@ -47,47 +48,47 @@ class EngineTest : public ::testing::Test {
 TempDir* EngineTest::data_ = nullptr;
 
 TEST_F(EngineTest, CheckpointRoundTripRestoresModelAndOptimizer) {
-  Experiment a = tiny_experiment();
-  torch::optim::SGD opt(a.model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  a.model->train();
+  Segmentor a = tiny_model();
+  torch::optim::SGD opt(a->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  a->train();
   const at::Tensor x = torch::randn({2, 3, 48, 40});
   const at::Tensor y = torch::randint(0, 6, {2, 48, 40});
-  a.model->loss(a.model->forward(x), y).total.backward();
+  a->loss(a->forward(x), y).total.backward();
   opt.step();
-  save_checkpoint(dir / "a.pt", a.model, &opt, {17, "yaml: here"});
+  save_checkpoint(dir / "a.pt", a, &opt, {17, "yaml: here"});
   EXPECT_FALSE(fs::exists(dir / "a.pt.tmp"));
 
-  torch::manual_seed(123);  // a differently initialised twin
-  Experiment b = tiny_experiment();
-  torch::optim::SGD opt_b(b.model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  const CheckpointInfo info = load_checkpoint(dir / "a.pt", b.model, &opt_b);
+  Segmentor b = tiny_model("ccnet", {"train.seed=123"});  // a differently initialised twin
+  ASSERT_FALSE(torch::equal(a->parameters()[0], b->parameters()[0]));
+  torch::optim::SGD opt_b(b->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  const CheckpointInfo info = load_checkpoint(dir / "a.pt", b, &opt_b);
   EXPECT_EQ(info.iteration, 17);
   EXPECT_EQ(info.config_yaml, "yaml: here");
-  a.model->eval();
-  b.model->eval();
-  EXPECT_TRUE(torch::equal(a.model->predict(x), b.model->predict(x)));
+  a->eval();
+  b->eval();
+  EXPECT_TRUE(torch::equal(a->predict(x), b->predict(x)));
   // momentum buffers came back: one more identical step keeps the twins identical
-  a.model->train();
-  b.model->train();
+  a->train();
+  b->train();
   opt.zero_grad();
   opt_b.zero_grad();
   torch::manual_seed(5);
-  a.model->loss(a.model->forward(x), y).total.backward();
+  a->loss(a->forward(x), y).total.backward();
   torch::manual_seed(5);
-  b.model->loss(b.model->forward(x), y).total.backward();
+  b->loss(b->forward(x), y).total.backward();
   opt.step();
   opt_b.step();
-  for (size_t i = 0; i < a.model->parameters().size(); ++i) {
-    EXPECT_TRUE(torch::allclose(a.model->parameters()[i], b.model->parameters()[i])) << i;
+  for (size_t i = 0; i < a->parameters().size(); ++i) {
+    EXPECT_TRUE(torch::allclose(a->parameters()[i], b->parameters()[i])) << i;
   }
 }
 
 TEST_F(EngineTest, CheckpointOfAnotherModelIsRefusedByName) {
-  Experiment ccnet = tiny_experiment("ccnet");
-  save_checkpoint(dir / "ccnet.pt", ccnet.model, nullptr, {1, ""});
-  Experiment none = tiny_experiment("none");
+  Segmentor ccnet = tiny_model("ccnet");
+  save_checkpoint(dir / "ccnet.pt", ccnet, nullptr, {1, ""});
+  Segmentor none = tiny_model("none");
   try {
-    load_checkpoint(dir / "ccnet.pt", none.model);
+    load_checkpoint(dir / "ccnet.pt", none);
     FAIL() << "no error";
   } catch (const Error& e) {
     const std::string m = e.what();
@@ -96,24 +97,24 @@ TEST_F(EngineTest, CheckpointOfAnotherModelIsRefusedByName) {
 }
 
 TEST_F(EngineTest, CorruptOrMissingCheckpointIsNamed) {
-  Experiment x = tiny_experiment();
+  Segmentor x = tiny_model();
   write_file(dir / "junk.pt", "definitely not a zip archive");
   EXPECT_THROW(
       {
         try {
-          load_checkpoint(dir / "junk.pt", x.model);
+          load_checkpoint(dir / "junk.pt", x);
         } catch (const Error& e) {
           EXPECT_NE(std::string(e.what()).find("junk.pt"), std::string::npos);
           throw;
         }
       },
       Error);
-  EXPECT_THROW(load_checkpoint(dir / "absent.pt", x.model), Error);
+  EXPECT_THROW(load_checkpoint(dir / "absent.pt", x), Error);
 }
 
 TEST_F(EngineTest, ResumeReproducesTheUninterruptedLossCurve) {
   const Config c = config({"train.iters=6", "train.checkpoint_interval=3", "train.keep_checkpoints=3"});
-  train(c, dir / "full", false);
+  test::train_config(c, dir / "full", false);
   const std::vector<double> full = losses(dir / "full/metrics.jsonl");
   ASSERT_EQ(full.size(), 6u);
 
@@ -121,7 +122,7 @@ TEST_F(EngineTest, ResumeReproducesTheUninterruptedLossCurve) {
   fs::create_directories(dir / "cut");
   fs::copy_file(dir / "full/iter_3.pt", dir / "cut/iter_3.pt");
   write_file(dir / "cut/last_checkpoint", "iter_3.pt\n");
-  const TrainResult r = train(c, dir / "cut", /*resume=*/true);
+  const TrainResult r = test::train_config(c, dir / "cut", /*resume=*/true);
   EXPECT_EQ(r.iterations, 6);
   const std::vector<double> resumed = losses(dir / "cut/metrics.jsonl");
   ASSERT_EQ(resumed.size(), 3u);
@@ -130,59 +131,182 @@ TEST_F(EngineTest, ResumeReproducesTheUninterruptedLossCurve) {
 
 TEST_F(EngineTest, NaNLossStopsAndKeepsTheLastGoodCheckpoint) {
   // Two sane iterations, then the same run resumed with a learning rate that must diverge.
-  train(config({"train.iters=2", "train.checkpoint_interval=1"}), dir / "nan", false);
+  test::train_config(config({"train.iters=2", "train.checkpoint_interval=1"}), dir / "nan", false);
   const Config c = config({"train.iters=30", "train.lr=1e12", "train.warmup_iters=0",
                            "train.checkpoint_interval=1", "train.keep_checkpoints=2"});
   std::string message;
   try {
-    train(c, dir / "nan", /*resume=*/true);
+    test::train_config(c, dir / "nan", /*resume=*/true);
   } catch (const Error& e) {
     message = e.what();
   }
-  ASSERT_TRUE(message.find("loss became") != std::string::npos || message.find("weights became non-finite") != std::string::npos) << message;
+  ASSERT_TRUE(message.find("loss became non-finite") != std::string::npos || message.find("weights became non-finite") != std::string::npos) << message;
   const fs::path last = latest_checkpoint(dir / "nan");
   ASSERT_FALSE(last.empty());
   EXPECT_NE(message.find(last.string()), std::string::npos) << message;
-  Experiment x = tiny_experiment();
-  const CheckpointInfo info = load_checkpoint(last, x.model);
-  for (const auto& p : x.model->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+  Segmentor x = tiny_model();
+  const CheckpointInfo info = load_checkpoint(last, x);
+  for (const auto& p : x->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
   EXPECT_FALSE(fs::exists(dir / "nan" / ("iter_" + std::to_string(info.iteration + 1) + ".pt")));
   for (const auto& e : fs::directory_iterator(dir / "nan")) {
     EXPECT_NE(e.path().extension(), ".tmp") << e.path();
   }
 }
 
+// The first non-finite loss is found without reading the loss back every step: a run that
+// logs every 7 iterations names the same first bad iteration as one that logs every one, and
+// keeps no checkpoint written after it.
+TEST_F(EngineTest, ANonFiniteLossBetweenLogLinesIsNamedByItsOwnIteration) {
+  const std::vector<std::string> diverging{"train.iters=40", "train.lr=1e12", "train.warmup_iters=0",
+                                           "train.checkpoint_interval=1000"};
+  auto first_bad = [&](const std::string& log_interval, const std::string& work) -> int64_t {
+    std::vector<std::string> o = diverging;
+    o.push_back("train.log_interval=" + log_interval);
+    try {
+      test::train_config(config(o), dir / work, false);
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      const size_t at = m.find("at iteration ");
+      EXPECT_NE(at, std::string::npos) << m;
+      EXPECT_NE(m.find("last good checkpoint: none"), std::string::npos) << m;
+      return static_cast<int64_t>(std::stoll(m.substr(at + 13)));
+    }
+    ADD_FAILURE() << "a learning rate of 1e12 did not diverge";
+    return int64_t{-1};
+  };
+  const int64_t every = first_bad("1", "every");
+  const int64_t sparse = first_bad("7", "sparse");
+  EXPECT_GE(every, 1);
+  EXPECT_EQ(sparse, every);
+  EXPECT_NE(every % 7, 0) << "pick settings whose first bad iteration is not a log line of the sparse run";
+  EXPECT_FALSE(fs::exists(dir / "sparse" / "last_checkpoint"));
+}
+
+TEST(LossScaler, OverflowSkipsTheStepAndHalvesTheScaleFiniteStepsDoubleIt) {
+  LossScaler scaler(/*scale=*/1024.0, /*interval=*/3);
+  at::Tensor p = at::zeros({2}).requires_grad_();
+  p.mutable_grad() = at::full({2}, 2048.0);
+  EXPECT_TRUE(scaler.unscale_and_update({p}));
+  EXPECT_TRUE(at::equal(p.grad(), at::full({2}, 2.0))) << "gradients divided by the scale";
+  EXPECT_EQ(scaler.scale(), 1024.0);
+  p.mutable_grad() = at::tensor({1.0, std::numeric_limits<double>::infinity()}, at::kFloat);
+  EXPECT_FALSE(scaler.unscale_and_update({p}));
+  EXPECT_EQ(scaler.scale(), 512.0);
+  for (int i = 0; i < 2; ++i) {
+    p.mutable_grad() = at::ones({2});
+    EXPECT_TRUE(scaler.unscale_and_update({p}));
+    EXPECT_EQ(scaler.scale(), 512.0) << "after " << i + 1 << " finite steps";
+  }
+  p.mutable_grad() = at::ones({2});
+  EXPECT_TRUE(scaler.unscale_and_update({p}));
+  EXPECT_EQ(scaler.scale(), 1024.0) << "three finite steps in a row";
+}
+
+TEST_F(EngineTest, Bf16TrainingOnTheCpuGivesFiniteLossesCloseToFp32) {
+  const TrainResult fp32 = test::train_config(config({"train.iters=4"}), dir / "fp32", false);
+  const TrainResult bf16 = test::train_config(config({"train.iters=4", "runtime.precision=bf16"}), dir / "bf16", false);
+  const std::vector<double> a = losses(dir / "fp32/metrics.jsonl"), b = losses(dir / "bf16/metrics.jsonl");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.05 * a[i]) << "iteration " << i + 1;
+  EXPECT_NE(a, b) << "bf16 computed exactly as fp32: autocast did not engage";
+  EXPECT_TRUE(fs::exists(bf16.checkpoint));
+}
+
+// A checkpoint's tensors go to the device of the model they are loaded into, whichever
+// device wrote them. No second device here (LibTorch 1.13 cannot move a module to the meta
+// device either): the archive a CPU checkpoint is read through is mapped to a meta device
+// tag, so its tensors arrive there and not where they were written; the CUDA round trip is
+// the GPU tests' to run.
+TEST_F(EngineTest, ACheckpointsTensorsArriveOnTheMapLocationNotWhereTheyWereWritten) {
+  Segmentor a = tiny_model();
+  save_checkpoint(dir / "cpu.pt", a, nullptr, {1, ""});
+  EXPECT_EQ(checkpoint_map_location(a), c10::Device(c10::kCPU));
+  torch::serialize::InputArchive archive = read_checkpoint_archive(dir / "cpu.pt", c10::Device(c10::kMeta));
+  torch::serialize::InputArchive model, head, classifier;
+  archive.read("model", model);
+  model.read("decode_head", head);
+  head.read("classifier", classifier);
+  at::Tensor weight;
+  classifier.read("weight", weight);
+  EXPECT_TRUE(weight.is_meta());
+  EXPECT_EQ(weight.sizes(), a->head()->named_parameters()["classifier.weight"].sizes());
+  // and through load_checkpoint, onto the CPU model's own device
+  Segmentor b = tiny_model("ccnet", {"train.seed=9"});
+  load_checkpoint(dir / "cpu.pt", b);
+  for (const auto& p : b->parameters()) EXPECT_TRUE(p.is_cpu());
+  EXPECT_TRUE(torch::equal(b->parameters()[0], a->parameters()[0]));
+}
+
+TEST_F(EngineTest, ACheckpointRestoresTheRandomStateItWasSavedWith) {
+  Segmentor model = tiny_model();
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  torch::manual_seed(42);
+  (void)torch::rand({3});
+  save_checkpoint(dir / "rng.pt", model, &opt, {5, ""});
+  const at::Tensor expected = torch::rand({8});
+  torch::manual_seed(7);  // another state entirely
+  load_checkpoint(dir / "rng.pt", model, &opt);
+  EXPECT_TRUE(torch::equal(torch::rand({8}), expected));
+}
+
+// Options of blocks other than the active one are checked without being built: adding them
+// to a config changes none of the model's initial weights (blocks whose construction draws
+// random numbers among them: axial's embeddings, ema's bases).
+TEST_F(EngineTest, InactiveBlockOptionsLeaveEveryInitialWeightBitIdentical) {
+  const Segmentor plain = tiny_model("ccnet");
+  const Segmentor more = tiny_model("ccnet", {"model.attention.axial.heads=2", "model.attention.ema.bases=8",
+                                              "model.attention.nonlocal.reduction=4"});
+  const auto a = plain->named_parameters(), b = more->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
+  const auto x = plain->named_buffers(), y = more->named_buffers();
+  for (const auto& item : x) EXPECT_TRUE(torch::equal(item.value(), y[item.key()])) << item.key();
+}
+
+TEST_F(EngineTest, PredictWithBlockInputIsOnePassOfPredict) {
+  Segmentor model = tiny_model("nonlocal");
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor image = torch::randn({1, 3, 40, 72});
+  const Prediction p = model->predict_with_block_input(image);
+  EXPECT_TRUE(torch::equal(p.scores, model->predict(image)));
+  EXPECT_TRUE(torch::equal(p.block_input, model->head()->block_input(model->backbone()->forward(image).stage4)));
+  at::Tensor from_segment;
+  EXPECT_TRUE(torch::equal(segment(model, image, EvalSettings{}, Runtime{}, &from_segment), p.scores));
+  EXPECT_TRUE(torch::equal(from_segment, p.block_input));
+}
+
 TEST_F(EngineTest, SlidingWindowCoversTheImageAndMatchesWholeWhenOneWindowFits) {
-  Experiment x = tiny_experiment();
-  x.model->eval();
+  Segmentor x = tiny_model();
+  x->eval();
   torch::NoGradGuard no_grad;
   const at::Tensor image = torch::randn({1, 3, 40, 72});
   EvalSettings whole;
   EvalSettings one_window;
   one_window.mode = "slide";
   one_window.crop_size = {64, 128};  // larger than the image: a single window
-  EXPECT_TRUE(torch::allclose(segment(x.model, image, whole), segment(x.model, image, one_window)));
+  EXPECT_TRUE(torch::allclose(segment(x, image, whole), segment(x, image, one_window)));
   EvalSettings tiles = one_window;
   tiles.crop_size = {24, 32};
   tiles.stride = {16, 20};  // overlapping windows, the last ones flush with the border
-  const at::Tensor tiled = segment(x.model, image, tiles);
+  const at::Tensor tiled = segment(x, image, tiles);
   EXPECT_EQ(tiled.sizes(), (at::IntArrayRef{1, 6, 40, 72}));
   EXPECT_TRUE(torch::isfinite(tiled).all().item<bool>());
   // Windows start at rows 0, 16 and columns 0, 20, 40 (the last flush with the border): only
   // the one at (16, 40) covers the bottom-right pixel, so there the result is its prediction.
-  const at::Tensor corner = x.model->predict(image.slice(2, 16, 40).slice(3, 40, 72));
+  const at::Tensor corner = x->predict(image.slice(2, 16, 40).slice(3, 40, 72));
   EXPECT_TRUE(torch::allclose(tiled.select(2, 39).select(2, 71), corner.select(2, 23).select(2, 31), 1e-4, 1e-5));
 }
 
 TEST_F(EngineTest, FlipAveragesTheMirroredPrediction) {
-  Experiment x = tiny_experiment();
-  x.model->eval();
+  Segmentor x = tiny_model();
+  x->eval();
   torch::NoGradGuard no_grad;
   const at::Tensor image = torch::randn({1, 3, 32, 48});
   EvalSettings flip;
   flip.flip = true;
-  const at::Tensor expected = (x.model->predict(image) + x.model->predict(image.flip({3})).flip({3})) / 2;
-  EXPECT_TRUE(torch::allclose(segment(x.model, image, flip), expected));
+  const at::Tensor expected = (x->predict(image) + x->predict(image.flip({3})).flip({3})) / 2;
+  EXPECT_TRUE(torch::allclose(segment(x, image, flip), expected));
 }
 
 }  // namespace

@@ -341,7 +341,7 @@ TEST(AutoNL, LinearOrderEqualsQuadraticOrder) {
 }
 
 TEST(AutoNL, ChoosesTheCheaperOrderAsTheReferenceDoesAndStaysLinearInTokens) {
-  LightNonLocal block(LightNonLocalOptions(64).ratio(0.25).stride(2));
+  LightNonLocal block(LightNonLocalOptions(64).reduction(4).stride(2));
   // C=64, D=16, stride 2. At 8×8 (N=64, n=16) both orders cost 81920 (quadratic 64·16·80,
   // linear 64·64·16 + 16·64·16); the reference takes the linear order unless the other is cheaper.
   EXPECT_TRUE(block->linear_order(8, 8));
@@ -428,7 +428,7 @@ TEST(Scram, KernelAndItsBackwardEqualTheGatheredForm) {
 
 TEST(Scram, GradientReachesQueriesKeysAndValuesThroughTheFoundKeys) {
   torch::manual_seed(0);
-  Scram block(ScramOptions(16).topk(4).reduction(4).gamma_init(1.0));
+  Scram block(ScramOptions(16).topk(4).reduction(4).zero_init(false));
   const at::Tensor x = torch::randn({1, 16, 9, 11}, torch::requires_grad());
   block->forward(x).sum().backward();
   for (const auto& p : block->named_parameters()) EXPECT_GT(p.value().grad().abs().sum().item<float>(), 0) << p.key();

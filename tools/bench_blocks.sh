@@ -6,10 +6,10 @@
 # takes each side's fastest round, so that a slow spell of the machine does not decide a ratio.
 # The reference runs with the allocator settings attnseg makes for itself (keep_freed_memory)
 # and the BLAS attnseg loads (Debian's OpenMP build of OpenBLAS; see CMakeLists.txt).
-#   tools/bench_blocks.sh [--refs DIR] [--blocks LIST] [--sizes 32x64,64x128] [--iters 20] [--rounds 3]
+#   tools/bench_blocks.sh --refs DIR [--blocks LIST] [--sizes 32x64,64x128] [--iters 20] [--rounds 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-refs=/work/.mirror blocks=all sizes=32x64,64x128 iters=20 channels=512 rounds=3
+refs="" blocks=all sizes=32x64,64x128 iters=20 channels=512 rounds=3
 while (($#)); do
   case "$1" in
     --refs) refs=$2; shift 2 ;;
@@ -21,6 +21,10 @@ while (($#)); do
     *) echo "error: unknown argument $1" >&2; exit 2 ;;
   esac
 done
+if [ -z "$refs" ]; then
+  echo "error: give --refs DIR, the directory that holds the reference repositories (tools/reference/common.py)" >&2
+  exit 2
+fi
 bin=build/release/attnseg
 out=${BENCH_OUT:-work_dirs/bench_blocks}
 mkdir -p "$out"

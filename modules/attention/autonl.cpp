@@ -19,14 +19,19 @@ at::Tensor light_nonlocal(const at::Tensor& theta, const at::Tensor& phi, const 
 }
 }  // namespace functional
 
+void LightNonLocalOptions::check() const {
+  TORCH_CHECK(channels() > 0, "autonl: channels must be positive, got ", channels());
+  TORCH_CHECK(reduction() >= 1 && channels() / reduction() >= 1, "autonl: reduction must be in [1, channels], got ",
+              reduction());
+  TORCH_CHECK(stride() >= 1, "autonl: stride must be at least 1, got ", stride());
+}
+
 LightNonLocalImpl::LightNonLocalImpl(const LightNonLocalOptions& options_) : options(options_) { reset(); }
 
 void LightNonLocalImpl::reset() {
+  options.check();
   const int64_t c = options.channels();
-  TORCH_CHECK(c > 0, "autonl: channels must be positive, got ", c);
-  TORCH_CHECK(options.ratio() > 0 && options.ratio() <= 1, "autonl: ratio must be in (0, 1], got ", options.ratio());
-  TORCH_CHECK(options.stride() >= 1, "autonl: stride must be at least 1, got ", options.stride());
-  query_channels_ = std::max<int64_t>(static_cast<int64_t>(options.ratio() * c), 1);
+  query_channels_ = c / options.reduction();
   depthwise_ = register_module(
       "depthwise", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1).groups(c).bias(false)));
   norm_ = register_module("norm", torch::nn::BatchNorm2d(c));

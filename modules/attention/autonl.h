@@ -1,6 +1,6 @@
 // AutoNL: Neural Architecture Search for Lightweight Non-Local Networks (Li et al.,
 // arXiv:2004.01961), the LightNL block of LiYingwei/AutoNL (model_def.py, non_local_op and
-// _call_non_local): no query/key/value projections; the query is the first ratio·C channels of
+// _call_non_local): no query/key/value projections; the query is the first C/reduction channels of
 // x, the key the same channels of x subsampled with stride s, the value all channels of the
 // subsampled x; no softmax, f = θ(φᵀg)/(H·W) (the code divides by the full H·W, not the
 // subsampled count), evaluated in whichever order of products costs less, exactly as the code
@@ -26,9 +26,18 @@ at::Tensor light_nonlocal(const at::Tensor& theta, const at::Tensor& phi, const 
 struct LightNonLocalOptions {
   explicit LightNonLocalOptions(int64_t channels) : channels_(channels) {}
   TORCH_ARG(int64_t, channels);
-  TORCH_ARG(double, ratio) = 0.25;  // share of channels for query and key
-  TORCH_ARG(int64_t, stride) = 2;   // spatial subsampling of key and value
+  TORCH_ARG(int64_t, reduction) = 4;  // query and key: the first channels / reduction channels
+  TORCH_ARG(int64_t, stride) = 2;     // spatial subsampling of key and value
   TORCH_ARG(bool, zero_init) = true;
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("reduction", reduction_);
+    field("stride", stride_);
+    field("zero_init", zero_init_);
+  }
+  void check() const;
 };
 
 class LightNonLocalImpl : public AttentionBlockImpl {

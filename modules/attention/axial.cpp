@@ -19,15 +19,20 @@ at::Tensor multihead_attention(const at::Tensor& q, const at::Tensor& k, const a
 }
 }  // namespace functional
 
+void AxialOptions::check() const {
+  TORCH_CHECK(channels() > 0, "axial: channels must be positive, got ", channels());
+  TORCH_CHECK(heads() >= 1 && channels() % heads() == 0, "axial: channels ", channels(),
+              " must be divisible by heads=", heads());
+  const auto& size = embedding_size();
+  TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0, "axial: embedding_size must be [height, width] > 0");
+}
+
 AxialImpl::AxialImpl(const AxialOptions& options_) : options(options_) { reset(); }
 
 void AxialImpl::reset() {
+  options.check();
   const int64_t c = options.channels();
-  TORCH_CHECK(c > 0, "axial: channels must be positive, got ", c);
-  TORCH_CHECK(options.heads() >= 1 && c % options.heads() == 0, "axial: channels ", c,
-              " must be divisible by heads=", options.heads());
   const auto& size = options.embedding_size();
-  TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0, "axial: embedding_size must be [height, width] > 0");
   // The reference initialises the embeddings with randn.
   height_embedding = register_parameter("height_embedding", torch::randn({1, c, size[0], 1}));
   width_embedding = register_parameter("width_embedding", torch::randn({1, c, 1, size[1]}));

@@ -30,6 +30,14 @@ struct AxialOptions {
   TORCH_ARG(int64_t, channels);
   TORCH_ARG(int64_t, heads) = 8;
   TORCH_ARG(std::vector<int64_t>, embedding_size) = std::vector<int64_t>{32, 32};  // height, width
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("heads", heads_);
+    field("embedding_size", embedding_size_);
+  }
+  void check() const;
 };
 
 class AxialImpl : public AttentionBlockImpl {

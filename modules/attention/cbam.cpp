@@ -4,13 +4,18 @@
 
 namespace attnseg {
 
+void CbamOptions::check() const {
+  TORCH_CHECK(channels() > 0, "cbam: channels must be positive, got ", channels());
+  TORCH_CHECK(reduction() > 0, "cbam: reduction must be positive, got ", reduction());
+  TORCH_CHECK(kernel_size() > 0 && kernel_size() % 2 == 1, "cbam: kernel_size must be odd and positive, got ",
+              kernel_size());
+}
+
 CbamImpl::CbamImpl(const CbamOptions& options_) : options(options_) { reset(); }
 
 void CbamImpl::reset() {
+  options.check();
   const int64_t c = options.channels();
-  TORCH_CHECK(c > 0, "cbam: channels must be positive, got ", c);
-  TORCH_CHECK(options.reduction() > 0, "cbam: reduction must be positive, got ", options.reduction());
-  TORCH_CHECK(options.kernel_size() % 2 == 1, "cbam: kernel_size must be odd, got ", options.kernel_size());
   const int64_t hidden = std::max<int64_t>(c / options.reduction(), 1);
   fc1_ = register_module("fc1", torch::nn::Linear(c, hidden));
   fc2_ = register_module("fc2", torch::nn::Linear(hidden, c));

@@ -21,6 +21,14 @@ struct CbamOptions {
   TORCH_ARG(int64_t, channels);
   TORCH_ARG(int64_t, reduction) = 16;  // hidden width max(1, channels / reduction)
   TORCH_ARG(int64_t, kernel_size) = 7;
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("reduction", reduction_);
+    field("kernel_size", kernel_size_);
+  }
+  void check() const;
 };
 
 class CbamImpl : public AttentionBlockImpl {

@@ -4,19 +4,22 @@
 
 namespace attnseg {
 
+void CrissCrossOptions::check() const {
+  TORCH_CHECK(channels() > 0, "ccnet: channels must be positive, got ", channels());
+  TORCH_CHECK(recurrence() >= 1, "ccnet: recurrence must be at least 1, got ", recurrence());
+  TORCH_CHECK(reduction() > 0 && channels() / reduction() >= 1, "ccnet: reduction must be in [1, channels], got ",
+              reduction());
+}
+
 CrissCrossImpl::CrissCrossImpl(const CrissCrossOptions& options_) : options(options_) { reset(); }
 
 void CrissCrossImpl::reset() {
-  TORCH_CHECK(options.channels() > 0, "ccnet: channels must be positive, got ", options.channels());
-  TORCH_CHECK(options.recurrence() >= 1, "ccnet: recurrence must be at least 1, got ",
-              options.recurrence());
-  TORCH_CHECK(options.reduction() > 0 && options.channels() / options.reduction() >= 1,
-              "ccnet: reduction must be in [1, channels], got ", options.reduction());
+  options.check();
   const int64_t c = options.channels(), inner = c / options.reduction();
   query_ = register_module("query", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
   key_ = register_module("key", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
   value_ = register_module("value", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 1)));
-  gamma = register_parameter("gamma", torch::full({1}, options.gamma_init()));
+  gamma = register_parameter("gamma", torch::full({1}, options.zero_init() ? 0.0 : 1.0));
 }
 
 torch::Tensor CrissCrossImpl::pass(const torch::Tensor& x) {

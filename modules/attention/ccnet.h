@@ -2,7 +2,7 @@
 // Each pixel attends to the H+W−1 pixels of its row and column under one softmax; the
 // module is applied `recurrence` times with shared weights (R=2 reaches every pixel).
 // As in the reference code, the query/key width is channels/8 and gamma starts at 0, so the
-// block starts as the identity. gamma_init exposes that start: from 0 the block is at a
+// block starts as the identity. `zero_init` exposes that start: from 0 the block is at a
 // saddle (every weight before gamma gets zero gradient) that a long schedule leaves but a
 // few-minute CPU budget does not (measured in the README), so the CPU configs start at 1.
 #pragma once
@@ -19,7 +19,16 @@ struct CrissCrossOptions {
   TORCH_ARG(int64_t, channels);
   TORCH_ARG(int64_t, recurrence) = 2;
   TORCH_ARG(int64_t, reduction) = 8;
-  TORCH_ARG(double, gamma_init) = 0.0;
+  TORCH_ARG(bool, zero_init) = true;  // gamma starts at 0 (the identity), else at 1
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("recurrence", recurrence_);
+    field("reduction", reduction_);
+    field("zero_init", zero_init_);
+  }
+  void check() const;
 };
 
 class CrissCrossImpl : public AttentionBlockImpl {

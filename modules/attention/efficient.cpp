@@ -17,18 +17,24 @@ at::Tensor efficient_attention(const at::Tensor& q, const at::Tensor& k, const a
 }
 }  // namespace functional
 
+void EfficientAttentionOptions::check() const {
+  TORCH_CHECK(channels() > 0, "efficient: channels must be positive, got ", channels());
+  TORCH_CHECK(key_channels() >= 0 && value_channels() >= 0,
+              "efficient: key_channels and value_channels must be positive (or 0: channels / 2)");
+  const int64_t dk = key_width(), dv = value_width();
+  TORCH_CHECK(heads() >= 1 && dk % heads() == 0 && dv % heads() == 0, "efficient: key_channels ", dk,
+              " and value_channels ", dv, " must split into heads=", heads());
+}
+
 EfficientAttentionImpl::EfficientAttentionImpl(const EfficientAttentionOptions& options_) : options(options_) {
   reset();
 }
 
 void EfficientAttentionImpl::reset() {
+  options.check();
   const int64_t c = options.channels();
-  TORCH_CHECK(c > 0, "efficient: channels must be positive, got ", c);
-  dk_ = options.key_channels() > 0 ? options.key_channels() : std::max<int64_t>(c / 2, 1);
-  dv_ = options.value_channels() > 0 ? options.value_channels() : std::max<int64_t>(c / 2, 1);
-  TORCH_CHECK(options.heads() >= 1 && dk_ % options.heads() == 0 && dv_ % options.heads() == 0,
-              "efficient: key_channels ", dk_, " and value_channels ", dv_, " must split into heads=",
-              options.heads());
+  dk_ = options.key_width();
+  dv_ = options.value_width();
   auto conv = [](int64_t in, int64_t out) { return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1)); };
   keys_ = register_module("keys", conv(c, dk_));
   queries_ = register_module("queries", conv(c, dk_));

@@ -10,6 +10,8 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
 
+#include <algorithm>
+
 #include "attention/block.h"
 
 namespace attnseg {
@@ -26,6 +28,17 @@ struct EfficientAttentionOptions {
   TORCH_ARG(int64_t, key_channels) = 0;    // 0: channels / 2
   TORCH_ARG(int64_t, value_channels) = 0;  // 0: channels / 2
   TORCH_ARG(int64_t, heads) = 2;
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("key_channels", key_channels_);
+    field("value_channels", value_channels_);
+    field("heads", heads_);
+  }
+  void check() const;
+  int64_t key_width() const { return key_channels_ > 0 ? key_channels_ : std::max<int64_t>(channels_ / 2, 1); }
+  int64_t value_width() const { return value_channels_ > 0 ? value_channels_ : std::max<int64_t>(channels_ / 2, 1); }
 };
 
 class EfficientAttentionImpl : public AttentionBlockImpl {

@@ -32,6 +32,15 @@ struct EmaOptions {
   TORCH_ARG(int64_t, bases) = 64;
   TORCH_ARG(int64_t, iterations) = 3;
   TORCH_ARG(double, momentum) = 0.9;  // weight of the old bases in the moving average
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("bases", bases_);
+    field("iterations", iterations_);
+    field("momentum", momentum_);
+  }
+  void check() const;
 };
 
 class EmaImpl : public AttentionBlockImpl {

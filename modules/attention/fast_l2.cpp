@@ -16,13 +16,17 @@ at::Tensor fast_l2_attention(const at::Tensor& q, const at::Tensor& k, const at:
 }
 }  // namespace functional
 
+void FastL2Options::check() const {
+  TORCH_CHECK(channels() > 0, "fast_l2: channels must be positive, got ", channels());
+  TORCH_CHECK(reduction() > 0 && channels() / reduction() >= 1, "fast_l2: reduction must be in [1, channels], got ",
+              reduction());
+}
+
 FastL2Impl::FastL2Impl(const FastL2Options& options_) : options(options_) { reset(); }
 
 void FastL2Impl::reset() {
+  options.check();
   const int64_t c = options.channels();
-  TORCH_CHECK(c > 0, "fast_l2: channels must be positive, got ", c);
-  TORCH_CHECK(options.reduction() > 0 && c / options.reduction() >= 1, "fast_l2: reduction must be in [1, channels], got ",
-              options.reduction());
   const int64_t d = c / options.reduction();
   auto conv_bn = [](int64_t in, int64_t out) {
     return torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(false)),

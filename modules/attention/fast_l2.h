@@ -27,6 +27,14 @@ struct FastL2Options {
   TORCH_ARG(int64_t, channels);
   TORCH_ARG(int64_t, reduction) = 2;  // query/key width channels / reduction
   TORCH_ARG(bool, zero_init) = true;
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("reduction", reduction_);
+    field("zero_init", zero_init_);
+  }
+  void check() const;
 };
 
 class FastL2Impl : public AttentionBlockImpl {

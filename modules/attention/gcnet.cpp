@@ -13,13 +13,18 @@ at::Tensor global_context(const at::Tensor& x, const at::Tensor& mask) {
 }
 }  // namespace functional
 
+void GlobalContextOptions::check() const {
+  TORCH_CHECK(channels() > 0, "gcnet: channels must be positive, got ", channels());
+  TORCH_CHECK(reduction() >= 1 && channels() / reduction() >= 1, "gcnet: reduction must be in [1, channels], got ",
+              reduction());
+}
+
 GlobalContextImpl::GlobalContextImpl(const GlobalContextOptions& options_) : options(options_) { reset(); }
 
 void GlobalContextImpl::reset() {
+  options.check();
   const int64_t c = options.channels();
-  TORCH_CHECK(c > 0, "gcnet: channels must be positive, got ", c);
-  TORCH_CHECK(options.ratio() > 0 && options.ratio() <= 1, "gcnet: ratio must be in (0, 1], got ", options.ratio());
-  planes_ = std::max<int64_t>(static_cast<int64_t>(c * options.ratio()), 1);
+  planes_ = c / options.reduction();
   mask_ = register_module("mask", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, 1, 1)));
   // The reference's kaiming_init(mode='fan_in') on the mask conv, bias 0.
   torch::nn::init::kaiming_normal_(mask_->weight, 0.0, torch::kFanIn, torch::kReLU);
@@ -35,7 +40,10 @@ void GlobalContextImpl::reset() {
 
 torch::Tensor GlobalContextImpl::forward(const torch::Tensor& x) {
   const at::Tensor context = functional::global_context(x, mask_(x));
-  return x + up_(at::relu(norm_(down_(context))));
+  // LayerNorm in its parameters' type: CPU autocast leaves it to the input's type, and a bf16
+  // input with float weights is an error there.
+  const at::Tensor down = down_(context);
+  return x + up_(at::relu(norm_(down.to(norm_->weight.scalar_type()))));
 }
 
 int64_t GlobalContextImpl::macs(const std::vector<int64_t>& shape) const {

@@ -2,8 +2,8 @@
 // arXiv:1904.11492), as xvjiarui/GCNet's ContextBlock with pooling 'att' and fusion
 // 'channel_add': a 1×1 conv gives one map, softmax over all HW positions weights one pooled
 // context vector, a bottleneck (1×1, LayerNorm, ReLU, 1×1) transforms it, and the result is
-// added at every position. The ratio is 1/4 as mmsegmentation's GCHead (the backbone
-// default is 1/16). The reference zero-initialises the last conv, so the block starts as the
+// added at every position. The bottleneck is C/4 (`reduction: 4`) as mmsegmentation's
+// GCHead (the backbone default is C/16). The reference zero-initialises the last conv, so the block starts as the
 // identity; `zero_init` exposes that (the CPU configs turn it off, see r18_d8_cpu.yaml).
 #pragma once
 
@@ -24,8 +24,16 @@ at::Tensor global_context(const at::Tensor& x, const at::Tensor& mask);
 struct GlobalContextOptions {
   explicit GlobalContextOptions(int64_t channels) : channels_(channels) {}
   TORCH_ARG(int64_t, channels);
-  TORCH_ARG(double, ratio) = 0.25;
+  TORCH_ARG(int64_t, reduction) = 4;  // bottleneck width channels / reduction (the paper's r)
   TORCH_ARG(bool, zero_init) = true;
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("reduction", reduction_);
+    field("zero_init", zero_init_);
+  }
+  void check() const;
 };
 
 class GlobalContextImpl : public AttentionBlockImpl {

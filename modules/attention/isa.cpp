@@ -47,14 +47,20 @@ torch::Tensor IsaRelationImpl::forward(const torch::Tensor& x) {
   return out->forward(functional::nonlocal_attention(query->forward(x), key->forward(x), value(x)));
 }
 
+void IsaOptions::check() const {
+  TORCH_CHECK(channels() > 0, "isa: channels must be positive, got ", channels());
+  TORCH_CHECK(reduction() > 0 && channels() / reduction() >= 1, "isa: reduction must be in [1, channels], got ",
+              reduction());
+  const auto& f = down_factor();
+  TORCH_CHECK(f.size() == 2 && f[0] > 0 && f[1] > 0, "isa: down_factor must be [height, width] > 0");
+}
+
 IsaImpl::IsaImpl(const IsaOptions& options_) : options(options_) { reset(); }
 
 void IsaImpl::reset() {
+  options.check();
   const int64_t c = options.channels();
-  TORCH_CHECK(c > 0, "isa: channels must be positive, got ", c);
-  TORCH_CHECK(options.reduction() > 0 && c / options.reduction() >= 1, "isa: reduction must be in [1, channels]");
   const auto& f = options.down_factor();
-  TORCH_CHECK(f.size() == 2 && f[0] > 0 && f[1] > 0, "isa: down_factor must be [height, width] > 0");
   long_range = register_module("long_range", IsaRelation(c, c / options.reduction()));
   short_range = register_module("short_range", IsaRelation(c, c / options.reduction()));
 }

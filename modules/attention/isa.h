@@ -35,6 +35,14 @@ struct IsaOptions {
   TORCH_ARG(int64_t, channels);
   TORCH_ARG(int64_t, reduction) = 2;  // key/query width channels / reduction
   TORCH_ARG(std::vector<int64_t>, down_factor) = std::vector<int64_t>{8, 8};
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("reduction", reduction_);
+    field("down_factor", down_factor_);
+  }
+  void check() const;
 };
 
 // One SelfAttentionBlock2D.

@@ -6,13 +6,16 @@
 
 namespace attnseg {
 
+void NonLocalOptions::check() const {
+  TORCH_CHECK(channels() > 0, "nonlocal: channels must be positive, got ", channels());
+  TORCH_CHECK(reduction() > 0 && channels() % reduction() == 0, "nonlocal: reduction must divide channels (",
+              channels(), "), got ", reduction());
+}
+
 NonLocalImpl::NonLocalImpl(const NonLocalOptions& options_) : options(options_) { reset(); }
 
 void NonLocalImpl::reset() {
-  TORCH_CHECK(options.channels() > 0, "nonlocal: channels must be positive, got ", options.channels());
-  TORCH_CHECK(options.reduction() > 0 && options.channels() % options.reduction() == 0,
-              "nonlocal: reduction must divide channels (", options.channels(), "), got ",
-              options.reduction());
+  options.check();
   const int64_t c = options.channels(), inner = c / options.reduction();
   auto conv1x1 = [](int64_t in, int64_t out, bool bias) {
     return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(bias));

@@ -19,6 +19,14 @@ struct NonLocalOptions {
   // the block starts as the identity. The CPU configs turn it off, since from the identity
   // the block sits at a saddle a short schedule does not leave.
   TORCH_ARG(bool, zero_init) = true;
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("reduction", reduction_);
+    field("zero_init", zero_init_);
+  }
+  void check() const;
 };
 
 class NonLocalImpl : public AttentionBlockImpl {

@@ -422,19 +422,21 @@ PermutohedralWork permutohedral_work(const at::Tensor& q, const at::Tensor& k,
 
 }  // namespace functional
 
+void PermutohedralOptions::check() const {
+  TORCH_CHECK(channels() > 0, "permutohedral: channels must be positive, got ", channels());
+  TORCH_CHECK(heads() >= 1 && channels() % heads() == 0, "permutohedral: heads must divide channels (", channels(),
+              "), got ", heads());
+  TORCH_CHECK(filter_dim() >= 1, "permutohedral: filter_dim must be at least 1, got ", filter_dim());
+  TORCH_CHECK(kernel_std() > 0, "permutohedral: kernel_std must be positive, got ", kernel_std());
+}
+
 PermutohedralImpl::PermutohedralImpl(const PermutohedralOptions& options_) : options(options_) {
   reset();
 }
 
 void PermutohedralImpl::reset() {
+  options.check();
   const int64_t c = options.channels();
-  TORCH_CHECK(c > 0, "permutohedral: channels must be positive, got ", c);
-  TORCH_CHECK(options.heads() >= 1 && c % options.heads() == 0,
-              "permutohedral: heads must divide channels (", c, "), got ", options.heads());
-  TORCH_CHECK(options.filter_dim() >= 1, "permutohedral: filter_dim must be at least 1, got ",
-              options.filter_dim());
-  TORCH_CHECK(options.kernel_std() > 0, "permutohedral: kernel_std must be positive, got ",
-              options.kernel_std());
   // The extractors see the map and its two coordinates.
   const int64_t width = options.heads() * options.filter_dim();
   feature_ =

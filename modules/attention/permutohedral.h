@@ -70,6 +70,17 @@ struct PermutohedralOptions {
   TORCH_ARG(bool, shared_qk) = true;
   // Of the LeakyReLU after the position extractor (torch's default, as the reference).
   TORCH_ARG(double, negative_slope) = 0.01;
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("filter_dim", filter_dim_);
+    field("heads", heads_);
+    field("kernel_std", kernel_std_);
+    field("normalize", normalize_);
+    field("shared_qk", shared_qk_);
+  }
+  void check() const;
 };
 
 class PermutohedralImpl : public AttentionBlockImpl {

@@ -1,6 +1,7 @@
 // The one table of attention blocks. It feeds `attnseg list`, the model builder, the
 // benchmark and the parameterised block tests; there is no static self-registration (the
-// linker drops it from static libraries).
+// linker drops it from static libraries). A row is generated from the block's Options struct
+// (attention/options.h), so adding a block is its file, one row and one config.
 #pragma once
 
 #include <functional>
@@ -9,15 +10,23 @@
 
 #include "attention/block.h"
 #include "config/config.h"
+#include "core/device.h"
 
 namespace attnseg {
 
+// What a block can and cannot do. The model builder, `eval`, `bench` and the demo read these
+// and refuse or adapt before the first forward, never at it.
 struct BlockCaps {
-  bool needs_fixed_tokens = false;    // trained token count must be kept at inference
-  bool needs_divisible_sizes = false; // H, W must be multiples of some factor
+  bool needs_fixed_tokens = false;     // trained token count must be kept at inference
+  bool needs_divisible_sizes = false;  // H, W must be multiples of some factor
   bool has_aux_loss = false;
-  bool has_state = false;             // keeps buffers that change while training
+  bool has_state = false;              // keeps buffers that change while training
+  bool cuda = true;                    // runs on CUDA devices (every block runs on the CPU)
+  bool bf16 = true, fp16 = true;       // runs under autocast to that type
 };
+
+// Builds one block with the options it was configured with.
+using BlockFactory = std::function<AttentionBlock()>;
 
 struct BlockSpec {
   std::string name;
@@ -25,9 +34,11 @@ struct BlockSpec {
   std::string paper;       // arXiv id
   std::string complexity;  // e.g. "O(N(H+W)C)"
   BlockCaps caps;
-  // Builds the block for `channels` input channels from its options node; every option read
-  // is accepted, any other key is rejected afterwards.
-  std::function<AttentionBlock(int64_t channels, const ConfigNode& options)> build;
+  // Reads and checks the block's options under `options` for a block on `channels` channels
+  // (every key read is accepted, any other rejected; values checked); builds nothing.
+  std::function<BlockFactory(int64_t channels, const ConfigNode& options)> configure;
+  // Every option with its default, "name=value" separated by spaces.
+  std::function<std::string(int64_t channels)> defaults;
 };
 
 const std::vector<BlockSpec>& block_registry();
@@ -35,13 +46,23 @@ std::vector<std::string> block_names();
 // Throws attnseg::Error listing the accepted names when `name` is unknown; `where` names the
 // config key that held it.
 const BlockSpec& find_block(const std::string& name, const std::string& where = "block name");
-// Builds from the `model.attention` node: `type` names the block, and each block's options
+
+// The block a `model.attention` node configures: `type` names it, and each block's options
 // sit under its own name, so one line (`type: ema`) switches blocks:
 //   attention: {type: ccnet, ccnet: {recurrence: 2}, nonlocal: {reduction: 2}}
-// Options of blocks other than the active one are validated too; unknown names are errors.
-AttentionBlock build_block(const ConfigNode& node, int64_t channels);
+// Options of blocks other than the active one are read and checked too (unknown names and
+// keys are errors), without building anything, so they cannot change the model's weights.
+struct ConfiguredBlock {
+  std::string name;
+  BlockFactory build;
+};
+ConfiguredBlock configure_block(const ConfigNode& node, int64_t channels);
 // A block with its default options (no config), as `attnseg list` and the tests use.
 AttentionBlock build_block(const std::string& name, int64_t channels);
+
+// Why `spec` cannot run under `runtime` ("" when it can): one line naming the block, the
+// device and the precision.
+std::string runtime_refusal(const BlockSpec& spec, const Runtime& runtime);
 
 int64_t count_parameters(const torch::nn::Module& module);
 

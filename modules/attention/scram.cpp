@@ -8,7 +8,7 @@
 #include <cmath>
 #include <random>
 
-#include "data/rng.h"
+#include "core/rng.h"
 
 namespace attnseg {
 
@@ -272,19 +272,24 @@ at::Tensor sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 }  // namespace functional
 
+void ScramOptions::check() const {
+  TORCH_CHECK(channels() > 0, "scram: channels must be positive, got ", channels());
+  TORCH_CHECK(topk() >= 1, "scram: topk must be at least 1, got ", topk());
+  TORCH_CHECK(iterations() >= 0, "scram: iterations must not be negative, got ", iterations());
+  TORCH_CHECK(reduction() > 0 && channels() / reduction() >= 1, "scram: reduction must be in [1, channels], got ",
+              reduction());
+}
+
 ScramImpl::ScramImpl(const ScramOptions& options_) : options(options_) { reset(); }
 
 void ScramImpl::reset() {
+  options.check();
   const int64_t c = options.channels();
-  TORCH_CHECK(c > 0, "scram: channels must be positive, got ", c);
-  TORCH_CHECK(options.topk() >= 1, "scram: topk must be at least 1, got ", options.topk());
-  TORCH_CHECK(options.iterations() >= 0, "scram: iterations must not be negative");
-  TORCH_CHECK(options.reduction() > 0 && c / options.reduction() >= 1, "scram: reduction must be in [1, channels]");
   const int64_t inner = c / options.reduction();
   query_ = register_module("query", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
   key_ = register_module("key", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, inner, 1)));
   value_ = register_module("value", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 1)));
-  gamma = register_parameter("gamma", torch::full({1}, options.gamma_init()));
+  gamma = register_parameter("gamma", torch::full({1}, options.zero_init() ? 0.0 : 1.0));
 }
 
 torch::Tensor ScramImpl::forward(const torch::Tensor& x) {

@@ -9,7 +9,7 @@
 // candidates from the previous iteration) and alternate the propagation direction (left/up,
 // then right/down) as PatchMatch's scan orders do. The paper gives no public code.
 // Around the core: q, k (C/8 wide, as ccnet) and v projections, and x + gamma·out with gamma
-// starting at 0 as the other residual attention blocks (`gamma_init`, 1 in the CPU configs).
+// starting at 0 as the other residual attention blocks (`zero_init`; 1 in the CPU configs).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -41,10 +41,21 @@ struct ScramOptions {
   TORCH_ARG(int64_t, topk) = 16;
   TORCH_ARG(int64_t, iterations) = 4;
   TORCH_ARG(int64_t, reduction) = 8;
-  TORCH_ARG(double, gamma_init) = 0.0;
+  TORCH_ARG(bool, zero_init) = true;  // gamma starts at 0 (the identity), else at 1
   // Seed of the search in eval mode, so inference is a function of the input alone; training
   // draws each search's seed from torch's global generator.
   TORCH_ARG(int64_t, eval_seed) = 0;
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("topk", topk_);
+    field("iterations", iterations_);
+    field("reduction", reduction_);
+    field("zero_init", zero_init_);
+    field("eval_seed", eval_seed_);
+  }
+  void check() const;
 };
 
 class ScramImpl : public AttentionBlockImpl {

@@ -6,8 +6,8 @@
 #include <iterator>
 #include <map>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
-#include "engine/checkpoint.h"
 
 namespace attnseg {
 

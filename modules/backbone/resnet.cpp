@@ -78,16 +78,18 @@ TORCH_MODULE(Block);
 
 }  // namespace
 
+void ResNetOptions::check() const {
+  TORCH_CHECK(depth() == 18 || depth() == 50, "resnet: depth must be 18 or 50, got ", depth());
+  TORCH_CHECK(output_stride() == 8 || output_stride() == 16, "resnet: output_stride must be 8 or 16, got ",
+              output_stride());
+  TORCH_CHECK(width() > 0 && width() <= 4, "resnet: width must be in (0, 4], got ", width());
+  TORCH_CHECK(in_channels() > 0, "resnet: in_channels must be positive");
+}
+
 ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) { reset(); }
 
 void ResNetImpl::reset() {
-  TORCH_CHECK(options.depth() == 18 || options.depth() == 50,
-              "resnet: depth must be 18 or 50, got ", options.depth());
-  TORCH_CHECK(options.output_stride() == 8 || options.output_stride() == 16,
-              "resnet: output_stride must be 8 or 16, got ", options.output_stride());
-  TORCH_CHECK(options.width() > 0 && options.width() <= 4, "resnet: width must be in (0, 4], got ",
-              options.width());
-  TORCH_CHECK(options.in_channels() > 0, "resnet: in_channels must be positive");
+  options.check();
   const bool bottleneck = options.depth() == 50;
   const std::vector<int64_t> blocks = bottleneck ? std::vector<int64_t>{3, 4, 6, 3}
                                                  : std::vector<int64_t>{2, 2, 2, 2};

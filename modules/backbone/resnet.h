@@ -21,6 +21,9 @@ struct ResNetOptions {
   // Multiplies every stage width (64, 128, 256, 512 at 1.0) for small CPU runs.
   TORCH_ARG(double, width) = 1.0;
   TORCH_ARG(int64_t, in_channels) = 3;
+
+ public:
+  void check() const;
 };
 
 struct BackboneFeatures {

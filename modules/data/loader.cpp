@@ -23,9 +23,14 @@ size_t sample_index(size_t dataset_size, uint64_t seed, int64_t position) {
 
 Batch make_train_batch(const FolderDataset& dataset, const TrainPipelineOptions& pipeline,
                        const Normalization& norm, int64_t batch_size, uint64_t seed,
-                       int64_t iteration) {
+                       int64_t iteration, int rank, int world_size) {
+  TORCH_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "train batch: rank ", rank,
+              " is not in a job of ", world_size);
+  TORCH_CHECK(batch_size >= world_size, "train batch: a global batch of ", batch_size, " cannot be shared by ",
+              world_size, " ranks");
   std::vector<at::Tensor> images, labels;
-  for (int64_t j = 0; j < batch_size; ++j) {
+  const int64_t first = batch_size * rank / world_size, end = batch_size * (rank + 1) / world_size;
+  for (int64_t j = first; j < end; ++j) {
     const int64_t position = iteration * batch_size + j;
     Sample sample = dataset.load(sample_index(dataset.size(), seed, position));
     Rng rng{seed, 0xa0c3, static_cast<uint64_t>(position)};

@@ -108,10 +108,13 @@ struct Batch {
 // of the dataset per epoch, drawn from (seed, epoch).
 size_t sample_index(size_t dataset_size, uint64_t seed, int64_t position);
 
-// Training batch number `iteration`: batch_size samples through the train pipeline, each
-// augmented with an Rng seeded by (seed, position).
+// Training batch number `iteration` of a job with `world_size` ranks, as rank `rank` reads
+// it: the global batch is batch_size samples through the train pipeline, each augmented with
+// an Rng seeded by (seed, position), and the rank takes its contiguous share of them (sizes
+// differ by at most one), so the ranks' shards together are exactly the one-process batch.
+// A pure function of (seed, iteration, rank, world_size).
 Batch make_train_batch(const FolderDataset& dataset, const TrainPipelineOptions& pipeline,
                        const Normalization& norm, int64_t batch_size, uint64_t seed,
-                       int64_t iteration);
+                       int64_t iteration, int rank = 0, int world_size = 1);
 
 }  // namespace attnseg

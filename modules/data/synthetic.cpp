@@ -1,14 +1,13 @@
 #include "data/synthetic.h"
 
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
-#include "data/rng.h"
+#include "core/rng.h"
 
 namespace attnseg {
 namespace {
@@ -37,12 +36,6 @@ void add_noise(cv::Mat& image, Rng& rng, double sigma) {
   image.convertTo(widened, CV_16SC3);
   widened += noise;
   widened.convertTo(image, CV_8UC3);
-}
-
-void write_atomically(const fs::path& path, const cv::Mat& image) {
-  const fs::path tmp = path.string() + ".tmp.png";
-  if (!cv::imwrite(tmp.string(), image)) throw Error("cannot write " + tmp.string());
-  fs::rename(tmp, path);
 }
 
 }  // namespace
@@ -122,9 +115,10 @@ SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& 
 }
 
 void write_synthetic_dataset(const fs::path& out, const SynthOptions& options) {
-  if (options.train <= 0) throw Error("--train must be positive, got " + std::to_string(options.train));
-  if (options.val <= 0) throw Error("--val must be positive, got " + std::to_string(options.val));
-  if (options.size < 16) throw Error("--size must be at least 16, got " + std::to_string(options.size));
+  if (options.train <= 0 || options.val <= 0) {
+    throw Error("synthetic dataset: the train and val splits need at least one scene each, got " +
+                std::to_string(options.train) + " and " + std::to_string(options.val));
+  }
   std::error_code ec;
   fs::create_directories(out / "images", ec);
   fs::create_directories(out / "masks", ec);
@@ -133,21 +127,16 @@ void write_synthetic_dataset(const fs::path& out, const SynthOptions& options) {
   }
   for (const std::string split : {"train", "val"}) {
     const int64_t count = split == "train" ? options.train : options.val;
-    const fs::path list = out / (split + ".txt");
-    const fs::path tmp_list = list.string() + ".tmp";
-    std::ofstream names(tmp_list);
-    if (!names) throw Error("cannot write " + tmp_list.string());
+    std::string names;
     for (int64_t i = 0; i < count; ++i) {
       char name[64];
       std::snprintf(name, sizeof(name), "%s_%05lld", split.c_str(), static_cast<long long>(i));
       const SynthScene scene = make_synthetic_scene(options.size, options.seed, split, i);
-      write_atomically(out / "images" / (std::string(name) + ".png"), scene.image);
-      write_atomically(out / "masks" / (std::string(name) + ".png"), scene.mask);
-      names << name << '\n';
+      write_png_atomically(out / "images" / (std::string(name) + ".png"), scene.image);
+      write_png_atomically(out / "masks" / (std::string(name) + ".png"), scene.mask);
+      names += std::string(name) + "\n";
     }
-    names.close();
-    if (!names) throw Error("cannot write " + tmp_list.string());
-    fs::rename(tmp_list, list);
+    write_text_atomically(out / (split + ".txt"), names);
   }
 }
 

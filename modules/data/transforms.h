@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "data/dataset.h"
-#include "data/rng.h"
+#include "core/rng.h"
 
 namespace attnseg {
 

@@ -21,36 +21,6 @@
 
 namespace attnseg {
 
-std::vector<std::array<int64_t, 2>> parse_sizes(const std::string& text) {
-  std::vector<std::array<int64_t, 2>> sizes;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    long long h = 0, w = 0;
-    char x = 0, rest = 0;
-    if (std::sscanf(item.c_str(), "%lld%c%lld%c", &h, &x, &w, &rest) != 3 || x != 'x' || h <= 0 ||
-        w <= 0) {
-      throw Error("--sizes: '" + item + "' is not HEIGHTxWIDTH with positive integers (e.g. 32x64)");
-    }
-    sizes.push_back({h, w});
-  }
-  if (sizes.empty()) throw Error("--sizes: no size given (e.g. 32x64,64x128)");
-  return sizes;
-}
-
-std::vector<std::string> parse_block_list(const std::string& text) {
-  if (text == "all") return block_names();
-  std::vector<std::string> blocks;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    if (item.empty()) continue;
-    blocks.push_back(find_block(item, "--blocks").name);
-  }
-  if (blocks.empty()) throw Error("--blocks: no block named (give a list such as none,ccnet or 'all')");
-  return blocks;
-}
-
 double growth_exponent(const std::vector<double>& x, const std::vector<double>& y) {
   const size_t n = x.size();
   for (double v : y) {
@@ -69,21 +39,8 @@ double growth_exponent(const std::vector<double>& x, const std::vector<double>& 
   return sxx > 0 ? sxy / sxx : std::numeric_limits<double>::quiet_NaN();
 }
 
-namespace {
-
-// What is benched: a block alone or a whole model, behind the same three calls.
-struct Subject {
-  std::string name;
-  std::shared_ptr<torch::nn::Module> module;
-  int64_t in_channels = 0;
-  std::function<at::Tensor(const at::Tensor&)> infer;       // eval mode
-  std::function<at::Tensor(const at::Tensor&)> train_loss;  // a scalar, training mode
-  std::function<int64_t(const at::Tensor&)> macs;           // of one forward on this input
-};
-
-Subject block_subject(const std::string& name, int64_t channels) {
-  const AttentionBlock block = build_block(name, channels);
-  Subject s;
+BenchSubject block_subject(const std::string& name, AttentionBlock block, int64_t channels) {
+  BenchSubject s;
   s.name = name;
   s.module = block;
   s.in_channels = channels;
@@ -93,66 +50,79 @@ Subject block_subject(const std::string& name, int64_t channels) {
   return s;
 }
 
-Subject model_subject(const std::string& config_file) {
-  Experiment x = read_experiment(Config::load(config_file));
-  const std::shared_ptr<SegmentorImpl> model = x.model.ptr();
-  Subject s;
-  s.name = std::filesystem::path(config_file).stem().string();
-  s.module = model;
+BenchSubject model_subject(const std::string& name, Segmentor model) {
+  const std::shared_ptr<SegmentorImpl> m = model.ptr();
+  BenchSubject s;
+  s.name = name;
+  s.module = m;
   s.in_channels = 3;
-  s.infer = [model](const at::Tensor& x) { return model->predict(x); };
-  s.train_loss = [model](const at::Tensor& x) {
-    const SegmentorOutput out = model->forward(x);
+  s.infer = [m](const at::Tensor& x) { return m->predict(x); };
+  s.train_loss = [m](const at::Tensor& x) {
+    const SegmentorOutput out = m->forward(x);
     return out.aux.defined() ? out.logits.sum() + out.aux.sum() : out.logits.sum();
   };
-  s.macs = [model](const at::Tensor& x) {
+  s.macs = [m](const at::Tensor& x) {
     c10::InferenceMode guard;
     MacCounter counter;
-    (void)model->predict(x);
+    (void)m->predict(x);
     return counter.macs();
   };
   return s;
 }
 
+namespace {
+
 // Forward and backward of the training loss (the caller puts the module in training mode),
 // the gradients of the previous run dropped first so that none is accumulated into.
-Timing time_backward(const Subject& subject, const at::Tensor& x, int64_t warmup, int64_t iters) {
+Timing time_backward(const BenchSubject& subject, const at::Tensor& x, int64_t warmup, int64_t iters,
+                     const Runtime& runtime) {
   const std::vector<at::Tensor> parameters = subject.module->parameters();
-  const Timing t = time_runs(
+  return time_runs(
       [&] {
         for (const auto& p : parameters) p.mutable_grad().reset();
         x.mutable_grad().reset();
-        subject.train_loss(x).backward();
+        at::Tensor loss;
+        {
+          AutocastGuard autocast(runtime);
+          loss = subject.train_loss(x);
+        }
+        loss.backward();
         (void)x.grad().view(-1)[0].item<float>();
       },
       warmup, iters);
-  return t;
 }
 
 // Peak tensor bytes of one training step, gradients of earlier runs dropped before the scope.
-int64_t backward_peak(const Subject& subject, const at::Tensor& x) {
+int64_t backward_peak(const BenchSubject& subject, const at::Tensor& x, const Runtime& runtime) {
   for (const auto& p : subject.module->parameters()) p.mutable_grad().reset();
   x.mutable_grad().reset();
   PeakMemory memory;
-  subject.train_loss(x).backward();
+  at::Tensor loss;
+  {
+    AutocastGuard autocast(runtime);
+    loss = subject.train_loss(x);
+  }
+  loss.backward();
   (void)x.grad().view(-1)[0].item<float>();
   return memory.peak_bytes();
 }
 
-SizeResult bench_size(const Subject& subject, const BenchSettings& s, const std::array<int64_t, 2>& size,
-                      const at::Device& device) {
-  at::manual_seed(0);
-  const at::Tensor x = at::randn({s.batch, subject.in_channels, size[0], size[1]}).to(device);
+}  // namespace
+
+SizeResult bench_input(const BenchSubject& subject, const at::Tensor& x, int64_t warmup, int64_t iters,
+                       bool backward, const Runtime& runtime) {
+  subject.module->eval();
   SizeResult r;
-  r.size = size;
+  r.size = {x.size(2), x.size(3)};
   r.macs = subject.macs(x);
   {
     c10::InferenceMode guard;
-    const Timing t = time_runs([&] { (void)subject.infer(x).sum().item<float>(); }, s.warmup, s.iters);
+    AutocastGuard autocast(runtime);
+    const Timing t = time_runs([&] { (void)subject.infer(x).sum().item<float>(); }, warmup, iters);
     r.median_ms = t.median_ms;
     r.p25_ms = t.p25_ms;
     r.p75_ms = t.p75_ms;
-    r.images_per_s = 1000.0 * static_cast<double>(s.batch) / t.median_ms;
+    r.images_per_s = 1000.0 * static_cast<double>(x.size(0)) / t.median_ms;
     at::Tensor y;
     {
       PeakMemory memory;  // the output's allocation included, the reduction after it not
@@ -161,43 +131,50 @@ SizeResult bench_size(const Subject& subject, const BenchSettings& s, const std:
     }
     (void)y.sum().item<float>();
   }
-  if (s.backward) {
+  if (backward) {
     subject.module->train();
     const at::Tensor xg = x.detach().clone().requires_grad_();
-    const Timing train = time_backward(subject, xg, s.warmup, s.iters);
+    const Timing train = time_backward(subject, xg, warmup, iters, runtime);
     r.train_median_ms = train.median_ms;
     r.train_p25_ms = train.p25_ms;
     r.train_p75_ms = train.p75_ms;
-    r.train_peak_bytes = backward_peak(subject, xg);
+    r.train_peak_bytes = backward_peak(subject, xg, runtime);
     subject.module->eval();
   }
   return r;
 }
 
-}  // namespace
-
-BenchReport bench_blocks(const BenchSettings& s) {
+BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
   BenchReport report;
   report.settings = s;
-  report.threads = set_threads(s.threads);
-  const at::Device device(s.device);
-  std::vector<Subject> subjects;
+  report.runtime = runtime;
+  std::vector<BenchSubject> subjects;
   if (!s.model.empty()) {
-    subjects.push_back(model_subject(s.model));
+    const Experiment x = read_experiment(Config::load(s.model));
+    subjects.push_back(model_subject(std::filesystem::path(s.model).stem().string(), build_model(x, runtime)));
   } else {
-    for (const std::string& name : s.blocks) subjects.push_back(block_subject(name, s.channels));
+    for (const std::string& name : s.blocks) {
+      const std::string refusal = runtime_refusal(find_block(name), runtime);
+      if (!refusal.empty()) {
+        report.refused.push_back(refusal);
+        continue;
+      }
+      subjects.push_back(block_subject(name, build_block(name, s.channels), s.channels));
+    }
+    if (subjects.empty()) throw Error(report.refused.front());
   }
-  for (const Subject& subject : subjects) {
-    subject.module->to(device);
-    subject.module->eval();
+  for (const BenchSubject& subject : subjects) {
+    subject.module->to(runtime.device);
     BlockResult result;
     result.block = subject.name;
     result.parameters = count_parameters(*subject.module);
     std::vector<double> tokens, times, bytes;
     for (const auto& size : s.sizes) {
       const std::string where = subject.name + " at " + std::to_string(size[0]) + "x" + std::to_string(size[1]);
+      at::manual_seed(0);
+      const at::Tensor x = at::randn({s.batch, subject.in_channels, size[0], size[1]}).to(runtime.device);
       try {
-        result.sizes.push_back(bench_size(subject, s, size, device));
+        result.sizes.push_back(bench_input(subject, x, s.warmup, s.iters, s.backward, runtime));
       } catch (const c10::Error& e) {
         throw Error(where + ": " + one_line(e.what_without_backtrace()));
       } catch (const Error& e) {
@@ -235,9 +212,9 @@ std::string format_bench(const BenchReport& r) {
                                                     std::to_string(s.channels) + ", H, W]"
                                               : "model " + s.model + " on [" + std::to_string(s.batch) +
                                                     ", 3, H, W] images";
-  std::snprintf(line, sizeof(line), "%s, %s, %d threads, median of %lld runs after %lld warm-up\n",
-                subject.c_str(), s.device.c_str(), r.threads, static_cast<long long>(s.iters),
-                static_cast<long long>(s.warmup));
+  std::snprintf(line, sizeof(line), "%s, %s %s, %d threads, median of %lld runs after %lld warm-up\n",
+                subject.c_str(), r.runtime.device.str().c_str(), precision_name(r.runtime.precision),
+                r.runtime.threads, static_cast<long long>(s.iters), static_cast<long long>(s.warmup));
   out += line;
   out += "MB: peak tensor memory allocated during one forward";
   out += s.backward ? "; fwd+bwd: sum of the output backpropagated in training mode\n" : "\n";
@@ -273,6 +250,7 @@ std::string format_bench(const BenchReport& r) {
     out += " |      " + exponent_text(b.time_exponent) + "      " + exponent_text(b.memory_exponent);
     out += b.sizes.size() < 2 ? "  (one size)\n" : "\n";
   }
+  for (const auto& why : r.refused) out += "not run: " + why + "\n";
   return out;
 }
 
@@ -297,11 +275,15 @@ nlohmann::json bench_json(const BenchReport& r) {
                       {"memory_exponent", exponent_json(b.memory_exponent)}});
   }
   nlohmann::json out = {{"channels", r.settings.model.empty() ? r.settings.channels : 3},
-                        {"batch", r.settings.batch},     {"device", r.settings.device},
-                        {"threads", r.threads},          {"warmup", r.settings.warmup},
+                        {"batch", r.settings.batch},
+                        {"device", r.runtime.device.str()},
+                        {"precision", precision_name(r.runtime.precision)},
+                        {"threads", r.runtime.threads},
+                        {"warmup", r.settings.warmup},
                         {"iters", r.settings.iters},     {"backward", r.settings.backward},
                         {"blocks", blocks}};
   if (!r.settings.model.empty()) out["model"] = r.settings.model;
+  if (!r.refused.empty()) out["refused"] = r.refused;
   return out;
 }
 

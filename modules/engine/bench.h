@@ -7,11 +7,19 @@
 // count N = H·W, fitted over the sizes measured.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
 
 #include <array>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "attention/block.h"
+#include "core/device.h"
+#include "head/segmentor.h"
 
 namespace attnseg {
 
@@ -19,8 +27,6 @@ struct BenchSettings {
   std::vector<std::string> blocks;
   std::vector<std::array<int64_t, 2>> sizes{{32, 64}, {64, 128}};  // height, width
   int64_t channels = 512, batch = 1, warmup = 3, iters = 20;
-  int threads = 0;  // 0: all cores
-  std::string device = "cpu";
   bool backward = false;  // also time forward + backward in training mode
   // A config file: bench this whole model (sizes are image sizes, 3 input channels) instead
   // of the blocks alone.
@@ -50,20 +56,37 @@ struct BlockResult {
 
 struct BenchReport {
   BenchSettings settings;
-  int threads = 0;
+  Runtime runtime;
   std::vector<BlockResult> blocks;
+  std::vector<std::string> refused;  // blocks not run: why each cannot run on the runtime
 };
 
-// "32x64,64x128" → {{32, 64}, {64, 128}}; throws attnseg::Error naming the bad item.
-std::vector<std::array<int64_t, 2>> parse_sizes(const std::string& text);
-// "all" → every registered block; otherwise a comma-separated list of known names.
-std::vector<std::string> parse_block_list(const std::string& text);
+// What is benched, a block alone or a whole model, behind the same calls; the sweep times its
+// trained models and their blocks through these too.
+struct BenchSubject {
+  std::string name;
+  std::shared_ptr<torch::nn::Module> module;
+  int64_t in_channels = 0;
+  std::function<at::Tensor(const at::Tensor&)> infer;       // eval mode
+  std::function<at::Tensor(const at::Tensor&)> train_loss;  // a scalar, training mode
+  std::function<int64_t(const at::Tensor&)> macs;           // of one forward on this input
+};
+BenchSubject block_subject(const std::string& name, AttentionBlock block, int64_t channels);
+BenchSubject model_subject(const std::string& name, Segmentor model);
+
+// One input: multiply-adds, the median forward (inference mode, the runtime's precision)
+// after warm-up, the forward's peak memory and, with `backward`, forward + backward in
+// training mode. The subject is left in eval mode.
+SizeResult bench_input(const BenchSubject& subject, const at::Tensor& x, int64_t warmup, int64_t iters,
+                       bool backward, const Runtime& runtime);
 
 // Least-squares slope of log(y) against log(x); NaN when fewer than two distinct x or when
 // some y is not positive.
 double growth_exponent(const std::vector<double>& x, const std::vector<double>& y);
 
-BenchReport bench_blocks(const BenchSettings& settings);
+// Every block (or the model) at every size on the runtime. A block that cannot run on the
+// runtime's device or precision is not run and listed in `refused`; when none can, an Error.
+BenchReport bench_blocks(const BenchSettings& settings, const Runtime& runtime);
 
 std::string format_bench(const BenchReport& report);
 nlohmann::json bench_json(const BenchReport& report);

@@ -1,16 +1,15 @@
 #include "engine/checkpoint.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <opencv2/imgcodecs.hpp>
-#include <fcntl.h>
+#include <ATen/Context.h>
+#include <ATen/core/Generator.h>
+#include <torch/cuda.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
-#include <unistd.h>
 
-#include <fstream>
 #include <mutex>
 #include <sstream>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace attnseg {
@@ -25,15 +24,8 @@ torch::Tensor string_tensor(const std::string& s) {
 }
 
 std::string tensor_string(const torch::Tensor& t) {
-  const torch::Tensor c = t.contiguous();
+  const torch::Tensor c = t.to(torch::kCPU).contiguous();
   return std::string(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), c.numel());
-}
-
-void fsync_path(const fs::path& path, int flags) {
-  const int fd = ::open(path.c_str(), flags);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
 }
 
 // First entry where two signatures differ, for a readable mismatch message.
@@ -53,31 +45,24 @@ std::string first_difference(const std::string& expected, const std::string& fou
   return "";
 }
 
-void commit(const fs::path& tmp, const fs::path& path) {
-  fsync_path(tmp, O_RDONLY);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot move " + tmp.string() + " to " + path.string() + ": " + ec.message());
-  fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path(), O_RDONLY | O_DIRECTORY);
+// The generators whose states a checkpoint keeps: the CPU's, then each GPU's. A generator's
+// state is a byte tensor on the CPU whatever its device.
+std::vector<at::Generator> generators() {
+  std::vector<at::Generator> out{at::globalContext().defaultGenerator(c10::Device(c10::kCPU))};
+  const int64_t gpus = torch::cuda::is_available() ? static_cast<int64_t>(torch::cuda::device_count()) : 0;
+  for (int64_t i = 0; i < gpus; ++i) {
+    out.push_back(at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i))));
+  }
+  return out;
 }
+
+std::string rng_key(size_t index) { return index == 0 ? "rng" : "rng_cuda" + std::to_string(index - 1); }
 
 }  // namespace
 
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) throw Error("cannot write " + tmp.string());
-  }
-  commit(tmp, path);
-}
-
-void write_png_atomically(const fs::path& path, const cv::Mat& image) {
-  std::vector<uchar> bytes;
-  if (!cv::imencode(".png", image, bytes)) throw Error("cannot encode " + path.string() + " as PNG");
-  write_text_atomically(path, std::string(bytes.begin(), bytes.end()));
+c10::Device checkpoint_map_location(const Segmentor& model) {
+  for (const auto& p : model->parameters()) return p.device();
+  return c10::Device(c10::kCPU);
 }
 
 void save_checkpoint(const fs::path& path, const Segmentor& model,
@@ -95,10 +80,10 @@ void save_checkpoint(const fs::path& path, const Segmentor& model,
     optimizer->save(optimizer_archive);
     archive.write("optimizer", optimizer_archive);
   }
-  {
-    auto generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    archive.write("rng", generator.get_state());
+  std::vector<at::Generator> gens = generators();
+  for (size_t i = 0; i < gens.size(); ++i) {
+    std::lock_guard<std::mutex> lock(gens[i].mutex());
+    archive.write(rng_key(i), gens[i].get_state());
   }
   const fs::path tmp = path.string() + ".tmp";
   try {
@@ -106,18 +91,25 @@ void save_checkpoint(const fs::path& path, const Segmentor& model,
   } catch (const c10::Error& e) {
     throw Error("cannot write checkpoint " + tmp.string() + ": " + e.what_without_backtrace());
   }
-  commit(tmp, path);
+  commit_file(tmp, path);
+}
+
+torch::serialize::InputArchive read_checkpoint_archive(const fs::path& path, const c10::Device& device) {
+  if (!fs::exists(path)) throw Error("checkpoint " + path.string() + " does not exist");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path.string(), device);
+  } catch (const c10::Error&) {
+    throw Error("checkpoint " + path.string() + " is not a readable attnseg checkpoint (corrupt?)");
+  }
+  return archive;
 }
 
 CheckpointInfo load_checkpoint(const fs::path& path, Segmentor& model,
                                torch::optim::Optimizer* optimizer) {
-  if (!fs::exists(path)) throw Error("checkpoint " + path.string() + " does not exist");
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(path.string());
-  } catch (const c10::Error&) {
-    throw Error("checkpoint " + path.string() + " is not a readable attnseg checkpoint (corrupt?)");
-  }
+  // Without the map location, loading a tensor onto a parameter of another device would move
+  // the parameter to the checkpoint's device.
+  torch::serialize::InputArchive archive = read_checkpoint_archive(path, checkpoint_map_location(model));
   torch::Tensor t;
   if (!archive.try_read("signature", t)) {
     throw Error("checkpoint " + path.string() + " is not an attnseg checkpoint (no signature)");
@@ -140,10 +132,14 @@ CheckpointInfo load_checkpoint(const fs::path& path, Segmentor& model,
       torch::serialize::InputArchive optimizer_archive;
       archive.read("optimizer", optimizer_archive);
       optimizer->load(optimizer_archive);
-      archive.read("rng", t);
-      auto generator = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(t);
+      // Each generator whose state was saved and exists here: a run resumed on a machine with
+      // fewer GPUs restores those it has.
+      std::vector<at::Generator> gens = generators();
+      for (size_t i = 0; i < gens.size(); ++i) {
+        if (!archive.try_read(rng_key(i), t)) continue;
+        std::lock_guard<std::mutex> lock(gens[i].mutex());
+        gens[i].set_state(t.to(torch::kCPU));
+      }
     }
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path.string() + " is incomplete or corrupt: " +

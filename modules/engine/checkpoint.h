@@ -1,10 +1,13 @@
-// Checkpoints: model, optimizer, iteration, the config that made them and the random state,
-// in one torch-serialized archive written atomically (temporary file, fsync, rename), so a
-// crash mid-write never leaves a half checkpoint where a good one was.
+// Checkpoints: model, optimizer, iteration, the config that made them and every random state
+// in use (the CPU generator's and, where there are GPUs, each CUDA generator's), in one
+// torch-serialized archive written atomically (temporary file, fsync, rename), so a crash
+// mid-write never leaves a half checkpoint where a good one was. A checkpoint loads onto
+// whatever device the model is on, whichever device wrote it.
 #pragma once
 
-#include <opencv2/core.hpp>
+#include <c10/core/Device.h>
 #include <torch/optim/optimizer.h>
+#include <torch/serialize/input-archive.h>
 
 #include <filesystem>
 #include <string>
@@ -21,14 +24,18 @@ struct CheckpointInfo {
 void save_checkpoint(const std::filesystem::path& path, const Segmentor& model,
                      const torch::optim::Optimizer* optimizer, const CheckpointInfo& info);
 
-// Loads into `model` (and `optimizer` when given). Throws attnseg::Error naming the file when
-// it is missing, corrupt or was written for a model of another shape.
+// Loads into `model` (and, with `optimizer`, the optimizer's state and the random states),
+// mapping every tensor to the device of the model's parameters. Throws attnseg::Error naming
+// the file when it is missing, corrupt or was written for a model of another shape.
 CheckpointInfo load_checkpoint(const std::filesystem::path& path, Segmentor& model,
                                torch::optim::Optimizer* optimizer = nullptr);
 
-// Writes `text` to `path` atomically.
-void write_text_atomically(const std::filesystem::path& path, const std::string& text);
-// Writes `image` (8-bit, BGR or one channel) to `path` as a PNG, atomically.
-void write_png_atomically(const std::filesystem::path& path, const cv::Mat& image);
+// Where a checkpoint's tensors go for `model`: the device of its first parameter (the CPU
+// for a model without any).
+c10::Device checkpoint_map_location(const Segmentor& model);
+// The checkpoint's archive with every tensor mapped to `device` (load_checkpoint reads it
+// with checkpoint_map_location); throws attnseg::Error naming the file when it is missing
+// or unreadable.
+torch::serialize::InputArchive read_checkpoint_archive(const std::filesystem::path& path, const c10::Device& device);
 
 }  // namespace attnseg

@@ -56,6 +56,19 @@ void positive_sizes(const ConfigNode& node, const std::string& key, const std::a
   }
 }
 
+RuntimeSettings read_runtime(const ConfigNode& r) {
+  RuntimeSettings s;
+  s.device_key = "config key " + r.where("device");
+  s.precision_key = "config key " + r.where("precision");
+  s.device = r.get<std::string>("device", s.device);
+  check_device_name(s.device, s.device_key);
+  s.precision = parse_precision(r.get<std::string>("precision", precision_name(s.precision)), s.precision_key);
+  s.threads = static_cast<int>(r.get<int64_t>("threads", 0));
+  if (s.threads < 0) throw Error("config key " + r.where("threads") + " must be 0 (all cores) or positive");
+  r.finish();
+  return s;
+}
+
 EvalSettings read_eval(const ConfigNode& e) {
   EvalSettings s;
   s.mode = e.get<std::string>("mode", s.mode);
@@ -87,14 +100,40 @@ Experiment read_experiment(const Config& config) {
   x.norm = read_normalization(data);
   x.train = read_train(root.child("train"), data);
   x.eval = read_eval(root.child("eval"));
-  x.threads = static_cast<int>(runtime.get<int64_t>("threads", 0));
-  if (x.threads < 0) throw Error("config key " + runtime.where("threads") + " must be 0 (all cores) or positive");
-  runtime.finish();
+  x.runtime = read_runtime(runtime);
   data.finish();
-  torch::manual_seed(x.train.seed);
-  x.model = build_segmentor(root.child("model"), static_cast<int64_t>(x.data.class_names.size()));
+  x.model = read_model_settings(root.child("model"), static_cast<int64_t>(x.data.class_names.size()));
   root.finish();
   return x;
+}
+
+Segmentor build_model(const Experiment& x, const Runtime& runtime) {
+  const std::string refusal = runtime_refusal(find_block(x.model.block.name), runtime);
+  if (!refusal.empty()) throw Error(refusal);
+  torch::manual_seed(x.train.seed);
+  Segmentor model = build_segmentor(x.model);
+  model->to(runtime.device);
+  return model;
+}
+
+std::string fixed_token_refusal(const Experiment& x, bool needs_fixed_tokens, int64_t height, int64_t width) {
+  if (!needs_fixed_tokens) return "";
+  const auto& crop = x.pipeline.crop_size;
+  const bool slide = x.eval.mode == "slide";
+  const int64_t h = slide ? std::min(x.eval.crop_size[0], height) : height;
+  const int64_t w = slide ? std::min(x.eval.crop_size[1], width) : width;
+  if (h == crop[0] && w == crop[1]) return "";
+  const std::string crop_text = std::to_string(crop[0]) + "x" + std::to_string(crop[1]);
+  return "block " + x.model.block.name + " needs the token count it was trained with (crops of " + crop_text +
+         "), but inference would run it on " + std::to_string(h) + "x" + std::to_string(w) +
+         ": set eval.mode=slide and eval.crop_size=[" + std::to_string(crop[0]) + ", " + std::to_string(crop[1]) +
+         "]";
+}
+
+void check_inference_size(const Experiment& x, int64_t height, int64_t width, const std::string& what) {
+  const std::string refusal =
+      fixed_token_refusal(x, find_block(x.model.block.name).caps.needs_fixed_tokens, height, width);
+  if (!refusal.empty()) throw Error(what + ": " + refusal);
 }
 
 double poly_lr(const TrainSettings& s, int64_t iteration) {

@@ -1,5 +1,6 @@
 // One experiment's configuration, read and validated in one place: every section is parsed
-// here, so an unknown key or a bad value fails before any work starts.
+// here, so an unknown key or a bad value fails before any work starts. Reading builds
+// nothing; build_model builds the model an experiment describes, for a runtime.
 #pragma once
 
 #include <array>
@@ -7,6 +8,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "core/device.h"
 #include "data/dataset.h"
 #include "data/transforms.h"
 #include "head/segmentor.h"
@@ -42,11 +44,25 @@ struct Experiment {
   Normalization norm;
   TrainSettings train;
   EvalSettings eval;
-  int threads = 0;
-  Segmentor model{nullptr};  // built with the seed, weights fresh
+  ModelSettings model;
+  RuntimeSettings runtime;
 };
 
 Experiment read_experiment(const Config& config);
+
+// The experiment's model with fresh weights: seeded with train.seed and built on the CPU (so
+// the weights are the same whatever the device), then moved to the runtime's device. A block
+// that cannot run on that device or in that precision is refused here, in one line.
+Segmentor build_model(const Experiment& experiment, const Runtime& runtime = Runtime{});
+
+// For a block that needs the token count it was trained with (BlockCaps::needs_fixed_tokens):
+// why inference on an image of height × width cannot run, when it would run the model on
+// another size than the training crop (whole-image mode on another size, or sliding windows
+// of another size); "" when it can, and always for other blocks.
+std::string fixed_token_refusal(const Experiment& experiment, bool needs_fixed_tokens, int64_t height,
+                                int64_t width);
+// The same for the experiment's own block, thrown as an Error that starts with `what`.
+void check_inference_size(const Experiment& experiment, int64_t height, int64_t width, const std::string& what);
 
 // Learning rate at `iteration`: poly decay to min_lr after a linear warm-up from
 // warmup_ratio·lr (mmsegmentation's PolyLR with linear warm-up).

@@ -8,8 +8,8 @@
 #include <limits>
 #include <numeric>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
-#include "engine/checkpoint.h"
 
 namespace attnseg {
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-#include "head/segmentor.h"
+#include "core/labels.h"
 
 namespace attnseg {
 

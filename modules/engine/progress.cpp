@@ -21,11 +21,12 @@ std::string clock_text(double seconds) {
 
 }  // namespace
 
-Progress::Progress(int64_t total, int64_t start)
-    : total_(total), start_(start), tty_(::isatty(STDERR_FILENO) == 1),
+Progress::Progress(int64_t total, int64_t start, bool show)
+    : total_(total), start_(start), show_(show), tty_(::isatty(STDERR_FILENO) == 1),
       begin_(std::chrono::steady_clock::now()) {}
 
 void Progress::update(int64_t done, const std::string& fields) {
+  if (!show_) return;
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - begin_).count();
   const double rate = done > start_ ? (done - start_) / elapsed : 0.0;
@@ -44,7 +45,7 @@ void Progress::update(int64_t done, const std::string& fields) {
 }
 
 void Progress::finish() {
-  if (tty_) std::fprintf(stderr, "\n");
+  if (show_ && tty_) std::fprintf(stderr, "\n");
 }
 
 }  // namespace attnseg

@@ -10,7 +10,8 @@ namespace attnseg {
 
 class Progress {
  public:
-  Progress(int64_t total, int64_t start);
+  // With show false (a data-parallel rank other than 0) nothing is drawn or logged.
+  Progress(int64_t total, int64_t start, bool show = true);
   // `done` items finished; `fields` is appended after the counts ("loss 0.51 lr 1e-3").
   void update(int64_t done, const std::string& fields);
   void finish();
@@ -18,7 +19,7 @@ class Progress {
  private:
   int64_t total_, start_;
   int64_t last_logged_percent_ = -1;
-  bool tty_;
+  bool show_, tty_;
   std::chrono::steady_clock::time_point begin_;
 };
 

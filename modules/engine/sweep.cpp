@@ -12,11 +12,10 @@
 #include <sstream>
 
 #include "attention/registry.h"
+#include "core/atomic_file.h"
 #include "core/error.h"
-#include "core/runtime.h"
 #include "engine/bench.h"
 #include "engine/checkpoint.h"
-#include "engine/counters.h"
 #include "engine/evaluator.h"
 #include "engine/experiment.h"
 #include "engine/timing.h"
@@ -40,6 +39,7 @@ struct Run {
   uint64_t seed = 0;
   fs::path dir;
   Config config;
+  Experiment experiment;
 };
 
 // Info-level lines of the trainer and evaluator would bury the sweep's own; they are kept
@@ -56,12 +56,12 @@ class QuietRun {
 };
 
 // The run's eval.json, training it first (or resuming it) when it is missing.
-nlohmann::json finished_run(const Run& run) {
+nlohmann::json finished_run(const Run& run, const Runtime& runtime) {
   const fs::path eval_file = run.dir / "eval.json", config_file = run.dir / "config.yaml";
   const std::string config_yaml = run.config.dump() + "\n";
   if (fs::exists(config_file) && read_text(config_file) != config_yaml) {
     throw Error(run.dir.string() + " holds a run made with another config (its config.yaml differs): remove it "
-                "or give the sweep another --work-dir");
+                "or sweep into another work directory");
   }
   if (fs::exists(eval_file)) {
     nlohmann::json eval;
@@ -85,8 +85,8 @@ nlohmann::json finished_run(const Run& run) {
   EvalResult result;
   {
     QuietRun quiet;
-    trained = train(run.config, run.dir, resume);
-    result = evaluate(run.config, trained.checkpoint);
+    trained = train(run.experiment, run.config.dump(), runtime, run.dir, resume);
+    result = evaluate(run.experiment, runtime, trained.checkpoint);
   }
   const nlohmann::json eval = report_json(result);
   write_text_atomically(eval_file, eval.dump(2) + "\n");
@@ -96,10 +96,10 @@ nlohmann::json finished_run(const Run& run) {
   return eval;
 }
 
-struct Subject {
-  std::string block;
-  Segmentor model{nullptr};
-  at::Tensor image;  // the first validation image, normalised, [1, 3, H, W]
+// A trained model in the benchmark, and its block alone at the feature map and enlargements.
+struct Timed {
+  BenchSubject model, block;
+  at::Tensor image;  // the first validation image, normalised, [1, 3, H, W], on the device
   Timing best{std::numeric_limits<double>::infinity(), 0, 0};
   std::vector<std::array<int64_t, 2>> block_sizes;
   std::vector<double> block_best;  // fastest median per size; NaN where the block cannot run
@@ -108,9 +108,9 @@ struct Subject {
 
 }  // namespace
 
-Leaderboard run_sweep(const SweepSettings& s) {
-  if (s.blocks.empty()) throw Error("sweep: no block to train (give --blocks LIST or 'all')");
-  if (s.seeds < 1) throw Error("sweep: --seeds must be at least 1");
+Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
+  if (s.blocks.empty()) throw Error("sweep: no block to train");
+  if (s.seeds < 1) throw Error("sweep: at least one seed is needed");
   // Every run's config is read and validated before anything is trained.
   const Experiment first = read_experiment(Config::load(s.config, s.overrides));
   {
@@ -128,7 +128,9 @@ Leaderboard run_sweep(const SweepSettings& s) {
       overrides.push_back("model.attention.type=" + block);
       overrides.push_back("train.seed=" + std::to_string(run.seed));
       run.config = Config::load(s.config, overrides);
-      (void)read_experiment(run.config);
+      run.experiment = read_experiment(run.config);
+      const std::string refusal = runtime_refusal(find_block(block), runtime);
+      if (!refusal.empty()) throw Error("sweep: " + refusal);
       runs.push_back(run);
     }
   }
@@ -142,13 +144,14 @@ Leaderboard run_sweep(const SweepSettings& s) {
   board.seeds = s.seeds;
   board.first_seed = first.train.seed;
   board.rounds = s.rounds;
+  board.device = runtime.device.str() + " " + precision_name(runtime.precision);
   for (const std::string& block : s.blocks) {
     LeaderboardRow row;
     row.block = block;
     std::vector<std::vector<double>> class_iou;
     for (const Run& run : runs) {
       if (run.block != block) continue;
-      const nlohmann::json eval = finished_run(run);
+      const nlohmann::json eval = finished_run(run, runtime);
       row.miou.push_back(eval.at("mIoU").get<double>());
       std::vector<double> ious;
       row.class_names.clear();
@@ -167,87 +170,83 @@ Leaderboard run_sweep(const SweepSettings& s) {
   }
 
   // Benchmark: the trained models (first seed) in turn, several rounds, the fastest round of
-  // each block kept so a slow spell of the machine does not land on one block only.
-  board.threads = set_threads(first.threads);
-  std::vector<Subject> subjects;
+  // each block kept so a slow spell of the machine does not land on one block only. Models
+  // and blocks are timed by the bench's harness (engine/bench.h).
+  board.threads = runtime.threads;
+  std::vector<Timed> timed;
   for (const Run& run : runs) {
     if (run.seed != first.train.seed) continue;
-    Experiment x = read_experiment(run.config);
-    Subject subject;
-    subject.block = run.block;
-    subject.model = x.model;
-    load_checkpoint(latest_checkpoint(run.dir), subject.model);
-    subject.model->eval();
-    FolderDataset val(x.data.val);
-    subject.image = image_to_tensor(val.load(0).image, x.norm).unsqueeze(0);
-    subjects.push_back(subject);
+    Segmentor model = build_model(run.experiment, runtime);
+    load_checkpoint(latest_checkpoint(run.dir), model);
+    model->eval();
+    FolderDataset val(run.experiment.data.val);
+    Timed t;
+    t.image = image_to_tensor(val.load(0).image, run.experiment.norm).unsqueeze(0).to(runtime.device);
+    t.model = model_subject(run.block, model);
+    board.block_channels = model->head()->options.channels();
+    t.block = block_subject(run.block, model->head()->block(), board.block_channels);
+    timed.push_back(t);
   }
-  board.resolution = {subjects[0].image.size(2), subjects[0].image.size(3)};
-  for (size_t i = 0; i < subjects.size(); ++i) {
-    Subject& subject = subjects[i];
+  board.resolution = {timed[0].image.size(2), timed[0].image.size(3)};
+  for (size_t i = 0; i < timed.size(); ++i) {
+    Timed& t = timed[i];
     LeaderboardRow& row = board.rows[i];
-    c10::InferenceMode guard;
-    const at::Tensor logits = subject.model->forward(subject.image).logits;
-    const AttentionBlock block = subject.model->head()->block();
-    board.feature = {logits.size(2), logits.size(3)};
-    board.block_channels = subject.model->head()->options.channels();
-    row.model_parameters = count_parameters(*subject.model);
-    row.block_parameters = count_parameters(*block);
-    row.block_macs = block->macs({1, board.block_channels, board.feature[0], board.feature[1]});
     {
-      MacCounter counter;
-      (void)subject.model->predict(subject.image);
-      row.model_macs = counter.macs();
-    }
-    {
-      PeakMemory memory;
-      const at::Tensor out = subject.model->predict(subject.image);
-      row.peak_bytes = memory.peak_bytes();
-    }
-    for (int64_t f : {1, 2, 4}) subject.block_sizes.push_back({board.feature[0] * f, board.feature[1] * f});
-    subject.block_best.assign(subject.block_sizes.size(), std::numeric_limits<double>::infinity());
-  }
-  spdlog::info("benchmarking {} models at {}x{}, {} threads, {} rounds", subjects.size(), board.resolution[0],
-               board.resolution[1], board.threads, s.rounds);
-  for (int64_t round = 0; round < s.rounds; ++round) {
-    for (Subject& subject : subjects) {
-      const SpeedResult speed = measure_speed(subject.model, subject.image, s.warmup, s.iters);
-      if (speed.median_ms < subject.best.median_ms) subject.best = {speed.median_ms, speed.p25_ms, speed.p75_ms};
       c10::InferenceMode guard;
-      const AttentionBlock block = subject.model->head()->block();
-      for (size_t k = 0; k < subject.block_sizes.size(); ++k) {
-        if (std::isnan(subject.block_best[k])) continue;
-        const auto& hw = subject.block_sizes[k];
+      const auto& model = std::dynamic_pointer_cast<SegmentorImpl>(t.model.module);
+      const at::Tensor logits = model->forward(t.image).logits;
+      board.feature = {logits.size(2), logits.size(3)};
+    }
+    row.model_parameters = count_parameters(*t.model.module);
+    row.block_parameters = count_parameters(*t.block.module);
+    const at::Tensor feature_map = at::zeros({1, board.block_channels, board.feature[0], board.feature[1]});
+    row.block_macs = t.block.macs(feature_map);
+    for (int64_t f : {1, 2, 4}) t.block_sizes.push_back({board.feature[0] * f, board.feature[1] * f});
+    t.block_best.assign(t.block_sizes.size(), std::numeric_limits<double>::infinity());
+  }
+  spdlog::info("benchmarking {} models at {}x{} on {}, {} threads, {} rounds", timed.size(), board.resolution[0],
+               board.resolution[1], board.device, board.threads, s.rounds);
+  for (int64_t round = 0; round < s.rounds; ++round) {
+    for (size_t i = 0; i < timed.size(); ++i) {
+      Timed& t = timed[i];
+      LeaderboardRow& row = board.rows[i];
+      const SizeResult model = bench_input(t.model, t.image, s.warmup, s.iters, /*backward=*/false, runtime);
+      row.model_macs = model.macs;
+      row.peak_bytes = model.peak_bytes;
+      if (model.median_ms < t.best.median_ms) t.best = {model.median_ms, model.p25_ms, model.p75_ms};
+      for (size_t k = 0; k < t.block_sizes.size(); ++k) {
+        if (std::isnan(t.block_best[k])) continue;
+        const auto& hw = t.block_sizes[k];
         at::manual_seed(0);
-        const at::Tensor x = at::randn({1, board.block_channels, hw[0], hw[1]});
+        const at::Tensor x = at::randn({1, board.block_channels, hw[0], hw[1]}).to(runtime.device);
         try {
-          const Timing t = time_runs([&] { (void)block->forward(x).sum().item<float>(); }, s.warmup, s.iters);
-          subject.block_best[k] = std::min(subject.block_best[k], t.median_ms);
+          const SizeResult block = bench_input(t.block, x, s.warmup, s.iters, /*backward=*/false, runtime);
+          t.block_best[k] = std::min(t.block_best[k], block.median_ms);
         } catch (const c10::Error& e) {
-          subject.block_best[k] = std::numeric_limits<double>::quiet_NaN();
-          subject.note += (subject.note.empty() ? "" : "; ") + std::to_string(hw[0]) + "x" + std::to_string(hw[1]) +
-                          " not timed: " + one_line(e.what_without_backtrace());
+          t.block_best[k] = std::numeric_limits<double>::quiet_NaN();
+          t.note += (t.note.empty() ? "" : "; ") + std::to_string(hw[0]) + "x" + std::to_string(hw[1]) +
+                    " not timed: " + one_line(e.what_without_backtrace());
         }
       }
     }
   }
-  for (size_t i = 0; i < subjects.size(); ++i) {
+  for (size_t i = 0; i < timed.size(); ++i) {
     LeaderboardRow& row = board.rows[i];
-    const Subject& subject = subjects[i];
-    row.median_ms = subject.best.median_ms;
-    row.p25_ms = subject.best.p25_ms;
-    row.p75_ms = subject.best.p75_ms;
+    const Timed& t = timed[i];
+    row.median_ms = t.best.median_ms;
+    row.p25_ms = t.best.p25_ms;
+    row.p75_ms = t.best.p75_ms;
     row.fps = 1000.0 / row.median_ms;
     std::vector<double> tokens, times;
-    for (size_t k = 0; k < subject.block_sizes.size(); ++k) {
-      if (std::isnan(subject.block_best[k])) continue;
-      const double n = static_cast<double>(subject.block_sizes[k][0] * subject.block_sizes[k][1]);
-      row.scaling.push_back({n, subject.block_best[k]});
+    for (size_t k = 0; k < t.block_sizes.size(); ++k) {
+      if (std::isnan(t.block_best[k])) continue;
+      const double n = static_cast<double>(t.block_sizes[k][0] * t.block_sizes[k][1]);
+      row.scaling.push_back({n, t.block_best[k]});
       tokens.push_back(n);
-      times.push_back(subject.block_best[k]);
+      times.push_back(t.block_best[k]);
     }
     row.time_exponent = growth_exponent(tokens, times);
-    row.note = subject.note;
+    row.note = t.note;
   }
   std::stable_sort(board.rows.begin(), board.rows.end(),
                    [](const LeaderboardRow& a, const LeaderboardRow& b) { return mean(a.miou) > mean(b.miou); });

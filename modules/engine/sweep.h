@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device.h"
 #include "engine/leaderboard.h"
 
 namespace attnseg {
@@ -26,7 +27,7 @@ struct SweepSettings {
 };
 
 // Trains what is missing, benchmarks, writes leaderboard.{csv,md,png} and scaling.png into
-// the work directory and returns the leaderboard.
-Leaderboard run_sweep(const SweepSettings& settings);
+// the work directory and returns the leaderboard; everything on the runtime.
+Leaderboard run_sweep(const SweepSettings& settings, const Runtime& runtime);
 
 }  // namespace attnseg

@@ -1,18 +1,15 @@
 #include "engine/trainer.h"
 
-#include <nlohmann/json.hpp>
+#include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
-#include <torch/optim/sgd.h>
 
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <sstream>
 
-#include "core/runtime.h"
-#include "data/loader.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
 #include "engine/checkpoint.h"
-#include "engine/experiment.h"
 #include "engine/progress.h"
 
 namespace attnseg {
@@ -21,10 +18,6 @@ namespace {
 namespace fs = std::filesystem;
 constexpr const char* kLastCheckpoint = "last_checkpoint";
 constexpr const char* kMetricsFile = "metrics.jsonl";
-
-fs::path checkpoint_name(const fs::path& work_dir, int64_t iteration) {
-  return work_dir / ("iter_" + std::to_string(iteration) + ".pt");
-}
 
 // Keeps the metrics of iterations up to `iteration` (those a resumed run will not redo).
 void truncate_metrics(const fs::path& file, int64_t iteration) {
@@ -39,7 +32,111 @@ void truncate_metrics(const fs::path& file, int64_t iteration) {
   write_text_atomically(file, kept);
 }
 
+std::string last_good_text(const fs::path& last_good) {
+  return last_good.empty() ? std::string("none") : last_good.string();
+}
+
+// Every parameter finite, in one value read back.
+bool weights_finite(const Segmentor& model) {
+  std::vector<at::Tensor> all;
+  for (const auto& p : model->parameters()) all.push_back(at::isfinite(p).all());
+  return at::stack(all).all().item<bool>();
+}
+
 }  // namespace
+
+bool LossScaler::unscale_and_update(const std::vector<torch::Tensor>& parameters) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> finite;
+  for (const auto& p : parameters) {
+    if (!p.grad().defined()) continue;
+    p.mutable_grad().div_(scale_);
+    finite.push_back(at::isfinite(p.grad()).all());
+  }
+  const bool ok = finite.empty() || at::stack(finite).all().item<bool>();
+  if (!ok) {
+    scale_ *= 0.5;
+    finite_steps_ = 0;
+  } else if (++finite_steps_ >= interval_) {
+    scale_ *= 2.0;
+    finite_steps_ = 0;
+  }
+  return ok;
+}
+
+TrainingState make_training_state(const Experiment& x, const Runtime& runtime) {
+  TrainingState state;
+  state.model = build_model(x, runtime);
+  const TrainSettings& s = x.train;
+  state.optimizer = std::make_unique<torch::optim::SGD>(
+      state.model->parameters(),
+      torch::optim::SGDOptions(s.lr).momentum(s.momentum).weight_decay(s.weight_decay));
+  if (runtime.precision == Precision::fp16) state.scaler.emplace();
+  return state;
+}
+
+StepLosses train_step(TrainingState& state, const Batch& batch, double lr, const Runtime& runtime,
+                      const GradientHook& hook) {
+  for (auto& group : state.optimizer->param_groups()) {
+    static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+  }
+  SegmentorOutput out;
+  {
+    AutocastGuard autocast(runtime);
+    out = state.model->forward(batch.images);
+  }
+  // The loss in float, outside autocast, whatever precision the logits came in.
+  out.logits = out.logits.to(at::kFloat);
+  if (out.aux.defined()) out.aux = out.aux.to(at::kFloat);
+  const SegmentorLoss loss = state.model->loss(out, batch.labels);
+  state.optimizer->zero_grad();
+  if (state.scaler) {
+    (loss.total * state.scaler->scale()).backward();
+  } else {
+    loss.total.backward();
+  }
+  if (hook) hook(state.model);
+  const bool step = !state.scaler || state.scaler->unscale_and_update(state.model->parameters());
+  if (step) state.optimizer->step();
+  ++state.iteration;
+  return {loss.total.detach(), loss.decode.detach(), loss.aux.defined() ? loss.aux.detach() : torch::Tensor()};
+}
+
+CheckpointPolicy::CheckpointPolicy(fs::path work_dir, const TrainSettings& s, const Runtime& runtime)
+    : work_dir_(std::move(work_dir)),
+      interval_(s.checkpoint_interval),
+      keep_(s.keep_checkpoints),
+      total_(s.iters),
+      writer_(runtime.rank == 0) {}
+
+bool CheckpointPolicy::due(int64_t done) const {
+  return (interval_ > 0 && done % interval_ == 0) || done == total_;
+}
+
+void CheckpointPolicy::save(const TrainingState& state, const std::string& config_yaml) {
+  const fs::path path = work_dir_ / ("iter_" + std::to_string(state.iteration) + ".pt");
+  if (writer_) {
+    save_checkpoint(path, state.model, state.optimizer.get(), {state.iteration, config_yaml});
+    write_text_atomically(work_dir_ / kLastCheckpoint, path.filename().string() + "\n");
+  }
+  if (!last_good_.empty() && last_good_ != path) older_.push_back(last_good_);
+  last_good_ = path;
+  while (static_cast<int64_t>(older_.size()) >= keep_) {
+    std::error_code ec;
+    if (writer_) fs::remove(older_.front(), ec);
+    older_.pop_front();
+  }
+}
+
+MetricsLog::MetricsLog(const fs::path& file, int64_t start, const Runtime& runtime) {
+  if (runtime.rank != 0) return;
+  truncate_metrics(file, start);
+  out_.open(file, std::ios::app);
+}
+
+void MetricsLog::write(const nlohmann::json& line) {
+  if (out_.is_open()) out_ << line.dump() << '\n' << std::flush;
+}
 
 fs::path latest_checkpoint(const fs::path& work_dir) {
   std::ifstream in(work_dir / kLastCheckpoint);
@@ -48,71 +145,72 @@ fs::path latest_checkpoint(const fs::path& work_dir) {
   return work_dir / name;
 }
 
-TrainResult train(const Config& config, const fs::path& work_dir, bool resume) {
-  Experiment x = read_experiment(config);
+TrainResult train(const Experiment& x, const std::string& config_yaml, const Runtime& runtime,
+                  const fs::path& work_dir, bool resume) {
   const TrainSettings& s = x.train;
   TrainResult result;
-  result.threads = set_threads(x.threads);
+  result.threads = runtime.threads;
   FolderDataset dataset(x.data.train);
+  TrainingState state = make_training_state(x, runtime);  // a block the runtime cannot run stops here
   std::error_code ec;
   fs::create_directories(work_dir, ec);
   if (!fs::is_directory(work_dir)) throw Error("cannot create work directory " + work_dir.string());
-  const std::string config_yaml = config.dump();
-  write_text_atomically(work_dir / "config.yaml", config_yaml + "\n");
 
-  Segmentor model = x.model;
-  torch::optim::SGD optimizer(
-      model->parameters(),
-      torch::optim::SGDOptions(s.lr).momentum(s.momentum).weight_decay(s.weight_decay));
-
-  int64_t start = 0;
-  fs::path last_good;
+  CheckpointPolicy checkpoints(work_dir, s, runtime);
   if (resume) {
-    last_good = latest_checkpoint(work_dir);
-    if (last_good.empty()) {
+    const fs::path last = latest_checkpoint(work_dir);
+    if (last.empty()) {
       spdlog::info("no checkpoint in {}; starting from iteration 0", work_dir.string());
     } else {
-      start = load_checkpoint(last_good, model, &optimizer).iteration;
-      spdlog::info("resumed from {} at iteration {}", last_good.string(), start);
+      state.iteration = load_checkpoint(last, state.model, state.optimizer.get()).iteration;
+      checkpoints.resumed_from(last);
+      spdlog::info("resumed from {} at iteration {}", last.string(), state.iteration);
     }
   }
-  truncate_metrics(work_dir / kMetricsFile, start);
-  std::ofstream metrics(work_dir / kMetricsFile, std::ios::app);
+  const int64_t start = state.iteration;
+  if (runtime.rank == 0) write_text_atomically(work_dir / "config.yaml", config_yaml + "\n");
+  MetricsLog metrics(work_dir / kMetricsFile, start, runtime);
 
-  spdlog::info("training {} iterations on {} images ({} threads, batch {}, {} loader workers)",
-               s.iters, dataset.size(), result.threads, s.batch_size, s.workers);
+  spdlog::info("training {} iterations on {} images (batch {}, {} loader workers)", s.iters, dataset.size(),
+               s.batch_size, s.workers);
+  const bool pin = runtime.cuda();
   Prefetcher<Batch> loader(
-      [&](int64_t k) { return make_train_batch(dataset, x.pipeline, x.norm, s.batch_size, s.seed, k); },
+      [&](int64_t k) {
+        Batch b = make_train_batch(dataset, x.pipeline, x.norm, s.batch_size, s.seed, k, runtime.rank,
+                                   runtime.world_size);
+        if (pin) b = {b.images.pin_memory(), b.labels.pin_memory()};
+        return b;
+      },
       start, s.iters, static_cast<int>(s.workers), static_cast<int>(2 * s.workers));
-  model->train();
-  Progress progress(s.iters, start);
-  std::deque<fs::path> kept;
+  state.model->train();
+  Progress progress(s.iters, start, /*show=*/runtime.rank == 0);
+  // The iteration of the first non-finite loss (0: none yet), kept on the device and read
+  // only when a line is logged or a checkpoint is due, so no step waits for the device.
+  at::Tensor first_nonfinite = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(runtime.device));
+  auto stop_if_nonfinite = [&] {
+    const int64_t bad = first_nonfinite.item<int64_t>();
+    if (bad == 0) return;
+    throw Error("loss became non-finite (NaN or infinite) at iteration " + std::to_string(bad) +
+                "; training stopped, last good checkpoint: " + last_good_text(checkpoints.last_good()) +
+                " (try a lower train.lr)");
+  };
   const auto begin = std::chrono::steady_clock::now();
   auto window_begin = begin;
   int64_t window_images = 0;
   double loss_value = 0;
   for (int64_t it = start; it < s.iters; ++it) {
     const double lr = poly_lr(s, it);
-    for (auto& group : optimizer.param_groups()) {
-      static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
-    }
-    const Batch batch = loader.next();
-    const SegmentorOutput out = model->forward(batch.images);
-    const SegmentorLoss loss = model->loss(out, batch.labels);
-    loss_value = loss.total.item<double>();
-    if (!std::isfinite(loss_value)) {
-      throw Error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") +
-                  " at iteration " + std::to_string(it + 1) + "; training stopped, last good checkpoint: " +
-                  (last_good.empty() ? std::string("none") : last_good.string()) +
-                  " (try a lower train.lr)");
-    }
-    optimizer.zero_grad();
-    loss.total.backward();
-    optimizer.step();
-    window_images += s.batch_size;
+    const Batch cpu = loader.next();
+    const Batch batch{cpu.images.to(runtime.device, /*non_blocking=*/true),
+                      cpu.labels.to(runtime.device, /*non_blocking=*/true)};
+    const StepLosses loss = train_step(state, batch, lr, runtime);
+    first_nonfinite.masked_fill_(first_nonfinite.eq(0).logical_and(at::isfinite(loss.total).logical_not()), it + 1);
+    window_images += batch.images.size(0);
 
-    const int64_t done = it + 1;
+    const int64_t done = state.iteration;
     if (done % s.log_interval == 0 || done == s.iters) {
+      stop_if_nonfinite();
+      loss_value = loss.total.item<double>();
       const auto now = std::chrono::steady_clock::now();
       const double ips = window_images / std::chrono::duration<double>(now - window_begin).count();
       window_begin = now;
@@ -120,38 +218,28 @@ TrainResult train(const Config& config, const fs::path& work_dir, bool resume) {
       nlohmann::json line{{"iter", done}, {"loss", loss_value}, {"decode_loss", loss.decode.item<double>()},
                           {"lr", lr}, {"img_per_s", ips}, {"data_wait_s", loader.wait_seconds()}};
       if (loss.aux.defined()) line["aux_loss"] = loss.aux.item<double>();
-      metrics << line.dump() << '\n' << std::flush;
+      metrics.write(line);
       std::ostringstream fields;
       fields.precision(4);
       fields << "loss " << loss_value << " lr " << lr << " " << ips << " img/s";
       progress.update(done, fields.str());
     }
-    if ((s.checkpoint_interval > 0 && done % s.checkpoint_interval == 0) || done == s.iters) {
+    if (checkpoints.due(done)) {
+      stop_if_nonfinite();
       // A finite loss can still leave non-finite weights after the step; never save those.
-      for (const auto& p : model->parameters()) {
-        if (!torch::isfinite(p).all().item<bool>()) {
-          throw Error("weights became non-finite at iteration " + std::to_string(done) +
-                      "; training stopped, last good checkpoint: " +
-                      (last_good.empty() ? std::string("none") : last_good.string()) +
-                      " (try a lower train.lr)");
-        }
+      if (!weights_finite(state.model)) {
+        throw Error("weights became non-finite at iteration " + std::to_string(done) +
+                    "; training stopped, last good checkpoint: " + last_good_text(checkpoints.last_good()) +
+                    " (try a lower train.lr)");
       }
-      const fs::path path = checkpoint_name(work_dir, done);
-      save_checkpoint(path, model, &optimizer, {done, config_yaml});
-      write_text_atomically(work_dir / kLastCheckpoint, path.filename().string() + "\n");
-      if (!last_good.empty() && last_good != path) kept.push_back(last_good);
-      last_good = path;
-      while (static_cast<int64_t>(kept.size()) >= s.keep_checkpoints) {
-        fs::remove(kept.front(), ec);
-        kept.pop_front();
-      }
+      checkpoints.save(state, config_yaml);
     }
   }
   progress.finish();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
   result.iterations = s.iters;
   result.final_loss = loss_value;
-  result.checkpoint = last_good;
+  result.checkpoint = checkpoints.last_good();
   result.images_per_second = seconds > 0 ? (s.iters - start) * s.batch_size / seconds : 0;
   result.data_wait_fraction = seconds > 0 ? loader.wait_seconds() / seconds : 0;
   spdlog::info("trained to iteration {} in {:.1f} s: {:.1f} img/s, loader wait {:.1f}% of the loop",

@@ -1,13 +1,103 @@
-// The training loop: SGD with momentum and weight decay, poly learning rate with linear
-// warm-up, cross-entropy with the ignore index, atomic checkpoints every K iterations and
-// at the end, metrics as JSON lines in the work directory, resumable.
+// The training loop, in the parts that precision and data-parallel training plug into: the
+// training state, one step (forward under autocast, loss, backward, a hook where gradients
+// are reduced, the optimizer), the checkpoint policy (when, which rank writes, how many are
+// kept) and the metrics log. SGD with momentum and weight decay, poly learning rate with
+// linear warm-up, cross-entropy with the ignore index; atomic checkpoints every K iterations
+// and at the end; metrics as JSON lines in the work directory; resumable.
 #pragma once
 
-#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <torch/optim/sgd.h>
 
-#include "config/config.h"
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/device.h"
+#include "data/loader.h"
+#include "engine/experiment.h"
 
 namespace attnseg {
+
+// fp16 training's dynamic loss scaling, as torch.cuda.amp.GradScaler: the loss is multiplied
+// by the scale before backward; before the step the gradients are divided by it, and when
+// any is not finite the step is skipped and the scale halved; after `interval` finite steps
+// in a row it doubles.
+class LossScaler {
+ public:
+  explicit LossScaler(double scale = 65536.0, int64_t interval = 2000) : scale_(scale), interval_(interval) {}
+  double scale() const { return scale_; }
+  // Divides the gradients by the scale; true when every one is finite (reads one value back
+  // from the device, as GradScaler does). Updates the scale for the next step.
+  bool unscale_and_update(const std::vector<torch::Tensor>& parameters);
+
+ private:
+  double scale_;
+  int64_t interval_, finite_steps_ = 0;
+};
+
+// What training carries from step to step.
+struct TrainingState {
+  Segmentor model{nullptr};
+  std::unique_ptr<torch::optim::SGD> optimizer;
+  std::optional<LossScaler> scaler;  // fp16 only
+  int64_t iteration = 0;             // steps done
+};
+
+// The model of `experiment` on the runtime's device, its optimizer and (fp16) loss scaler.
+TrainingState make_training_state(const Experiment& experiment, const Runtime& runtime);
+
+// Called between backward and the optimizer step with the model whose gradients are ready:
+// where data-parallel training averages them over the ranks. Nothing in a single process.
+using GradientHook = std::function<void(Segmentor&)>;
+
+// The losses of one step, detached and left on the device (reading them waits for it).
+struct StepLosses {
+  torch::Tensor total, decode, aux;  // aux undefined without the auxiliary head
+};
+
+// One optimizer step at learning rate `lr` on a batch already on the model's device: the
+// forward under the runtime's autocast, the loss in float, backward (scaled for fp16), the
+// hook, the step (skipped when fp16 gradients overflowed). Nothing is read back from the
+// device except the loss scaler's overflow check in fp16.
+StepLosses train_step(TrainingState& state, const Batch& batch, double lr, const Runtime& runtime,
+                      const GradientHook& hook = {});
+
+// When checkpoints are written (every `interval` iterations and at the last), which rank
+// writes them (rank 0), and how many are kept (the newest `keep`).
+class CheckpointPolicy {
+ public:
+  CheckpointPolicy(std::filesystem::path work_dir, const TrainSettings& settings, const Runtime& runtime);
+  bool due(int64_t done) const;
+  // Writes iter_<done>.pt and last_checkpoint (rank 0 only) and removes the oldest beyond
+  // the limit. The caller has checked that the state is finite.
+  void save(const TrainingState& state, const std::string& config_yaml);
+  // The newest complete checkpoint of this run (or the one it resumed from); empty if none.
+  const std::filesystem::path& last_good() const { return last_good_; }
+  void resumed_from(const std::filesystem::path& checkpoint) { last_good_ = checkpoint; }
+
+ private:
+  std::filesystem::path work_dir_;
+  int64_t interval_, keep_, total_;
+  bool writer_;
+  std::filesystem::path last_good_;
+  std::deque<std::filesystem::path> older_;
+};
+
+// metrics.jsonl: one JSON line per logged iteration, written by rank 0. Opening it drops the
+// lines after `start` (those a resumed run will write again).
+class MetricsLog {
+ public:
+  MetricsLog(const std::filesystem::path& file, int64_t start, const Runtime& runtime);
+  void write(const nlohmann::json& line);
+
+ private:
+  std::ofstream out_;
+};
 
 struct TrainResult {
   int64_t iterations = 0;
@@ -18,10 +108,12 @@ struct TrainResult {
   int threads = 0;
 };
 
-// Trains as `config` says, writing into `work_dir`. With `resume`, continues from the
+// Trains `experiment` (whose config is `config_yaml`, kept in the work directory and in every
+// checkpoint) on the runtime, writing into `work_dir`. With `resume`, continues from the
 // checkpoint named in work_dir/last_checkpoint. A non-finite loss stops the run with an
-// error and leaves the last good checkpoint in place.
-TrainResult train(const Config& config, const std::filesystem::path& work_dir, bool resume);
+// error naming the iteration and the last good checkpoint, which is kept.
+TrainResult train(const Experiment& experiment, const std::string& config_yaml, const Runtime& runtime,
+                  const std::filesystem::path& work_dir, bool resume);
 
 // The checkpoint a resumed run would start from (empty when there is none).
 std::filesystem::path latest_checkpoint(const std::filesystem::path& work_dir);

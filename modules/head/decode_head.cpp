@@ -26,13 +26,21 @@ nn::Conv2d classifier(int64_t in, int64_t classes) {
 
 }  // namespace
 
+void AttentionHeadOptions::check() const {
+  TORCH_CHECK(channels() > 0, "head.channels must be positive, got ", channels());
+  TORCH_CHECK(num_classes() > 1, "at least two classes are needed, got ", num_classes());
+  TORCH_CHECK(dropout() >= 0 && dropout() < 1, "head.dropout must be in [0, 1), got ", dropout());
+}
+
+void FCNHeadOptions::check() const {
+  TORCH_CHECK(channels() > 0, "aux_head.channels must be positive, got ", channels());
+  TORCH_CHECK(dropout() >= 0 && dropout() < 1, "aux_head.dropout must be in [0, 1), got ", dropout());
+}
+
 AttentionHeadImpl::AttentionHeadImpl(const AttentionHeadOptions& options_, AttentionBlock block)
     : options(options_), block_(std::move(block)) {
   TORCH_CHECK(block_, "attention head: no attention block given");
-  TORCH_CHECK(options.channels() > 0, "head.channels must be positive, got ", options.channels());
-  TORCH_CHECK(options.num_classes() > 1, "at least two classes are needed, got ",
-              options.num_classes());
-  TORCH_CHECK(options.dropout() >= 0 && options.dropout() < 1, "head.dropout must be in [0, 1)");
+  options.check();
   reduce_ = register_module("reduce", conv_bn_relu(options.in_channels(), options.channels(), 3));
   register_module("attention", block_);
   post_ = register_module("post", conv_bn_relu(options.channels(), options.channels(), 3));
@@ -43,15 +51,17 @@ AttentionHeadImpl::AttentionHeadImpl(const AttentionHeadOptions& options_, Atten
 }
 
 torch::Tensor AttentionHeadImpl::forward(const torch::Tensor& feature) {
-  torch::Tensor y = post_->forward(block_->forward(reduce_->forward(feature)));
+  return decode(feature, block_input(feature));
+}
+
+torch::Tensor AttentionHeadImpl::decode(const torch::Tensor& feature, const torch::Tensor& block_input) {
+  torch::Tensor y = post_->forward(block_->forward(block_input));
   y = bottleneck_->forward(torch::cat({feature, y}, 1));
   return classifier_(dropout_(y));
 }
 
 FCNHeadImpl::FCNHeadImpl(const FCNHeadOptions& options_) : options(options_) {
-  TORCH_CHECK(options.channels() > 0, "aux_head.channels must be positive, got ",
-              options.channels());
-  TORCH_CHECK(options.dropout() >= 0 && options.dropout() < 1, "aux_head.dropout must be in [0, 1)");
+  options.check();
   conv_ = register_module("conv", conv_bn_relu(options.in_channels(), options.channels(), 3));
   dropout_ = register_module("dropout", nn::Dropout2d(options.dropout()));
   classifier_ = register_module("classifier", classifier(options.channels(), options.num_classes()));

@@ -24,6 +24,9 @@ struct AttentionHeadOptions {
   TORCH_ARG(int64_t, num_classes);
   TORCH_ARG(int64_t, channels) = 512;
   TORCH_ARG(double, dropout) = 0.1;
+
+ public:
+  void check() const;
 };
 
 class AttentionHeadImpl : public torch::nn::Module {
@@ -32,6 +35,8 @@ class AttentionHeadImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& feature);
   // What the attention block receives for a backbone feature: the reduce convolution's output.
   torch::Tensor block_input(const torch::Tensor& feature) { return reduce_->forward(feature); }
+  // forward() from the block's input already computed: forward(f) = decode(f, block_input(f)).
+  torch::Tensor decode(const torch::Tensor& feature, const torch::Tensor& block_input);
   AttentionBlock block() const { return block_; }
 
   AttentionHeadOptions options;
@@ -51,6 +56,9 @@ struct FCNHeadOptions {
   TORCH_ARG(int64_t, num_classes);
   TORCH_ARG(int64_t, channels) = 256;
   TORCH_ARG(double, dropout) = 0.1;
+
+ public:
+  void check() const;
 };
 
 class FCNHeadImpl : public torch::nn::Module {

@@ -3,6 +3,7 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/functional/upsampling.h>
 
+#include <cmath>
 #include <sstream>
 
 #include "attention/registry.h"
@@ -53,6 +54,14 @@ torch::Tensor SegmentorImpl::predict(const torch::Tensor& images) {
   return resize_to(head_->forward(features.stage4), {images.size(2), images.size(3)});
 }
 
+Prediction SegmentorImpl::predict_with_block_input(const torch::Tensor& images) {
+  const BackboneFeatures features = backbone_->forward(images);
+  Prediction out;
+  out.block_input = head_->block_input(features.stage4);
+  out.scores = resize_to(head_->decode(features.stage4, out.block_input), {images.size(2), images.size(3)});
+  return out;
+}
+
 SegmentorLoss SegmentorImpl::loss(const SegmentorOutput& out, const torch::Tensor& labels) const {
   SegmentorLoss loss;
   loss.decode = segmentation_loss(out.logits, labels);
@@ -71,59 +80,83 @@ std::string SegmentorImpl::signature() const {
   return out.str();
 }
 
-Segmentor build_segmentor(const ConfigNode& model, int64_t num_classes) {
+namespace {
+
+// Runs an Options struct's check(), naming the config section in the error.
+template <typename Options>
+void check_section(const Options& options, const ConfigNode& node, const std::string& key) {
+  try {
+    options.check();
+  } catch (const c10::Error& e) {
+    throw Error("config key " + node.where(key) + ": " + one_line(e.what_without_backtrace()));
+  }
+}
+
+}  // namespace
+
+ModelSettings read_model_settings(const ConfigNode& model, int64_t num_classes) {
+  ModelSettings m;
   const ConfigNode bb = model.child("backbone");
   const std::string type = bb.get<std::string>("type", "resnet18");
-  int64_t depth = 0;
   if (type == "resnet18") {
-    depth = 18;
+    m.backbone.depth(18);
   } else if (type == "resnet50") {
-    depth = 50;
+    m.backbone.depth(50);
   } else {
     throw Error("config key " + bb.where("type") + ": unknown backbone '" + type +
                 "'; accepted: resnet18, resnet50");
   }
-  ResNetOptions bo(depth);
-  bo.deep_stem(bb.get<bool>("deep_stem", bo.deep_stem()));
-  bo.output_stride(bb.get<int64_t>("output_stride", bo.output_stride()));
-  bo.width(bb.get<double>("width", bo.width()));
-  const std::string pretrained = bb.get<std::string>("pretrained", "");
+  m.backbone.deep_stem(bb.get<bool>("deep_stem", m.backbone.deep_stem()));
+  m.backbone.output_stride(bb.get<int64_t>("output_stride", m.backbone.output_stride()));
+  m.backbone.width(bb.get<double>("width", m.backbone.width()));
+  m.pretrained = bb.get<std::string>("pretrained", "");
+  m.pretrained_key = bb.where("pretrained");
   bb.finish();
+  check_section(m.backbone, model, "backbone");
 
   const ConfigNode hd = model.child("head");
+  m.head.num_classes(num_classes);
+  m.head.channels(hd.get<int64_t>("channels", m.head.channels()));
+  m.head.dropout(hd.get<double>("dropout", m.head.dropout()));
+  hd.finish();
+  check_section(m.head, model, "head");
+
   const ConfigNode aux = model.child("aux_head");
-  const ConfigNode attention = model.child("attention");
-  model.finish();
-
-  try {
-    ResNet backbone(bo);
-    if (!pretrained.empty()) {  // from tools/convert_torchvision.py; a checkpoint loaded later replaces them
-      try {
-        load_backbone_weights(backbone, pretrained);
-      } catch (const Error& e) {
-        throw Error("config key " + bb.where("pretrained") + ": " + e.what());
-      }
-    }
-    AttentionHeadOptions ho(backbone->stage4_channels(), num_classes);
-    ho.channels(hd.get<int64_t>("channels", ho.channels()));
-    ho.dropout(hd.get<double>("dropout", ho.dropout()));
-    hd.finish();
-    AttentionBlock block = build_block(attention, ho.channels());
-    AttentionHead head(ho, block);
-
-    FCNHead aux_head{nullptr};
-    const bool aux_enabled = aux.get<bool>("enabled", true);
-    FCNHeadOptions ao(backbone->stage3_channels(), num_classes);
-    ao.channels(aux.get<int64_t>("channels", ao.channels()));
-    ao.dropout(aux.get<double>("dropout", ao.dropout()));
-    const double aux_weight = aux.get<double>("loss_weight", 0.4);
-    aux.finish();
-    if (aux_enabled) aux_head = FCNHead(ao);
-    return Segmentor(backbone, head, aux_head, aux_weight);
-  } catch (const c10::Error& e) {
-    throw Error("config section 'model' (" + model.where("backbone") +
-                "): " + e.what_without_backtrace());
+  m.aux_enabled = aux.get<bool>("enabled", true);
+  m.aux.num_classes(num_classes);
+  m.aux.channels(aux.get<int64_t>("channels", m.aux.channels()));
+  m.aux.dropout(aux.get<double>("dropout", m.aux.dropout()));
+  m.aux_weight = aux.get<double>("loss_weight", m.aux_weight);
+  aux.finish();
+  if (m.aux_enabled) check_section(m.aux, model, "aux_head");
+  if (!(m.aux_weight >= 0) || !std::isfinite(m.aux_weight)) {
+    throw Error("config key " + aux.where("loss_weight") + " must be zero or positive");
   }
+
+  m.block = configure_block(model.child("attention"), m.head.channels());
+  model.finish();
+  return m;
+}
+
+Segmentor build_segmentor(const ModelSettings& m) {
+  ResNet backbone(m.backbone);
+  if (!m.pretrained.empty()) {  // a checkpoint loaded later replaces them
+    try {
+      load_backbone_weights(backbone, m.pretrained);
+    } catch (const Error& e) {
+      throw Error("config key " + m.pretrained_key + ": " + e.what());
+    }
+  }
+  AttentionHeadOptions head_options = m.head;
+  head_options.in_channels(backbone->stage4_channels());
+  AttentionHead head(head_options, m.block.build());
+  FCNHead aux_head{nullptr};
+  if (m.aux_enabled) {
+    FCNHeadOptions aux_options = m.aux;
+    aux_options.in_channels(backbone->stage3_channels());
+    aux_head = FCNHead(aux_options);
+  }
+  return Segmentor(backbone, head, aux_head, m.aux_weight);
 }
 
 }  // namespace attnseg

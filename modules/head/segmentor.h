@@ -7,13 +7,13 @@
 
 #include <string>
 
+#include "attention/registry.h"
 #include "backbone/resnet.h"
 #include "config/config.h"
+#include "core/labels.h"
 #include "head/decode_head.h"
 
 namespace attnseg {
-
-constexpr int64_t kIgnoreIndex = 255;
 
 struct SegmentorOutput {
   torch::Tensor logits;  // [B, K, h, w] at the feature resolution
@@ -24,12 +24,20 @@ struct SegmentorLoss {
   torch::Tensor total, decode, aux;
 };
 
+// Class scores and, from the same pass, what the attention block received.
+struct Prediction {
+  torch::Tensor scores;       // [B, K, H, W] at the input resolution
+  torch::Tensor block_input;  // [B, C, h, w] on the feature grid
+};
+
 class SegmentorImpl : public torch::nn::Module {
  public:
   SegmentorImpl(ResNet backbone, AttentionHead head, FCNHead aux_head, double aux_weight);
   SegmentorOutput forward(const torch::Tensor& images);
   // Class scores at the input resolution (bilinear upsampling of the decode head's logits).
   torch::Tensor predict(const torch::Tensor& images);
+  // predict() that also keeps the attention block's input (the demo's influence map).
+  Prediction predict_with_block_input(const torch::Tensor& images);
   // Cross-entropy with kIgnoreIndex, on logits upsampled to the label size; the auxiliary
   // loss is added with its weight.
   SegmentorLoss loss(const SegmentorOutput& out, const torch::Tensor& labels) const;
@@ -56,8 +64,23 @@ class SegmentorImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Segmentor);
 
-// Builds from the `model` section of a config; every key is validated.
-Segmentor build_segmentor(const ConfigNode& model, int64_t num_classes);
+// The `model` section of a config, read and checked (every key, every value, the attention
+// block's options) without building anything.
+struct ModelSettings {
+  ResNetOptions backbone{18};
+  std::string pretrained;      // converted torchvision weights (tools/convert_torchvision.py)
+  std::string pretrained_key;  // how errors name the key that gave it
+  AttentionHeadOptions head{0, 0};  // in_channels is the backbone's, set when built
+  bool aux_enabled = true;
+  FCNHeadOptions aux{0, 0};
+  double aux_weight = 0.4;
+  ConfiguredBlock block;
+};
+ModelSettings read_model_settings(const ConfigNode& model, int64_t num_classes);
+
+// Builds the model on the CPU with the generator as it stands (the caller seeds it); the
+// pretrained backbone, when given, is loaded.
+Segmentor build_segmentor(const ModelSettings& settings);
 
 // Cross-entropy averaged over the pixels whose label is not kIgnoreIndex (0 when none is).
 torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& labels);

@@ -2,7 +2,7 @@
 block alone on a [B, C, H, W] feature map, eval mode, inference mode, warm-up, median and
 quartiles of the timed runs. Prints one JSON document (same shape as `attnseg bench --json`).
 
-    /usr/bin/python3 tools/reference/bench.py --refs /work/.mirror --blocks cbam,gcnet
+    /usr/bin/python3 tools/reference/bench.py --refs REFS --blocks cbam,gcnet
 """
 import argparse
 import importlib

@@ -2,7 +2,7 @@
 tools/reference/<block>.py, which builds the reference implementation from its repository
 under --refs, runs it in float64 on fixed inputs and returns the tensors to store.
 
-    /usr/bin/python3 tools/reference/make_fixtures.py --refs /work/.mirror cbam gcnet
+    /usr/bin/python3 tools/reference/make_fixtures.py --refs REFS cbam gcnet
 """
 import argparse
 import importlib

@@ -1,20 +1,19 @@
-// The demo's window (OpenCV highgui): the segmented frame, enlarged when the source is small,
-// above a panel with the status, the legend and the keys.
+#include "demo/window.h"
+
+#include <opencv2/highgui.hpp>
+#include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <opencv2/highgui.hpp>
-#include <opencv2/imgproc.hpp>
 #include <string>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
-#include "engine/checkpoint.h"
-#include "engine/demo.h"
-#include "engine/display.h"
+#include "demo/display.h"
+#include "demo/view.h"
 
 namespace attnseg {
 
@@ -74,7 +73,7 @@ class WindowView : public DemoView {
   void save(const Segmented& f, const DemoStatus& status) override {
     std::error_code ec;
     fs::create_directories(save_dir_, ec);
-    if (!fs::is_directory(save_dir_)) throw Error("--save-dir " + save_dir_ + ": cannot create it");
+    if (!fs::is_directory(save_dir_)) throw Error("save directory " + save_dir_ + ": cannot create it");
     char stem[160];
     std::snprintf(stem, sizeof(stem), "%s_%06lld", status.block.c_str(),
                   static_cast<long long>(f.index));
@@ -178,17 +177,8 @@ std::unique_ptr<DemoView> open_window_view(const std::string& title,
                                            const std::vector<std::string>& classes,
                                            const std::vector<cv::Vec3b>& palette,
                                            const std::string& save_dir) {
-  const char* x11 = std::getenv("DISPLAY");
-  const char* wayland = std::getenv("WAYLAND_DISPLAY");
-  if ((x11 == nullptr || *x11 == '\0') && (wayland == nullptr || *wayland == '\0')) {
-    throw Error(
-        "demo: no display to open a window on (DISPLAY is not set); use --headless --output "
-        "OUT.mp4");
-  }
-  if (x11 != nullptr && *x11 != '\0' && !x_display_reachable()) {
-    throw Error(std::string("demo: cannot connect to the display DISPLAY=") + x11 +
-                " (no X server there?); use --headless --output OUT.mp4");
-  }
+  const std::string problem = display_problem();
+  if (!problem.empty()) throw Error("demo: " + problem);
   return std::make_unique<WindowView>(title, classes, palette, save_dir);
 }
 

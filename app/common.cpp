@@ -1,0 +1,69 @@
+#include "common.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <sstream>
+
+#include "attention/registry.h"
+#include "core/error.h"
+#include "core/runtime.h"
+
+namespace attnseg::app {
+
+Runtime begin_command(const std::string& command, const RuntimeSettings& settings) {
+  const Runtime runtime = start_runtime(settings);
+  spdlog::info("{}: {}", command, describe_runtime(runtime));
+  warn_if_slow_blas();
+  return runtime;
+}
+
+std::vector<std::array<int64_t, 2>> parse_sizes(const std::string& text) {
+  std::vector<std::array<int64_t, 2>> sizes;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    long long h = 0, w = 0;
+    char x = 0, rest = 0;
+    if (std::sscanf(item.c_str(), "%lld%c%lld%c", &h, &x, &w, &rest) != 3 || x != 'x' || h <= 0 ||
+        w <= 0) {
+      throw Error("--sizes: '" + item + "' is not HEIGHTxWIDTH with positive integers (e.g. 32x64)");
+    }
+    sizes.push_back({h, w});
+  }
+  if (sizes.empty()) throw Error("--sizes: no size given (e.g. 32x64,64x128)");
+  return sizes;
+}
+
+std::vector<std::string> parse_block_list(const std::string& text) {
+  if (text == "all") return block_names();
+  std::vector<std::string> blocks;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    if (item.empty()) continue;
+    blocks.push_back(find_block(item, "--blocks").name);
+  }
+  if (blocks.empty()) throw Error("--blocks: no block named (give a list such as none,ccnet or 'all')");
+  return blocks;
+}
+
+std::vector<std::pair<std::string, std::string>> parse_demo_blocks(const std::string& text, const std::string& own) {
+  std::vector<std::pair<std::string, std::string>> blocks;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+      throw Error("--blocks: '" + item + "' is not name=checkpoint");
+    }
+    const std::string name = find_block(item.substr(0, eq), "--blocks").name;
+    bool twice = name == own;
+    for (const auto& b : blocks) twice = twice || b.first == name;
+    if (twice) throw Error("--blocks: " + name + " is loaded twice");
+    blocks.emplace_back(name, item.substr(eq + 1));
+  }
+  return blocks;
+}
+
+}  // namespace attnseg::app

@@ -1,0 +1,28 @@
+// What the subcommands share: the start of every command that computes, and the parsing of
+// command-line values (whose messages name the flag).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/device.h"
+
+namespace attnseg::app {
+
+// Resolves the runtime (a device that is not there or a precision it cannot run ends in one
+// line and a non-zero exit, before anything is written), then logs the command's first line:
+// "<command>: device cpu, precision fp32, 2 threads, LibTorch 1.13.0".
+Runtime begin_command(const std::string& command, const RuntimeSettings& settings);
+
+// "32x64,64x128" → {{32, 64}, {64, 128}}; throws attnseg::Error naming --sizes and the bad item.
+std::vector<std::array<int64_t, 2>> parse_sizes(const std::string& text);
+// "all" → every registered block; otherwise a comma-separated list of known names (--blocks).
+std::vector<std::string> parse_block_list(const std::string& text);
+// The demo's "name=checkpoint,..." (--blocks): known block names, each once, none equal to
+// `own` (the config's block, loaded with --checkpoint).
+std::vector<std::pair<std::string, std::string>> parse_demo_blocks(const std::string& text, const std::string& own);
+
+}  // namespace attnseg::app

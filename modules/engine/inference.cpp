@@ -1,0 +1,94 @@
+#include "engine/inference.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include <vector>
+
+#include "engine/timing.h"
+
+namespace attnseg {
+namespace {
+
+at::Tensor slide(Segmentor& model, const at::Tensor& image, const EvalSettings& s) {
+  const int64_t h = image.size(2), w = image.size(3);
+  const int64_t ch = std::min(s.crop_size[0], h), cw = std::min(s.crop_size[1], w);
+  const int64_t rows = std::max<int64_t>(h - ch + s.stride[0] - 1, 0) / s.stride[0] + 1;
+  const int64_t cols = std::max<int64_t>(w - cw + s.stride[1] - 1, 0) / s.stride[1] + 1;
+  at::Tensor sum = at::zeros({1, model->num_classes(), h, w}, image.options());
+  at::Tensor count = at::zeros({1, 1, h, w}, image.options());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t y2 = std::min(r * s.stride[0] + ch, h), x2 = std::min(c * s.stride[1] + cw, w);
+      const int64_t y1 = std::max<int64_t>(y2 - ch, 0), x1 = std::max<int64_t>(x2 - cw, 0);
+      const at::Tensor crop = image.slice(2, y1, y2).slice(3, x1, x2);
+      sum.slice(2, y1, y2).slice(3, x1, x2) += model->predict(crop).to(sum.scalar_type());
+      count.slice(2, y1, y2).slice(3, x1, x2) += 1;
+    }
+  }
+  return sum / count;
+}
+
+}  // namespace
+
+at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings& settings,
+                   const Runtime& runtime, at::Tensor* block_input) {
+  AutocastGuard autocast(runtime);
+  const bool whole = settings.mode != "slide";
+  at::Tensor logits;
+  if (block_input != nullptr && whole && !settings.flip) {
+    Prediction p = model->predict_with_block_input(image);
+    *block_input = p.block_input;
+    return p.scores;
+  }
+  auto run = [&](const at::Tensor& x) { return whole ? model->predict(x) : slide(model, x, settings); };
+  logits = run(image);
+  if (settings.flip) logits = (logits + run(image.flip({3})).flip({3})) / 2;
+  if (block_input != nullptr) *block_input = model->head()->block_input(model->backbone()->forward(image).stage4);
+  return logits;
+}
+
+cv::Mat class_map(const at::Tensor& scores) {
+  const at::Tensor planes = scores.to(at::kCPU, at::kFloat).contiguous();
+  const int64_t k = planes.size(1), h = planes.size(2), w = planes.size(3), n = h * w;
+  const float* p = planes.data_ptr<float>();
+  std::vector<float> best(p, p + n);
+  cv::Mat labels(static_cast<int>(h), static_cast<int>(w), CV_8UC1, cv::Scalar(0));
+  uint8_t* out = labels.ptr<uint8_t>();
+  for (int64_t c = 1; c < k; ++c) {
+    const float* plane = p + c * n;
+    for (int64_t i = 0; i < n; ++i) {
+      if (plane[i] > best[i]) {
+        best[i] = plane[i];
+        out[i] = static_cast<uint8_t>(c);
+      }
+    }
+  }
+  return labels;
+}
+
+SpeedResult measure_speed(Segmentor& model, const at::Tensor& image, int64_t warmup, int64_t runs,
+                          const Runtime& runtime) {
+  c10::InferenceMode guard;
+  AutocastGuard autocast(runtime);
+  model->eval();
+  const Timing t = time_runs(
+      [&] {
+        const at::Tensor out = model->predict(image);
+        (void)out.sum().item<float>();  // waits for an asynchronous device
+      },
+      warmup, runs);
+  SpeedResult r;
+  r.median_ms = t.median_ms;
+  r.p25_ms = t.p25_ms;
+  r.p75_ms = t.p75_ms;
+  r.fps = 1000.0 / r.median_ms;
+  r.resolution = {image.size(2), image.size(3)};
+  r.threads = at::get_num_threads();
+  r.device = runtime.device.str();
+  r.precision = precision_name(runtime.precision);
+  return r;
+}
+
+}  // namespace attnseg

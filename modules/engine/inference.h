@@ -1,0 +1,40 @@
+// Inference with a trained model: class scores of one image (whole, or in sliding windows,
+// optionally flip-averaged), the class of each pixel, and the model's speed.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <opencv2/core.hpp>
+
+#include <array>
+#include <string>
+
+#include "core/device.h"
+#include "engine/experiment.h"
+
+namespace attnseg {
+
+// Class scores [1, K, H, W] for one normalised image [1, 3, H, W] on the model's device,
+// under the runtime's precision. With `block_input`, also what the attention block received
+// for the whole image: from the same pass in whole-image mode without flip, from a pass of
+// the backbone alone otherwise (no single pass sees the whole image then).
+at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings& settings,
+                   const Runtime& runtime = Runtime{}, at::Tensor* block_input = nullptr);
+
+// The class of each pixel of scores [1, K, H, W], CV_8U (at most 255 classes): the arg-max
+// over K as K passes over contiguous planes (ATen 1.13's argmax over dim 1 took 20 ms at
+// 640x480 here, this about 1).
+cv::Mat class_map(const at::Tensor& scores);
+
+struct SpeedResult {
+  double median_ms = 0, p25_ms = 0, p75_ms = 0, fps = 0;
+  std::array<int64_t, 2> resolution{0, 0};  // height, width
+  int threads = 0;
+  std::string device, precision;  // "cpu", "fp32"
+};
+
+// Median forward latency of `model` on `image` after warm-up, in eval and inference mode
+// under the runtime's precision; every run waits for its result, so a GPU is timed whole.
+SpeedResult measure_speed(Segmentor& model, const at::Tensor& image, int64_t warmup, int64_t runs,
+                          const Runtime& runtime = Runtime{});
+
+}  // namespace attnseg
