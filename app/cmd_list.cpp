@@ -26,8 +26,9 @@ int run_list(const ListOptions& options) {
     std::string precisions = "fp32";
     if (spec.caps.bf16) precisions += ",bf16";
     if (spec.caps.fp16) precisions += ",fp16";
+    const std::string defaults = spec.defaults(options.channels);
     rows.push_back({spec.name, spec.family, spec.paper, spec.complexity, std::to_string(count_parameters(*block)),
-                    spec.caps.cuda ? "cpu,cuda" : "cpu", precisions, spec.defaults(options.channels)});
+                    spec.caps.cuda ? "cpu,cuda" : "cpu", precisions, defaults.empty() ? "-" : defaults});
   }
   std::array<size_t, 7> width{};
   for (const auto& r : rows) {

@@ -11,17 +11,9 @@
 namespace attnseg {
 namespace {
 
+using test::error_of;
 using test::TempDir;
 using test::write_file;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

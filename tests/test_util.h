@@ -1,5 +1,5 @@
-// Helpers shared by the tests: a temporary directory, running the attnseg binary, and a
-// tiny config on a tiny synthetic dataset.
+// Helpers shared by the tests: a temporary directory, running the attnseg binary, a tiny
+// config on a tiny synthetic dataset, and the message of an expected error.
 #pragma once
 
 #include <sys/wait.h>
@@ -8,10 +8,23 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 
+#include "core/error.h"
+
 namespace attnseg::test {
+
+// The message of the attnseg::Error that `f` throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 namespace fs = std::filesystem;
 

@@ -54,8 +54,11 @@ torch::Tensor AttentionHeadImpl::forward(const torch::Tensor& feature) {
   return decode(feature, block_input(feature));
 }
 
-torch::Tensor AttentionHeadImpl::decode(const torch::Tensor& feature, const torch::Tensor& block_input) {
-  torch::Tensor y = post_->forward(block_->forward(block_input));
+torch::Tensor AttentionHeadImpl::decode(const torch::Tensor& feature, torch::Tensor block_input) {
+  torch::Tensor attended = block_->forward(block_input);
+  block_input.reset();
+  torch::Tensor y = post_->forward(attended);
+  attended.reset();
   y = bottleneck_->forward(torch::cat({feature, y}, 1));
   return classifier_(dropout_(y));
 }

@@ -36,7 +36,9 @@ class AttentionHeadImpl : public torch::nn::Module {
   // What the attention block receives for a backbone feature: the reduce convolution's output.
   torch::Tensor block_input(const torch::Tensor& feature) { return reduce_->forward(feature); }
   // forward() from the block's input already computed: forward(f) = decode(f, block_input(f)).
-  torch::Tensor decode(const torch::Tensor& feature, const torch::Tensor& block_input);
+  // Taken by value and released once the block has run, so that it does not outlive its use
+  // (unless the caller keeps a copy).
+  torch::Tensor decode(const torch::Tensor& feature, torch::Tensor block_input);
   AttentionBlock block() const { return block_; }
 
   AttentionHeadOptions options;
