@@ -4,10 +4,13 @@
 #include <opencv2/imgcodecs.hpp>
 #include <unistd.h>
 
-#include <fstream>
-#include <vector>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <regex>
 
 #include "core/error.h"
+#include "core/fault.h"
 
 namespace attnseg {
 namespace {
@@ -21,23 +24,56 @@ void fsync_path(const fs::path& path, int flags) {
   ::close(fd);
 }
 
+std::string reason(int error) { return std::strerror(error); }
+
+// Writes all of `bytes` to `fd`; false with errno set on failure.
+bool write_all(int fd, const char* bytes, size_t size) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, bytes, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    bytes += n;
+    size -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
 }  // namespace
+
+fs::path temporary_path(const fs::path& path) {
+  static std::atomic<uint64_t> counter{0};
+  return path.string() + "." + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".tmp";
+}
 
 void commit_file(const fs::path& tmp, const fs::path& path) {
   fsync_path(tmp, O_RDONLY);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot move " + tmp.string() + " to " + path.string() + ": " + ec.message());
+  kill_here_if_asked("commit", path);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(tmp.c_str());
+    throw Error("cannot write " + path.string() + ": " + reason(error));
+  }
   fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path(), O_RDONLY | O_DIRECTORY);
 }
 
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) throw Error("cannot write " + tmp.string());
+void write_text_atomically(const fs::path& path, const std::string& bytes) {
+  const fs::path tmp = temporary_path(path);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot write " + path.string() + ": " + reason(errno));
+  bool written = false;
+  if (disk_full_for(path)) {
+    (void)write_all(fd, bytes.data(), bytes.size() / 2);
+    errno = ENOSPC;
+  } else {
+    written = write_all(fd, bytes.data(), bytes.size()) && ::fsync(fd) == 0;
+  }
+  const int error = errno;
+  const bool closed = ::close(fd) == 0;
+  if (!written || !closed) {
+    ::unlink(tmp.c_str());
+    throw Error("cannot write " + path.string() + ": " + reason(written ? errno : error));
   }
   commit_file(tmp, path);
 }
@@ -46,6 +82,33 @@ void write_png_atomically(const fs::path& path, const cv::Mat& image) {
   std::vector<uchar> bytes;
   if (!cv::imencode(".png", image, bytes)) throw Error("cannot encode " + path.string() + " as PNG");
   write_text_atomically(path, std::string(bytes.begin(), bytes.end()));
+}
+
+std::vector<std::string> remove_stale_temporaries(const fs::path& dir) {
+  static const std::regex pattern(R"(.+\.[0-9]+-[0-9]+\.tmp(\.[A-Za-z0-9]+)?)");
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file(ec) || !std::regex_match(name, pattern)) continue;
+    if (fs::remove(entry.path(), ec)) removed.push_back(name);
+  }
+  return removed;
+}
+
+AppendFile::AppendFile(fs::path path) : path_(std::move(path)) {
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error("cannot write " + path_.string() + ": " + reason(errno));
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void AppendFile::append(const std::string& bytes) {
+  if (!write_all(fd_, bytes.data(), bytes.size())) {
+    throw Error("cannot write " + path_.string() + ": " + reason(errno));
+  }
 }
 
 }  // namespace attnseg

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "engine/visualize.h"
 
@@ -85,7 +86,7 @@ VideoFileView::VideoFileView(std::string path, double fps, std::vector<std::stri
   } else {
     throw Error(path_ + ": give a .mp4 or .avi file");
   }
-  tmp_ = (out.parent_path() / (out.stem().string() + ".tmp" + ext)).string();
+  tmp_ = temporary_path(out).string() + ext;  // the writer picks the container by extension
 }
 
 VideoFileView::~VideoFileView() {
@@ -116,9 +117,7 @@ void VideoFileView::show(const Segmented& f, const DemoStatus& status) {
 void VideoFileView::close() {
   if (!writer_.isOpened()) return;
   writer_.release();
-  std::error_code ec;
-  fs::rename(tmp_, path_, ec);
-  if (ec) throw Error("output video " + path_ + ": " + ec.message());
+  commit_file(tmp_, path_);
 }
 
 }  // namespace attnseg

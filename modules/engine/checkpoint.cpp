@@ -85,22 +85,20 @@ void save_checkpoint(const fs::path& path, const Segmentor& model,
     std::lock_guard<std::mutex> lock(gens[i].mutex());
     archive.write(rng_key(i), gens[i].get_state());
   }
-  const fs::path tmp = path.string() + ".tmp";
-  try {
-    archive.save_to(tmp.string());
-  } catch (const c10::Error& e) {
-    throw Error("cannot write checkpoint " + tmp.string() + ": " + e.what_without_backtrace());
-  }
-  commit_file(tmp, path);
+  // Serialised in memory first: LibTorch's file writer throws from its destructor when the
+  // disk fills mid-write, which ends the process; our writer reports and cleans up instead.
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  write_text_atomically(path, bytes.str());
 }
 
 torch::serialize::InputArchive read_checkpoint_archive(const fs::path& path, const c10::Device& device) {
-  if (!fs::exists(path)) throw Error("checkpoint " + path.string() + " does not exist");
+  if (!fs::exists(path)) throw UnreadableCheckpoint("checkpoint " + path.string() + " does not exist");
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path.string(), device);
   } catch (const c10::Error&) {
-    throw Error("checkpoint " + path.string() + " is not a readable attnseg checkpoint (corrupt?)");
+    throw UnreadableCheckpoint("checkpoint " + path.string() + " is not a readable attnseg checkpoint (corrupt?)");
   }
   return archive;
 }
@@ -112,7 +110,7 @@ CheckpointInfo load_checkpoint(const fs::path& path, Segmentor& model,
   torch::serialize::InputArchive archive = read_checkpoint_archive(path, checkpoint_map_location(model));
   torch::Tensor t;
   if (!archive.try_read("signature", t)) {
-    throw Error("checkpoint " + path.string() + " is not an attnseg checkpoint (no signature)");
+    throw UnreadableCheckpoint("checkpoint " + path.string() + " is not an attnseg checkpoint (no signature)");
   }
   const std::string signature = tensor_string(t);
   if (signature != model->signature()) {
@@ -142,7 +140,7 @@ CheckpointInfo load_checkpoint(const fs::path& path, Segmentor& model,
       }
     }
   } catch (const c10::Error& e) {
-    throw Error("checkpoint " + path.string() + " is incomplete or corrupt: " +
+    throw UnreadableCheckpoint("checkpoint " + path.string() + " is incomplete or corrupt: " +
                 std::string(e.what_without_backtrace()).substr(0, 200));
   }
   return info;

@@ -12,9 +12,17 @@
 #include <filesystem>
 #include <string>
 
+#include "core/error.h"
 #include "head/segmentor.h"
 
 namespace attnseg {
+
+// A checkpoint that cannot be read back whole (missing, truncated, corrupt): `--resume` skips
+// it for an older one, unlike a checkpoint of another model, which stops the run.
+class UnreadableCheckpoint : public Error {
+ public:
+  using Error::Error;
+};
 
 struct CheckpointInfo {
   int64_t iteration = 0;
@@ -25,8 +33,9 @@ void save_checkpoint(const std::filesystem::path& path, const Segmentor& model,
                      const torch::optim::Optimizer* optimizer, const CheckpointInfo& info);
 
 // Loads into `model` (and, with `optimizer`, the optimizer's state and the random states),
-// mapping every tensor to the device of the model's parameters. Throws attnseg::Error naming
-// the file when it is missing, corrupt or was written for a model of another shape.
+// mapping every tensor to the device of the model's parameters. Throws UnreadableCheckpoint
+// naming the file when it is missing or corrupt, attnseg::Error when it was written for a
+// model of another shape.
 CheckpointInfo load_checkpoint(const std::filesystem::path& path, Segmentor& model,
                                torch::optim::Optimizer* optimizer = nullptr);
 
@@ -34,8 +43,8 @@ CheckpointInfo load_checkpoint(const std::filesystem::path& path, Segmentor& mod
 // for a model without any).
 c10::Device checkpoint_map_location(const Segmentor& model);
 // The checkpoint's archive with every tensor mapped to `device` (load_checkpoint reads it
-// with checkpoint_map_location); throws attnseg::Error naming the file when it is missing
-// or unreadable.
+// with checkpoint_map_location); throws UnreadableCheckpoint naming the file when it is
+// missing or unreadable.
 torch::serialize::InputArchive read_checkpoint_archive(const std::filesystem::path& path, const c10::Device& device);
 
 }  // namespace attnseg
