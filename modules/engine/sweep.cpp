@@ -13,6 +13,7 @@
 
 #include "attention/registry.h"
 #include "core/atomic_file.h"
+#include "core/work_dir_lock.h"
 #include "core/error.h"
 #include "engine/bench.h"
 #include "engine/checkpoint.h"
@@ -76,10 +77,11 @@ nlohmann::json finished_run(const Run& run, const Runtime& runtime) {
                  100 * eval["mIoU"].get<double>(), eval_file.string());
     return eval;
   }
-  const fs::path last = latest_checkpoint(run.dir);
-  const bool resume = !last.empty();
+  const auto saved = checkpoints_in(run.dir);
+  const bool resume = !saved.empty();
   spdlog::info("{} seed {}: {} in {}", run.block, run.seed,
-               resume ? "resuming from " + last.filename().string() : std::string("training"), run.dir.string());
+               resume ? "resuming from " + saved.front().second.filename().string() : std::string("training"),
+               run.dir.string());
   const auto start = std::chrono::steady_clock::now();
   TrainResult trained;
   EvalResult result;
@@ -133,6 +135,14 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
       if (!refusal.empty()) throw Error("sweep: " + refusal);
       runs.push_back(run);
     }
+  }
+  const WorkDirLock lock(s.work_dir, "sweep");
+  if (!lock.taken_over().empty()) {
+    spdlog::warn("took over the lock of {} in {}, which is no longer running", lock.taken_over(),
+                 s.work_dir.string());
+  }
+  for (const std::string& name : remove_stale_temporaries(s.work_dir)) {
+    spdlog::warn("removed {}, left half-written by a run that was killed", name);
   }
   spdlog::info("sweep of {} blocks x {} seed(s) from {} into {}", s.blocks.size(), s.seeds, s.config.string(),
                s.work_dir.string());

@@ -3,12 +3,17 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
+#include <optional>
+#include <regex>
 #include <sstream>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/work_dir_lock.h"
 #include "engine/checkpoint.h"
 #include "engine/progress.h"
 
@@ -119,23 +124,24 @@ void CheckpointPolicy::save(const TrainingState& state, const std::string& confi
     save_checkpoint(path, state.model, state.optimizer.get(), {state.iteration, config_yaml});
     write_text_atomically(work_dir_ / kLastCheckpoint, path.filename().string() + "\n");
   }
-  if (!last_good_.empty() && last_good_ != path) older_.push_back(last_good_);
   last_good_ = path;
-  while (static_cast<int64_t>(older_.size()) >= keep_) {
+  if (!writer_) return;
+  // Retention over every checkpoint in the directory, whichever run of it wrote them.
+  const auto all = checkpoints_in(work_dir_);
+  for (size_t i = static_cast<size_t>(std::max<int64_t>(keep_, 1)); i < all.size(); ++i) {
     std::error_code ec;
-    if (writer_) fs::remove(older_.front(), ec);
-    older_.pop_front();
+    if (all[i].second != path) fs::remove(all[i].second, ec);
   }
 }
 
 MetricsLog::MetricsLog(const fs::path& file, int64_t start, const Runtime& runtime) {
   if (runtime.rank != 0) return;
   truncate_metrics(file, start);
-  out_.open(file, std::ios::app);
+  out_.emplace(file);
 }
 
 void MetricsLog::write(const nlohmann::json& line) {
-  if (out_.is_open()) out_ << line.dump() << '\n' << std::flush;
+  if (out_) out_->append(line.dump() + "\n");
 }
 
 fs::path latest_checkpoint(const fs::path& work_dir) {
@@ -145,6 +151,53 @@ fs::path latest_checkpoint(const fs::path& work_dir) {
   return work_dir / name;
 }
 
+std::vector<std::pair<int64_t, fs::path>> checkpoints_in(const fs::path& work_dir) {
+  static const std::regex pattern(R"(iter_([0-9]{1,18})\.pt)");
+  std::vector<std::pair<int64_t, fs::path>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(work_dir, ec)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) && std::regex_match(name, m, pattern)) {
+      found.emplace_back(std::stoll(m[1].str()), entry.path());
+    }
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  return found;
+}
+
+fs::path resume_training(TrainingState& state, const fs::path& work_dir) {
+  const auto candidates = checkpoints_in(work_dir);
+  if (candidates.empty()) return {};
+  std::vector<std::string> skipped;
+  for (const auto& [n, path] : candidates) {
+    try {
+      // A checkpoint of another model throws attnseg::Error and stops the run: the directory
+      // belongs to another experiment, and an older checkpoint would not be ours either.
+      state.iteration = load_checkpoint(path, state.model, state.optimizer.get()).iteration;
+    } catch (const UnreadableCheckpoint& e) {
+      spdlog::warn("skipping {}: {}", path.filename().string(), e.what());
+      skipped.push_back(path.filename().string());
+      continue;
+    }
+    // The unreadable newer ones are set aside, not deleted (they may be worth a look), and
+    // out of the way of retention and of the checkpoints this run writes in their place.
+    for (const std::string& name : skipped) {
+      std::error_code ec;
+      fs::rename(work_dir / name, work_dir / (name + ".unreadable"), ec);
+      if (!ec) spdlog::warn("moved {} to {}.unreadable", name, name);
+    }
+    const fs::path named = latest_checkpoint(work_dir);
+    if (!named.empty() && named != path) {
+      spdlog::warn("{} names {}, but the newest intact checkpoint is {}", kLastCheckpoint,
+                   named.filename().string(), path.filename().string());
+    }
+    return path;
+  }
+  throw Error("no checkpoint in " + work_dir.string() + " can be read (" + std::to_string(skipped.size()) +
+              " tried, newest first: " + skipped.front() + "); move them away to start from iteration 0");
+}
+
 TrainResult train(const Experiment& x, const std::string& config_yaml, const Runtime& runtime,
                   const fs::path& work_dir, bool resume) {
   const TrainSettings& s = x.train;
@@ -152,17 +205,25 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   result.threads = runtime.threads;
   FolderDataset dataset(x.data.train);
   TrainingState state = make_training_state(x, runtime);  // a block the runtime cannot run stops here
-  std::error_code ec;
-  fs::create_directories(work_dir, ec);
-  if (!fs::is_directory(work_dir)) throw Error("cannot create work directory " + work_dir.string());
+  // One run per directory; what a killed run left half-written goes before anything is read.
+  std::optional<WorkDirLock> lock;
+  if (runtime.rank == 0) {
+    lock.emplace(work_dir, "train");
+    if (!lock->taken_over().empty()) {
+      spdlog::warn("took over the lock of {} in {}, which is no longer running", lock->taken_over(),
+                   work_dir.string());
+    }
+    for (const std::string& name : remove_stale_temporaries(work_dir)) {
+      spdlog::warn("removed {}, left half-written by a run that was killed", name);
+    }
+  }
 
   CheckpointPolicy checkpoints(work_dir, s, runtime);
   if (resume) {
-    const fs::path last = latest_checkpoint(work_dir);
+    const fs::path last = resume_training(state, work_dir);
     if (last.empty()) {
       spdlog::info("no checkpoint in {}; starting from iteration 0", work_dir.string());
     } else {
-      state.iteration = load_checkpoint(last, state.model, state.optimizer.get()).iteration;
       checkpoints.resumed_from(last);
       spdlog::info("resumed from {} at iteration {}", last.string(), state.iteration);
     }

@@ -9,14 +9,15 @@
 #include <nlohmann/json.hpp>
 #include <torch/optim/sgd.h>
 
-#include <deque>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "core/atomic_file.h"
 #include "core/device.h"
 #include "data/loader.h"
 #include "engine/experiment.h"
@@ -73,8 +74,9 @@ class CheckpointPolicy {
  public:
   CheckpointPolicy(std::filesystem::path work_dir, const TrainSettings& settings, const Runtime& runtime);
   bool due(int64_t done) const;
-  // Writes iter_<done>.pt and last_checkpoint (rank 0 only) and removes the oldest beyond
-  // the limit. The caller has checked that the state is finite.
+  // Writes iter_<done>.pt and last_checkpoint (rank 0 only), then keeps the newest `keep` of
+  // all the checkpoints in the directory, including those of earlier runs resumed from. The
+  // caller has checked that the state is finite.
   void save(const TrainingState& state, const std::string& config_yaml);
   // The newest complete checkpoint of this run (or the one it resumed from); empty if none.
   const std::filesystem::path& last_good() const { return last_good_; }
@@ -85,7 +87,6 @@ class CheckpointPolicy {
   int64_t interval_, keep_, total_;
   bool writer_;
   std::filesystem::path last_good_;
-  std::deque<std::filesystem::path> older_;
 };
 
 // metrics.jsonl: one JSON line per logged iteration, written by rank 0. Opening it drops the
@@ -96,7 +97,7 @@ class MetricsLog {
   void write(const nlohmann::json& line);
 
  private:
-  std::ofstream out_;
+  std::optional<AppendFile> out_;
 };
 
 struct TrainResult {
@@ -117,5 +118,12 @@ TrainResult train(const Experiment& experiment, const std::string& config_yaml, 
 
 // The checkpoint a resumed run would start from (empty when there is none).
 std::filesystem::path latest_checkpoint(const std::filesystem::path& work_dir);
+// The checkpoints `iter_<N>.pt` in a work directory, newest (largest N) first.
+std::vector<std::pair<int64_t, std::filesystem::path>> checkpoints_in(const std::filesystem::path& work_dir);
+// Loads the newest checkpoint of `work_dir` that reads back whole into `state` (model,
+// optimizer, iteration, random states), skipping and setting aside unreadable newer ones;
+// returns it, or an empty path when the directory has no checkpoint. Throws attnseg::Error
+// when none is readable or one belongs to another model.
+std::filesystem::path resume_training(TrainingState& state, const std::filesystem::path& work_dir);
 
 }  // namespace attnseg
