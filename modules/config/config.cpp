@@ -1,6 +1,8 @@
 #include "config/config.h"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 namespace attnseg {
@@ -97,6 +99,17 @@ ConfigNode::ConfigNode(const Config* config, YAML::Node node, std::string path)
 }
 
 std::string ConfigNode::key_path(const std::string& key) const { return join(path_, key); }
+
+void ConfigNode::check_number(const std::string& key, double value, const std::string& shown) const {
+  if (!std::isfinite(value)) {
+    throw Error("config key " + where(key) + " must be a finite number, got '" + shown + "'");
+  }
+  const double magnitude = std::fabs(value);
+  if (value != 0 && (magnitude < std::numeric_limits<float>::min() || magnitude > std::numeric_limits<float>::max())) {
+    throw Error("config key " + where(key) + " is '" + shown + "', beyond what a float holds (0 or a magnitude "
+                "between 1.2e-38 and 3.4e+38)");
+  }
+}
 
 std::string ConfigNode::where(const std::string& key) const {
   return "'" + key_path(key) + "' (" + config_->origin(key_path(key)) + ")";

@@ -50,6 +50,9 @@ class ConfigNode {
  private:
   template <typename T>
   T convert(const std::string& key, const YAML::Node& value) const;
+  // Every number a config gives is finite and, unless 0, of a magnitude a float holds
+  // (tensors compute in float: 1e-300 would silently become 0 there).
+  void check_number(const std::string& key, double value, const std::string& shown) const;
 
   const Config* config_;
   YAML::Node node_;
@@ -109,7 +112,13 @@ T ConfigNode::convert(const std::string& key, const YAML::Node& value) const {
       // also accept "true" for nothing, so only scalars pass.
       if (!value.IsScalar()) throw YAML::BadConversion(value.Mark());
     }
-    return value.as<T>();
+    T result = value.as<T>();
+    if constexpr (std::is_same_v<T, double>) {
+      check_number(key, result, value.Scalar());
+    } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+      for (size_t i = 0; i < result.size(); ++i) check_number(key, result[i], value[i].Scalar());
+    }
+    return result;
   } catch (const YAML::Exception&) {
     std::string shown;
     if (value.IsScalar()) {
