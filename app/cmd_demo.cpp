@@ -101,6 +101,10 @@ int run_demo(const DemoOptions& options) {
   }
   const DemoStats stats = run_demo(models, *source, *view, controls, run);
   if (file != nullptr) file->close();
+  if (stats.read == 0 && stats.failure.empty()) {
+    throw Error("--source " + options.source + ": no frame could be read from it (not a video, an image or an "
+                "image sequence OpenCV can decode?)");
+  }
 
   const std::string where = options.headless ? " to " + options.output : "";
   spdlog::info("showed {} of {} frames of {}x{}{} ({} dropped) in {:.1f} s: {:.1f} FPS",
