@@ -1,10 +1,12 @@
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "commands.h"
 #include "common.h"
 #include "core/atomic_file.h"
+#include "core/error.h"
 #include "engine/bench.h"
 #include "engine/experiment.h"
 
@@ -28,6 +30,9 @@ void setup_bench(CLI::App& app, BenchOptions& options) {
       ->excludes(blocks)
       ->excludes(channels);
   app.add_flag("--backward", options.backward, "also time forward + backward in training mode");
+  app.add_option("--max-memory", options.max_memory_mb,
+                 "MB a block may use at its peak (default: what the device has free); a block whose estimated "
+                 "peak at some size exceeds it is not run");
   app.add_option("--json", options.json, "write every figure to this JSON file");
   app.add_option("--csv", options.csv, "write one row per block and size to this CSV file");
 }
@@ -59,6 +64,11 @@ int run_bench(const BenchOptions& options) {
   s.warmup = options.warmup;
   s.iters = options.iters;
   s.backward = options.backward;
+  if (!std::isfinite(options.max_memory_mb) || options.max_memory_mb < 0 || options.max_memory_mb > 1e12) {
+    throw Error("--max-memory must be a number of megabytes (0 for what the device has free), got " +
+                std::to_string(options.max_memory_mb));
+  }
+  s.max_memory_bytes = static_cast<int64_t>(options.max_memory_mb * 1024.0 * 1024.0);
   const Runtime rt = begin_command("bench", runtime);
   const BenchReport report = bench_blocks(s, rt);
   std::printf("%s", format_bench(report).c_str());

@@ -47,6 +47,7 @@ struct BenchOptions {
   std::string device, precision;
   int threads = -1;
   int64_t channels = 512, batch = 1, warmup = 3, iters = 20;
+  double max_memory_mb = 0;  // 0: what the device has free
   bool backward = false;
 };
 void setup_bench(CLI::App& app, BenchOptions& options);

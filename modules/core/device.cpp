@@ -3,6 +3,7 @@
 #include <torch/cuda.h>
 
 #include <cstdio>
+#include <fstream>
 #include <regex>
 
 #include "core/error.h"
@@ -11,6 +12,8 @@
 
 #ifdef ATTNSEG_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace attnseg {
@@ -74,6 +77,25 @@ Runtime start_runtime(const RuntimeSettings& s) {
 
 void wait_for_device(const Runtime& rt) {
   if (rt.cuda()) torch::cuda::synchronize(rt.device.index());
+}
+
+int64_t free_memory_bytes(const Runtime& runtime) {
+#ifdef ATTNSEG_WITH_CUDA
+  if (runtime.device.is_cuda()) {
+    c10::cuda::CUDAGuard guard(runtime.device);
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) != cudaSuccess) return -1;
+    return static_cast<int64_t>(free);
+  }
+#endif
+  if (!runtime.device.is_cpu()) return -1;
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  int64_t kib = 0;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return -1;
 }
 
 std::string describe_runtime(const Runtime& rt) {

@@ -55,6 +55,10 @@ Runtime start_runtime(const RuntimeSettings& settings);
 // whose operators return when done): what a clock reading after GPU work needs.
 void wait_for_device(const Runtime& runtime);
 
+// Bytes the runtime's device can still allocate: the CPU's available memory (MemAvailable)
+// or the GPU's free memory; -1 when it cannot be told.
+int64_t free_memory_bytes(const Runtime& runtime);
+
 // "device cpu, precision fp32, 2 threads, LibTorch 1.13.0", with the GPU's name and memory
 // for a CUDA device: what every command logs first.
 std::string describe_runtime(const Runtime& runtime);

@@ -107,7 +107,69 @@ int64_t backward_peak(const BenchSubject& subject, const at::Tensor& x, const Ru
   return memory.peak_bytes();
 }
 
+// Peak tensor bytes of one forward in inference mode and, with `backward`, the larger of that
+// and a training step's, on a random input of `size`.
+int64_t measured_peak(const BenchSubject& subject, int64_t batch, const std::array<int64_t, 2>& size,
+                      bool backward, const Runtime& runtime) {
+  const at::Tensor x = at::randn({batch, subject.in_channels, size[0], size[1]}).to(runtime.device);
+  subject.module->eval();
+  int64_t peak = 0;
+  {
+    c10::InferenceMode guard;
+    AutocastGuard autocast(runtime);
+    PeakMemory memory;
+    const at::Tensor y = subject.infer(x);
+    peak = memory.peak_bytes();
+  }
+  if (backward) {
+    subject.module->train();
+    peak = std::max(peak, backward_peak(subject, x.detach().clone().requires_grad_(), runtime));
+    subject.module->eval();
+  }
+  return peak;
+}
+
+std::string gigabytes(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.2f GB", bytes / 1e9);
+  return text;
+}
+
 }  // namespace
+
+PeakEstimate estimate_peak(const BenchSubject& subject, int64_t batch, const std::array<int64_t, 2>& size,
+                           bool backward, const Runtime& runtime, double limit_bytes) {
+  std::vector<double> tokens, bytes;
+  PeakEstimate e;
+  auto extrapolate = [&](double n) {
+    const size_t k = tokens.size();
+    e.exponent = std::clamp(growth_exponent({tokens[k - 2], tokens[k - 1]}, {bytes[k - 2], bytes[k - 1]}), 1.0, 4.0);
+    if (std::isnan(e.exponent)) e.exponent = 1.0;
+    return bytes[k - 1] * std::pow(n / tokens[k - 1], e.exponent);
+  };
+  for (const int64_t shrink : {16, 8, 4, 2}) {
+    const std::array<int64_t, 2> small{std::max<int64_t>(1, size[0] / shrink), std::max<int64_t>(1, size[1] / shrink)};
+    const double n = static_cast<double>(small[0] * small[1]);
+    if (!tokens.empty() && n <= tokens.back()) continue;
+    if (tokens.size() >= 2 && extrapolate(n) > limit_bytes) break;  // the probe itself would not fit
+    int64_t peak = 0;
+    try {
+      peak = measured_peak(subject, batch, small, backward, runtime);
+    } catch (const std::exception&) {
+      continue;  // too small for this subject (a model's strides, a block's windows)
+    }
+    if (peak <= 0) continue;
+    tokens.push_back(n);
+    bytes.push_back(static_cast<double>(peak));
+    e.measured.push_back(small);
+  }
+  if (tokens.size() < 2) {
+    e.measured.clear();
+    return e;
+  }
+  e.bytes = extrapolate(static_cast<double>(size[0] * size[1]));
+  return e;
+}
 
 SizeResult bench_input(const BenchSubject& subject, const at::Tensor& x, int64_t warmup, int64_t iters,
                        bool backward, const Runtime& runtime) {
@@ -163,8 +225,35 @@ BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
     }
     if (subjects.empty()) throw Error(report.refused.front());
   }
+  const int64_t free_bytes = s.max_memory_bytes > 0 ? s.max_memory_bytes : free_memory_bytes(runtime);
+  const std::string limit_text =
+      s.max_memory_bytes > 0 ? "the " + gigabytes(static_cast<double>(free_bytes)) + " --max-memory allows"
+                             : "the " + gigabytes(static_cast<double>(free_bytes)) + " free on " + runtime.device.str();
+  std::vector<BenchSubject> fitting;
   for (const BenchSubject& subject : subjects) {
     subject.module->to(runtime.device);
+    std::string refusal;
+    for (const auto& size : s.sizes) {
+      if (free_bytes <= 0) break;  // nothing to compare against
+      const PeakEstimate e = estimate_peak(subject, s.batch, size, s.backward, runtime, static_cast<double>(free_bytes));
+      if (e.measured.empty() || e.bytes <= static_cast<double>(free_bytes)) continue;
+      char growth[64];
+      std::snprintf(growth, sizeof(growth), "N^%.2f", e.exponent);
+      refusal = subject.name + " at " + std::to_string(size[0]) + "x" + std::to_string(size[1]) +
+                ": estimated peak memory " + gigabytes(e.bytes) + " (measured at " +
+                std::to_string(e.measured.front()[0]) + "x" + std::to_string(e.measured.front()[1]) + " to " +
+                std::to_string(e.measured.back()[0]) + "x" + std::to_string(e.measured.back()[1]) +
+                ", growing as " + growth + ") exceeds " + limit_text;
+      break;
+    }
+    if (refusal.empty()) {
+      fitting.push_back(subject);
+    } else {
+      report.refused.push_back(refusal);
+    }
+  }
+  if (fitting.empty()) throw Error(report.refused.back());
+  for (const BenchSubject& subject : fitting) {
     BlockResult result;
     result.block = subject.name;
     result.parameters = count_parameters(*subject.module);

@@ -31,6 +31,9 @@ struct BenchSettings {
   // A config file: bench this whole model (sizes are image sizes, 3 input channels) instead
   // of the blocks alone.
   std::string model;
+  // A block (or model) whose estimated peak memory at some size exceeds this is not run;
+  // 0: the memory the device has free.
+  int64_t max_memory_bytes = 0;
 };
 
 struct SizeResult {
@@ -58,7 +61,8 @@ struct BenchReport {
   BenchSettings settings;
   Runtime runtime;
   std::vector<BlockResult> blocks;
-  std::vector<std::string> refused;  // blocks not run: why each cannot run on the runtime
+  // Blocks not run: why each cannot run on the runtime, or would not fit in memory.
+  std::vector<std::string> refused;
 };
 
 // What is benched, a block alone or a whole model, behind the same calls; the sweep times its
@@ -80,12 +84,26 @@ BenchSubject model_subject(const std::string& name, Segmentor model);
 SizeResult bench_input(const BenchSubject& subject, const at::Tensor& x, int64_t warmup, int64_t iters,
                        bool backward, const Runtime& runtime);
 
+// An estimate of a subject's peak tensor memory at one size, before running it there: its
+// measured peaks at the size shrunk by 16, 8, 4 and 2 per side (a shrunk size is measured only
+// when the fit so far says it fits in `limit_bytes`), extrapolated as a power of the token
+// count fitted over the two largest measured (exponent at least 1: activations grow with the
+// map). `measured` is empty when fewer than two shrunk sizes could run (the estimate is then 0).
+struct PeakEstimate {
+  double bytes = 0;
+  double exponent = 0;
+  std::vector<std::array<int64_t, 2>> measured;
+};
+PeakEstimate estimate_peak(const BenchSubject& subject, int64_t batch, const std::array<int64_t, 2>& size,
+                           bool backward, const Runtime& runtime, double limit_bytes);
+
 // Least-squares slope of log(y) against log(x); NaN when fewer than two distinct x or when
 // some y is not positive.
 double growth_exponent(const std::vector<double>& x, const std::vector<double>& y);
 
 // Every block (or the model) at every size on the runtime. A block that cannot run on the
-// runtime's device or precision is not run and listed in `refused`; when none can, an Error.
+// runtime's device or precision, or whose estimated peak memory (estimate_peak) at some size
+// exceeds the limit, is not run and listed in `refused`; when none can run, an Error.
 BenchReport bench_blocks(const BenchSettings& settings, const Runtime& runtime);
 
 std::string format_bench(const BenchReport& report);
