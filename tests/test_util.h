@@ -2,7 +2,9 @@
 // config on a tiny synthetic dataset, and the message of an expected error.
 #pragma once
 
+#include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -64,6 +66,25 @@ inline CommandResult run_attnseg(const std::string& args, const std::string& env
   const int status = ::pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
+}
+
+// Starts `attnseg <args>` in the background in the source directory, with `env`
+// ("NAME=value ...") prepended, stdout and stderr to `log`; returns its pid (the shell execs
+// the binary, so a signal to the pid reaches attnseg itself).
+inline pid_t spawn_attnseg(const std::string& args, const fs::path& log, const std::string& env = "") {
+  const std::string command = "cd '" ATTNSEG_SOURCE_DIR "' && " + (env.empty() ? "" : "export " + env + " && ") +
+                              "exec '" ATTNSEG_BINARY "' " + args + " > '" + log.string() + "' 2>&1";
+  const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
+  pid_t pid = -1;
+  if (posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ) != 0) return -1;
+  return pid;
+}
+
+// The exit code of a finished child, or 128 + the signal that ended it.
+inline int wait_exit_code(pid_t pid) {
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 inline void write_file(const fs::path& path, const std::string& text) {
