@@ -60,7 +60,6 @@ IsaImpl::IsaImpl(const IsaOptions& options_) : options(options_) { reset(); }
 void IsaImpl::reset() {
   options.check();
   const int64_t c = options.channels();
-  const auto& f = options.down_factor();
   long_range = register_module("long_range", IsaRelation(c, c / options.reduction()));
   short_range = register_module("short_range", IsaRelation(c, c / options.reduction()));
 }
