@@ -3,7 +3,12 @@
 #include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
 
-#include <atomic>
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <set>
 
 #include "core/error.h"
@@ -171,9 +176,11 @@ TEST_F(BadData, MaskValueOutsideTheClasses) {
   EXPECT_NE(m.find("train_00000.png"), std::string::npos) << m;
 }
 
-TEST_F(BadData, ColourMaskIsRejected) {
+TEST_F(BadData, ColourMaskIsRejectedByName) {
   cv::imwrite((dir / "masks/train_00000.png").string(), cv::Mat(32, 192, CV_8UC3, cv::Scalar(0, 0, 0)));
-  EXPECT_NE(load_error().find("single-channel"), std::string::npos);
+  const std::string m = load_error();
+  EXPECT_NE(m.find("single-channel"), std::string::npos) << m;
+  EXPECT_NE(m.find("masks/train_00000.png"), std::string::npos) << m;
 }
 
 TEST_F(BadData, EmptySplit) {
@@ -215,18 +222,106 @@ TEST(Transforms, CropPadsImageWithZeroAndMaskWithIgnore) {
   EXPECT_EQ(cv::countNonZero(s.mask(cv::Rect(0, 0, 30, 20)) == 255), 0);
 }
 
-TEST(Transforms, ResizeKeepsLabelsAndAlignment) {
-  Sample s = gradient_sample(37, 53);
+// 8x8 blocks cycling through three labels (two classes and ignore) in the mask, and in the
+// image a colour of each label's own: a pixel whose colour is not its label's colour shows
+// image and mask out of step there.
+constexpr std::array<uint8_t, 3> kBlockLabels{1, 4, 255};
+const std::array<cv::Vec3b, 3> kBlockColours{cv::Vec3b(200, 40, 40), cv::Vec3b(40, 200, 40), cv::Vec3b(40, 40, 200)};
+
+int block_of(int y, int x) { return (x / 8 + y / 8) % 3; }
+
+Sample labelled_blocks(int h, int w) {
+  Sample s;
+  s.image = cv::Mat(h, w, CV_8UC3);
+  s.mask = cv::Mat(h, w, CV_8UC1);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      s.image.at<cv::Vec3b>(y, x) = kBlockColours[static_cast<size_t>(block_of(y, x))];
+      s.mask.at<uint8_t>(y, x) = kBlockLabels[static_cast<size_t>(block_of(y, x))];
+    }
+  }
+  return s;
+}
+
+Sample resized(const Sample& source, double ratio) {
+  Sample s{source.image.clone(), source.mask.clone(), ""};
   TrainPipelineOptions o;
-  o.ratio_range = {1.5, 1.5};
+  o.ratio_range = {ratio, ratio};
   Rng rng(2);
   random_resize(s, o, rng);
-  EXPECT_EQ(s.image.size(), cv::Size(80, 56));
-  EXPECT_EQ(s.mask.size(), s.image.size());
-  double lo, hi;
-  cv::minMaxLoc(s.mask, &lo, &hi);
-  EXPECT_GE(lo, 0);
-  EXPECT_LE(hi, 2);  // nearest neighbour: no invented labels
+  return s;
+}
+
+TEST(Transforms, ResizeKeepsExactlyTheMasksLabels) {
+  // Nearest neighbour invents no label (interpolating 1, 4 and 255 would) and loses none.
+  const Sample source = labelled_blocks(37, 53);
+  for (const auto& [ratio, size] : {std::pair{1.5, cv::Size(80, 56)}, std::pair{0.75, cv::Size(40, 28)}}) {
+    const Sample s = resized(source, ratio);
+    ASSERT_EQ(s.image.size(), size) << ratio;
+    ASSERT_EQ(s.mask.size(), size) << ratio;
+    std::set<int> labels;
+    for (int y = 0; y < s.mask.rows; ++y) {
+      for (int x = 0; x < s.mask.cols; ++x) labels.insert(s.mask.at<uint8_t>(y, x));
+    }
+    EXPECT_EQ(labels, (std::set<int>{1, 4, 255})) << "ratio " << ratio;
+  }
+}
+
+// The source rows (or columns) that bilinear resizing from n to m reads for output index i:
+// the output pixel's centre maps to c = (i + 0.5)·n/m - 0.5, read at floor(c) and, when c is
+// not a whole number, at floor(c) + 1, both clamped to the image.
+std::vector<int> bilinear_reads(int i, int n, int m) {
+  const double c = (i + 0.5) * n / m - 0.5;
+  const int lo = static_cast<int>(std::floor(c));
+  std::vector<int> reads{std::clamp(lo, 0, n - 1)};
+  if (c > lo) reads.push_back(std::clamp(lo + 1, 0, n - 1));
+  return reads;
+}
+
+// Resizes labelled_blocks(37, 53) by `ratio` and checks that image and mask agree at every
+// pixel whose bilinear footprint (the source pixels its colour is mixed from) lies in one
+// block: its colour is that block's and its label is that block's. Only pixels whose footprint
+// straddles a block edge may disagree. Their number is bounded without looking at the
+// output: an edge between source columns b-1 and b is straddled only by outputs with c in
+// (b-1, b), an interval of one source column, m/n output columns wide, so by at most
+// ceil(m/n) of them per edge and row; rows likewise.
+void expect_image_and_mask_aligned(double ratio) {
+  const int h = 37, w = 53;
+  const Sample s = resized(labelled_blocks(h, w), ratio);
+  const int oh = s.image.rows, ow = s.image.cols;
+  ASSERT_EQ(s.mask.size(), s.image.size());
+  const int column_edges = (w - 1) / 8, row_edges = (h - 1) / 8;  // at 8, 16, ... inside the image
+  const int64_t bound = static_cast<int64_t>(std::ceil(double(ow) / w)) * column_edges * oh +
+                        static_cast<int64_t>(std::ceil(double(oh) / h)) * row_edges * ow;
+  int64_t straddling = 0, disagreeing = 0;
+  for (int y = 0; y < oh; ++y) {
+    for (int x = 0; x < ow; ++x) {
+      std::set<int> blocks;
+      for (int sy : bilinear_reads(y, h, oh)) {
+        for (int sx : bilinear_reads(x, w, ow)) blocks.insert(block_of(sy, sx));
+      }
+      if (blocks.size() > 1) {
+        ++straddling;
+        continue;
+      }
+      const size_t block = static_cast<size_t>(*blocks.begin());
+      const bool agree = s.image.at<cv::Vec3b>(y, x) == kBlockColours[block] &&
+                         s.mask.at<uint8_t>(y, x) == kBlockLabels[block];
+      if (!agree && ++disagreeing <= 5) {
+        ADD_FAILURE() << "ratio " << ratio << ": pixel (" << x << ", " << y << ") of block " << block
+                      << " has colour " << s.image.at<cv::Vec3b>(y, x) << " and label "
+                      << int(s.mask.at<uint8_t>(y, x));
+      }
+    }
+  }
+  EXPECT_EQ(disagreeing, 0) << "ratio " << ratio << ": pixels off every block edge where image and mask disagree";
+  EXPECT_LE(straddling, bound) << "ratio " << ratio;
+  EXPECT_GT(straddling, 0) << "ratio " << ratio << ": the blocks' edges were crossed";
+}
+
+TEST(Transforms, EnlargingKeepsImageAndMaskAligned) {
+  expect_image_and_mask_aligned(1.5);   // 53x37 to 80x56
+  expect_image_and_mask_aligned(1.25);  // to 66x46
 }
 
 TEST(Transforms, FlipMovesImageAndMaskTogether) {
@@ -292,20 +387,38 @@ TEST(Loader, PrefetcherKeepsOrderAndRethrows) {
   EXPECT_TRUE(p.done());
 }
 
-TEST(Loader, PrefetcherStaysWithinItsDepth) {
-  std::atomic<int64_t> highest{-1};
+// The workers fill the window of `depth` items ahead of the consumer and go no further: no
+// item is made `depth` or more ahead of the next() calls begun so far, and before each
+// next() the whole window is made without the consumer asking (bounded by a generous
+// timeout only so that a prefetcher that never runs ahead fails instead of hanging).
+TEST(Loader, PrefetcherFillsItsDepthAheadAndNeverMore) {
+  constexpr int64_t items = 40;
+  constexpr int depth = 3;
+  std::mutex m;
+  std::condition_variable made_one;
+  int64_t made = 0, asked = 0, furthest_ahead = -1;
   Prefetcher<int64_t> p(
       [&](int64_t k) {
-        int64_t h = highest.load();
-        while (k > h && !highest.compare_exchange_weak(h, k)) {}
+        const std::lock_guard<std::mutex> lock(m);
+        furthest_ahead = std::max(furthest_ahead, k - asked);
+        ++made;
+        made_one.notify_all();
         return k;
       },
-      0, 100, /*workers=*/2, /*depth=*/3);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_LE(highest.load(), 2);  // nothing consumed: at most items 0..2 made
-  p.next();
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_LE(highest.load(), 3);
+      0, items, /*workers=*/2, depth);
+  for (int64_t i = 0; i < items; ++i) {
+    {
+      std::unique_lock<std::mutex> lock(m);
+      const int64_t window = std::min(items, i + depth);  // items i .. i + depth - 1
+      ASSERT_TRUE(made_one.wait_for(lock, std::chrono::seconds(20), [&] { return made >= window; }))
+          << made << " items made, not the " << window << " that fill the window before next() number " << i;
+      ++asked;  // before next() moves the window on
+    }
+    EXPECT_EQ(p.next(), i);
+  }
+  const std::lock_guard<std::mutex> lock(m);
+  EXPECT_EQ(made, items);
+  EXPECT_EQ(furthest_ahead, depth - 1) << "items made that far ahead of the consumer";
 }
 
 TEST(Loader, TrainBatchIsAFunctionOfSeedAndIteration) {

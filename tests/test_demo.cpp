@@ -217,17 +217,18 @@ class RecordingView : public DemoView {
     }
     EXPECT_EQ(f.labels.size(), f.bgr.size());
     shown.push_back(f.index);
-    influence_sizes.push_back(f.influence.size());
+    if (keep_influence) influences.push_back(f.influence.clone());
     dropped = status.dropped;
   }
   bool numbered = true;  // frame i carries i (not so for a looped file)
+  bool keep_influence = false;
   std::vector<int64_t> shown;
-  std::vector<cv::Size> influence_sizes;
+  std::vector<cv::Mat> influences;
   int64_t dropped = 0;
 };
 
-DemoModels tiny_models(const test::TempDir& dir) {
-  Segmentor model = model_with("", dir);
+DemoModels tiny_models(const test::TempDir& dir, const std::string& overrides_yaml = "") {
+  Segmentor model = model_with(overrides_yaml, dir);
   model->eval();
   return {read_experiment(Config::load(dir / "model.yaml")), Runtime{}, {{"ccnet", "", model}}};
 }
@@ -268,11 +269,15 @@ TEST(DemoPipeline, LosslessShowsEveryFrameInOrder) {
   EXPECT_TRUE(stats.failure.empty());
 }
 
-TEST(DemoPipeline, MaxFramesStopsTheRunAndAPinnedPixelGetsItsInfluenceMap) {
+// A pin at frame pixel (300, 40) of the 64x384 frames is feature pixel (5, 37) on the block's
+// 8x48 grid (stride 8): with one criss-cross pass, every shown frame's influence map is
+// nonzero on exactly that pixel's row and column, 1 at its largest, and zero elsewhere.
+TEST(DemoPipeline, MaxFramesStopsTheRunAndAPinnedPixelGetsItsRowAndColumnOfInfluence) {
   test::TempDir dir;
-  DemoModels models = tiny_models(dir);
+  DemoModels models = tiny_models(dir, "model: {attention: {type: ccnet, ccnet: {recurrence: 1}}}\n");
   ScriptedSource source(50, /*live=*/false, 25);
   RecordingView view;
+  view.keep_influence = true;
   DemoControls controls;
   controls.set_pin(300, 40);
   DemoRunOptions run;
@@ -280,8 +285,21 @@ TEST(DemoPipeline, MaxFramesStopsTheRunAndAPinnedPixelGetsItsInfluenceMap) {
   run.max_frames = 7;
   const DemoStats stats = run_demo(models, source, view, controls, run);
   EXPECT_EQ(stats.shown, 7);
-  ASSERT_EQ(view.influence_sizes.size(), 7u);
-  EXPECT_EQ(view.influence_sizes[0], cv::Size(48, 8)) << "the block's grid: 64x384 at stride 8";
+  ASSERT_EQ(view.influences.size(), 7u);
+  for (size_t i = 0; i < view.influences.size(); ++i) {
+    const cv::Mat& map = view.influences[i];
+    ASSERT_EQ(map.size(), cv::Size(48, 8)) << "the block's grid: 64x384 at stride 8";
+    ASSERT_EQ(map.type(), CV_32FC1);
+    double top = 0;
+    cv::minMaxLoc(map, nullptr, &top);
+    EXPECT_FLOAT_EQ(top, 1.0f) << "frame " << i;
+    cv::Mat cross(8, 48, CV_8UC1, cv::Scalar(0));
+    cross.row(5).setTo(255);
+    cross.col(37).setTo(255);
+    const cv::Mat reached = map > 0;
+    EXPECT_EQ(cv::countNonZero(reached != cross), 0)
+        << "frame " << i << ": pixels reached (255) where only row 5 and column 37 should be:\n" << reached;
+  }
 }
 
 TEST(DemoPipeline, ALiveSourceThatStopsIsReconnectedThenGivenUpAfterItsRetries) {

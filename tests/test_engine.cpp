@@ -27,6 +27,12 @@ std::vector<double> losses(const fs::path& metrics) {
   return out;
 }
 
+at::Tensor flat_parameters(const Segmentor& model) {
+  std::vector<at::Tensor> parts;
+  for (const auto& p : model->parameters()) parts.push_back(p.detach().reshape(-1));
+  return at::cat(parts);
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -112,18 +118,27 @@ TEST_F(EngineTest, CorruptOrMissingCheckpointIsNamed) {
   EXPECT_THROW(load_checkpoint(dir / "absent.pt", x), Error);
 }
 
-TEST_F(EngineTest, ResumeReproducesTheUninterruptedLossCurve) {
+// In process, from a copy of the full run's checkpoint at iteration 3; the same through real
+// kills at any moment is Faults.TwentyKillsDuringOneTrainingEachResumedEndAtTheUninterruptedRunsLosses.
+TEST_F(EngineTest, ResumeFromACheckpointOfTheRunReproducesItsLaterLosses) {
   const Config c = config({"train.iters=6", "train.checkpoint_interval=3", "train.keep_checkpoints=3"});
   test::train_config(c, dir / "full", false);
   const std::vector<double> full = losses(dir / "full/metrics.jsonl");
   ASSERT_EQ(full.size(), 6u);
 
-  // A run killed after its checkpoint at iteration 3: the checkpoint and nothing after it.
+  // The directory as a run killed after its checkpoint at iteration 3 leaves it.
   fs::create_directories(dir / "cut");
   fs::copy_file(dir / "full/iter_3.pt", dir / "cut/iter_3.pt");
   write_file(dir / "cut/last_checkpoint", "iter_3.pt\n");
   const TrainResult r = test::train_config(c, dir / "cut", /*resume=*/true);
-  EXPECT_EQ(r.iterations, 6);
+  // The resumed run went on to the end: its last checkpoint is iteration 6's, written by it.
+  ASSERT_EQ(r.checkpoint, dir / "cut/iter_6.pt");
+  Segmentor last = tiny_model();
+  EXPECT_EQ(load_checkpoint(r.checkpoint, last).iteration, 6);
+  Segmentor resumed_from = tiny_model();
+  load_checkpoint(dir / "cut/iter_3.pt", resumed_from);
+  EXPECT_FALSE(torch::equal(flat_parameters(last), flat_parameters(resumed_from))) << "three steps changed no weight";
+  EXPECT_EQ(latest_checkpoint(dir / "cut"), dir / "cut/iter_6.pt");
   const std::vector<double> resumed = losses(dir / "cut/metrics.jsonl");
   ASSERT_EQ(resumed.size(), 3u);
   for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(resumed[i], full[i + 3]) << "iteration " << i + 4;

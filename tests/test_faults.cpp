@@ -22,29 +22,13 @@
 namespace attnseg {
 namespace {
 
+using test::expect_clean_error;
 using test::read_file;
 using test::run_attnseg;
 using test::TempDir;
 using test::tiny_config;
 using test::write_file;
 namespace fs = std::filesystem;
-
-// One line starting with "error:" that contains every part; a non-zero exit that is not a crash.
-void expect_clean_error(const test::CommandResult& r, const std::vector<std::string>& parts) {
-  EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_LT(r.exit_code, 128) << "crashed: " << r.output;
-  std::string error_line;
-  int error_lines = 0;
-  std::istringstream lines(r.output);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("error: ", 0) == 0) {
-      error_line = line;
-      ++error_lines;
-    }
-  }
-  EXPECT_EQ(error_lines, 1) << r.output;
-  for (const auto& p : parts) EXPECT_NE(error_line.find(p), std::string::npos) << "missing '" << p << "' in: " << r.output;
-}
 
 // Files a writer left half-done: temporary names (ours end in ".tmp" or ".tmp.<ext>").
 std::vector<std::string> temporaries_in(const fs::path& dir) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <spawn.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,7 +13,9 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -85,6 +88,24 @@ inline int wait_exit_code(pid_t pid) {
   int status = 0;
   if (::waitpid(pid, &status, 0) != pid) return -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// One line starting with "error:" that contains every part; a non-zero exit that is not a
+// crash.
+inline void expect_clean_error(const CommandResult& r, const std::vector<std::string>& parts) {
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_LT(r.exit_code, 128) << "crashed: " << r.output;
+  std::string error_line;
+  int error_lines = 0;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("error: ", 0) == 0) {
+      error_line = line;
+      ++error_lines;
+    }
+  }
+  EXPECT_EQ(error_lines, 1) << r.output;
+  for (const auto& p : parts) EXPECT_NE(error_line.find(p), std::string::npos) << "missing '" << p << "' in: " << r.output;
 }
 
 inline void write_file(const fs::path& path, const std::string& text) {
