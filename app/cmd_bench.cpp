@@ -32,7 +32,7 @@ void setup_bench(CLI::App& app, BenchOptions& options) {
   app.add_flag("--backward", options.backward, "also time forward + backward in training mode");
   app.add_option("--max-memory", options.max_memory_mb,
                  "MB a block may use at its peak (default: what the device has free); a block whose estimated "
-                 "peak at some size exceeds it is not run");
+                 "peak at the largest size exceeds it is not run");
   app.add_option("--json", options.json, "write every figure to this JSON file");
   app.add_option("--csv", options.csv, "write one row per block and size to this CSV file");
 }

@@ -30,24 +30,10 @@ using test::write_file;
 namespace fs = std::filesystem;
 
 
-class Cli : public ::testing::Test {
+class Cli : public test::TinyDataTest {
  protected:
-  static void SetUpTestSuite() {
-    data_ = new TempDir();
-    const auto r = run_attnseg("synth --out '" + data_->path().string() + "' --train 8 --val 3 --size 32");
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-  static void TearDownTestSuite() { delete data_; }
-  std::string config(const std::string& block = "ccnet") {
-    const fs::path p = dir / (block + ".yaml");
-    write_file(p, tiny_config(data_->path(), block));
-    return "'" + p.string() + "'";
-  }
   std::string work(const std::string& name) { return "--work-dir '" + (dir / name).string() + "'"; }
-  static TempDir* data_;
-  TempDir dir;
 };
-TempDir* Cli::data_ = nullptr;
 
 TEST_F(Cli, SmokeTrainThenEvaluate) {
   auto r = run_attnseg("train " + config() + " " + work("run"));

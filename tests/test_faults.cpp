@@ -63,26 +63,12 @@ std::map<int64_t, double> losses(const fs::path& metrics) {
   return out;
 }
 
-class Faults : public ::testing::Test {
+class Faults : public test::TinyDataTest {
  protected:
-  static void SetUpTestSuite() {
-    data_ = new TempDir();
-    const auto r = run_attnseg("synth --out '" + data_->path().string() + "' --train 8 --val 3 --size 32");
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-  static void TearDownTestSuite() { delete data_; }
-  std::string config(const std::string& block = "ccnet") {
-    const fs::path p = dir / (block + ".yaml");
-    write_file(p, tiny_config(data_->path(), block));
-    return "'" + p.string() + "'";
-  }
   std::string train(const std::string& work, const std::string& extra = "") {
     return "train " + config() + " --work-dir '" + (dir / work).string() + "' " + extra;
   }
-  static TempDir* data_;
-  TempDir dir;
 };
-TempDir* Faults::data_ = nullptr;
 
 // A write that fails part-way through a checkpoint (the file-size limit makes write() fail,
 // as a full disk does): before, LibTorch's writer threw from its destructor and the process

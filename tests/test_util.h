@@ -140,4 +140,27 @@ inline std::string tiny_config(const fs::path& data_root, const std::string& blo
          "eval: {speed_warmup: 1, speed_runs: 2}\n";
 }
 
+// A fixture for tests that run the executable: a tiny synthetic dataset made once for the
+// suite, a temporary directory per test, and `config(block)` writing a tiny config there.
+class TinyDataTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new TempDir();
+    const auto r = run_attnseg("synth --out '" + data_->path().string() + "' --train 8 --val 3 --size 32");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() {
+    delete data_;
+    data_ = nullptr;
+  }
+  // The quoted path of a tiny config for `block` on the suite's dataset.
+  std::string config(const std::string& block = "ccnet") {
+    const fs::path p = dir / (block + ".yaml");
+    write_file(p, tiny_config(data_->path(), block));
+    return "'" + p.string() + "'";
+  }
+  inline static TempDir* data_ = nullptr;
+  TempDir dir;
+};
+
 }  // namespace attnseg::test

@@ -62,18 +62,17 @@ void write_text_atomically(const fs::path& path, const std::string& bytes) {
   const fs::path tmp = temporary_path(path);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot write " + path.string() + ": " + reason(errno));
-  bool written = false;
+  int error = 0;
   if (disk_full_for(path)) {
     (void)write_all(fd, bytes.data(), bytes.size() / 2);
-    errno = ENOSPC;
-  } else {
-    written = write_all(fd, bytes.data(), bytes.size()) && ::fsync(fd) == 0;
+    error = ENOSPC;
+  } else if (!write_all(fd, bytes.data(), bytes.size()) || ::fsync(fd) != 0) {
+    error = errno;
   }
-  const int error = errno;
-  const bool closed = ::close(fd) == 0;
-  if (!written || !closed) {
+  if (::close(fd) != 0 && error == 0) error = errno;
+  if (error != 0) {
     ::unlink(tmp.c_str());
-    throw Error("cannot write " + path.string() + ": " + reason(written ? errno : error));
+    throw Error("cannot write " + path.string() + ": " + reason(error));
   }
   commit_file(tmp, path);
 }

@@ -8,6 +8,9 @@
 #include <cstring>
 #include <ctime>
 
+#include <spdlog/spdlog.h>
+
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace attnseg {
@@ -72,6 +75,17 @@ WorkDirLock::~WorkDirLock() {
   // Emptied before release: a lock file that still names a run was left by a dead one.
   if (::ftruncate(fd_, 0) != 0) { /* the next run will report a take-over; nothing else to do */ }
   ::close(fd_);
+}
+
+std::unique_ptr<WorkDirLock> claim_work_dir(const fs::path& dir, const std::string& command) {
+  auto lock = std::make_unique<WorkDirLock>(dir, command);
+  if (!lock->taken_over().empty()) {
+    spdlog::warn("took over the lock of {} in {}, which is no longer running", lock->taken_over(), dir.string());
+  }
+  for (const std::string& name : remove_stale_temporaries(dir)) {
+    spdlog::warn("removed {}, left half-written by a run that was killed", name);
+  }
+  return lock;
 }
 
 }  // namespace attnseg

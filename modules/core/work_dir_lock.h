@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 
 namespace attnseg {
@@ -28,5 +29,9 @@ class WorkDirLock {
   int fd_ = -1;
   std::string taken_over_;
 };
+
+// Takes `dir`'s lock for a run of `command`, says when it took over a dead run's lock, and
+// removes the temporary files such runs left half-written (nothing else writes there now).
+std::unique_ptr<WorkDirLock> claim_work_dir(const std::filesystem::path& dir, const std::string& command);
 
 }  // namespace attnseg

@@ -107,20 +107,23 @@ int64_t backward_peak(const BenchSubject& subject, const at::Tensor& x, const Ru
   return memory.peak_bytes();
 }
 
-// Peak tensor bytes of one forward in inference mode and, with `backward`, the larger of that
-// and a training step's, on a random input of `size`.
+// Peak tensor bytes of one forward in inference mode (the output's allocation included), the
+// module in eval mode.
+int64_t forward_peak(const BenchSubject& subject, const at::Tensor& x, const Runtime& runtime) {
+  c10::InferenceMode guard;
+  AutocastGuard autocast(runtime);
+  PeakMemory memory;
+  const at::Tensor y = subject.infer(x);
+  return memory.peak_bytes();
+}
+
+// Peak tensor bytes of one forward and, with `backward`, the larger of that and a training
+// step's, on a random input of `size`.
 int64_t measured_peak(const BenchSubject& subject, int64_t batch, const std::array<int64_t, 2>& size,
                       bool backward, const Runtime& runtime) {
   const at::Tensor x = at::randn({batch, subject.in_channels, size[0], size[1]}).to(runtime.device);
   subject.module->eval();
-  int64_t peak = 0;
-  {
-    c10::InferenceMode guard;
-    AutocastGuard autocast(runtime);
-    PeakMemory memory;
-    const at::Tensor y = subject.infer(x);
-    peak = memory.peak_bytes();
-  }
+  int64_t peak = forward_peak(subject, x, runtime);
   if (backward) {
     subject.module->train();
     peak = std::max(peak, backward_peak(subject, x.detach().clone().requires_grad_(), runtime));
@@ -185,14 +188,8 @@ SizeResult bench_input(const BenchSubject& subject, const at::Tensor& x, int64_t
     r.p25_ms = t.p25_ms;
     r.p75_ms = t.p75_ms;
     r.images_per_s = 1000.0 * static_cast<double>(x.size(0)) / t.median_ms;
-    at::Tensor y;
-    {
-      PeakMemory memory;  // the output's allocation included, the reduction after it not
-      y = subject.infer(x);
-      r.peak_bytes = memory.peak_bytes();
-    }
-    (void)y.sum().item<float>();
   }
+  r.peak_bytes = forward_peak(subject, x, runtime);
   if (backward) {
     subject.module->train();
     const at::Tensor xg = x.detach().clone().requires_grad_();
@@ -226,25 +223,28 @@ BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
     if (subjects.empty()) throw Error(report.refused.front());
   }
   const int64_t free_bytes = s.max_memory_bytes > 0 ? s.max_memory_bytes : free_memory_bytes(runtime);
-  const std::string limit_text =
-      s.max_memory_bytes > 0 ? "the " + gigabytes(static_cast<double>(free_bytes)) + " --max-memory allows"
-                             : "the " + gigabytes(static_cast<double>(free_bytes)) + " free on " + runtime.device.str();
+  const std::string limit_text = "the " + gigabytes(static_cast<double>(free_bytes)) +
+                                 (s.max_memory_bytes > 0 ? " --max-memory allows" : " free on " + runtime.device.str());
+  // Memory grows with the token count, so the size with the most tokens is the one to check.
+  const auto largest = std::max_element(s.sizes.begin(), s.sizes.end(), [](const auto& a, const auto& b) {
+    return a[0] * a[1] < b[0] * b[1];
+  });
   std::vector<BenchSubject> fitting;
   for (const BenchSubject& subject : subjects) {
     subject.module->to(runtime.device);
     std::string refusal;
-    for (const auto& size : s.sizes) {
-      if (free_bytes <= 0) break;  // nothing to compare against
+    if (free_bytes > 0 && largest != s.sizes.end()) {
+      const auto& size = *largest;
       const PeakEstimate e = estimate_peak(subject, s.batch, size, s.backward, runtime, static_cast<double>(free_bytes));
-      if (e.measured.empty() || e.bytes <= static_cast<double>(free_bytes)) continue;
-      char growth[64];
-      std::snprintf(growth, sizeof(growth), "N^%.2f", e.exponent);
-      refusal = subject.name + " at " + std::to_string(size[0]) + "x" + std::to_string(size[1]) +
-                ": estimated peak memory " + gigabytes(e.bytes) + " (measured at " +
-                std::to_string(e.measured.front()[0]) + "x" + std::to_string(e.measured.front()[1]) + " to " +
-                std::to_string(e.measured.back()[0]) + "x" + std::to_string(e.measured.back()[1]) +
-                ", growing as " + growth + ") exceeds " + limit_text;
-      break;
+      if (!e.measured.empty() && e.bytes > static_cast<double>(free_bytes)) {
+        char growth[64];
+        std::snprintf(growth, sizeof(growth), "N^%.2f", e.exponent);
+        refusal = subject.name + " at " + std::to_string(size[0]) + "x" + std::to_string(size[1]) +
+                  ": estimated peak memory " + gigabytes(e.bytes) + " (measured at " +
+                  std::to_string(e.measured.front()[0]) + "x" + std::to_string(e.measured.front()[1]) + " to " +
+                  std::to_string(e.measured.back()[0]) + "x" + std::to_string(e.measured.back()[1]) +
+                  ", growing as " + growth + ") exceeds " + limit_text;
+      }
     }
     if (refusal.empty()) {
       fitting.push_back(subject);

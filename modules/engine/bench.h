@@ -31,7 +31,7 @@ struct BenchSettings {
   // A config file: bench this whole model (sizes are image sizes, 3 input channels) instead
   // of the blocks alone.
   std::string model;
-  // A block (or model) whose estimated peak memory at some size exceeds this is not run;
+  // A block (or model) whose estimated peak memory at its largest size exceeds this is not run;
   // 0: the memory the device has free.
   int64_t max_memory_bytes = 0;
 };
@@ -102,8 +102,9 @@ PeakEstimate estimate_peak(const BenchSubject& subject, int64_t batch, const std
 double growth_exponent(const std::vector<double>& x, const std::vector<double>& y);
 
 // Every block (or the model) at every size on the runtime. A block that cannot run on the
-// runtime's device or precision, or whose estimated peak memory (estimate_peak) at some size
-// exceeds the limit, is not run and listed in `refused`; when none can run, an Error.
+// runtime's device or precision, or whose estimated peak memory (estimate_peak) at the size
+// with the most tokens exceeds the limit, is not run and listed in `refused`; when none can
+// run, an Error.
 BenchReport bench_blocks(const BenchSettings& settings, const Runtime& runtime);
 
 std::string format_bench(const BenchReport& report);

@@ -136,14 +136,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
       runs.push_back(run);
     }
   }
-  const WorkDirLock lock(s.work_dir, "sweep");
-  if (!lock.taken_over().empty()) {
-    spdlog::warn("took over the lock of {} in {}, which is no longer running", lock.taken_over(),
-                 s.work_dir.string());
-  }
-  for (const std::string& name : remove_stale_temporaries(s.work_dir)) {
-    spdlog::warn("removed {}, left half-written by a run that was killed", name);
-  }
+  const auto lock = claim_work_dir(s.work_dir, "sweep");
   spdlog::info("sweep of {} blocks x {} seed(s) from {} into {}", s.blocks.size(), s.seeds, s.config.string(),
                s.work_dir.string());
 

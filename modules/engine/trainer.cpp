@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
-#include <optional>
 #include <regex>
 #include <sstream>
 
@@ -206,17 +205,7 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   FolderDataset dataset(x.data.train);
   TrainingState state = make_training_state(x, runtime);  // a block the runtime cannot run stops here
   // One run per directory; what a killed run left half-written goes before anything is read.
-  std::optional<WorkDirLock> lock;
-  if (runtime.rank == 0) {
-    lock.emplace(work_dir, "train");
-    if (!lock->taken_over().empty()) {
-      spdlog::warn("took over the lock of {} in {}, which is no longer running", lock->taken_over(),
-                   work_dir.string());
-    }
-    for (const std::string& name : remove_stale_temporaries(work_dir)) {
-      spdlog::warn("removed {}, left half-written by a run that was killed", name);
-    }
-  }
+  const std::unique_ptr<WorkDirLock> lock = runtime.rank == 0 ? claim_work_dir(work_dir, "train") : nullptr;
 
   CheckpointPolicy checkpoints(work_dir, s, runtime);
   if (resume) {
