@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "core/torch_compat.h"
+
 namespace attnseg {
 
 namespace functional {
@@ -11,11 +13,9 @@ at::Tensor multihead_attention(const at::Tensor& q, const at::Tensor& k, const a
                                std::optional<double> scale) {
   const int64_t s = q.size(0), t = q.size(1), d = q.size(2), e = d / heads;
   TORCH_CHECK(d % heads == 0, "multi-head attention: width ", d, " does not split into ", heads, " heads");
-  auto split = [&](const at::Tensor& x) { return x.reshape({s, t, heads, e}).transpose(1, 2).reshape({s * heads, t, e}); };
+  auto split = [&](const at::Tensor& x) { return x.reshape({s, t, heads, e}).transpose(1, 2); };  // [S, heads, T, e]
   const double factor = scale.value_or(1.0 / std::sqrt(static_cast<double>(e)));
-  const at::Tensor queries = factor == 1.0 ? split(q) : split(q) * factor;
-  const at::Tensor weights = at::bmm(queries, split(k).transpose(1, 2)).softmax(2);
-  return at::bmm(weights, split(v)).reshape({s, heads, t, e}).transpose(1, 2).reshape({s, t, d});
+  return compat::dense_attention(split(q), split(k), split(v), factor).transpose(1, 2).reshape({s, t, d});
 }
 }  // namespace functional
 

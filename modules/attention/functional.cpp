@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/torch_compat.h"
 
 namespace attnseg::functional {
 namespace {
@@ -25,11 +26,10 @@ at::Tensor nonlocal_attention(const at::Tensor& q, const at::Tensor& k, const at
   check_qkv("nonlocal_attention", q, k, v);
   const auto b = q.size(0), h = q.size(2), w = q.size(3);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(1)));
-  const at::Tensor qf = q.flatten(2).transpose(1, 2);           // [B, N, D]
-  const at::Tensor kf = k.flatten(2);                           // [B, D, N]
-  // Scaling q (N·D values) rather than the scores (N² values) saves a pass over the N×N map.
-  const at::Tensor attn = at::softmax(at::bmm(qf * scale, kf), -1);  // [B, N, N]
-  return at::bmm(v.flatten(2), attn.transpose(1, 2)).view({b, v.size(1), h, w});
+  // One head: [B, 1, N, D] queries and keys, [B, 1, N, C] values.
+  auto tokens = [](const at::Tensor& x) { return x.flatten(2).transpose(1, 2).unsqueeze(1); };
+  const at::Tensor out = compat::dense_attention(tokens(q), tokens(k), tokens(v), scale);  // [B, 1, N, C]
+  return out.squeeze(1).transpose(1, 2).reshape({b, v.size(1), h, w});
 }
 
 at::Tensor criss_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {

@@ -2,6 +2,7 @@
 // CPU, 2.x with CUDA), in one place: code elsewhere calls these and never tests versions.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
@@ -52,6 +53,18 @@ inline void set_autocast_dtype(c10::DeviceType type, c10::ScalarType dtype) {
   } else {
     at::autocast::set_autocast_cpu_dtype(dtype);
   }
+#endif
+}
+
+// softmax(q·kᵀ·scale)·v over the last two dimensions: q, k [..., L, E], v [..., L, Ev] with
+// four dimensions ([batch, heads, tokens, width]). LibTorch 2.x has one fused call that picks
+// flash or memory-efficient kernels on GPUs (and never forms the L×L weights there); 1.13 has
+// only the two products around a softmax.
+inline at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+#if ATTNSEG_TORCH_AT_LEAST(2, 1)
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false, scale);
+#else
+  return at::matmul(at::softmax(at::matmul(q * scale, k.transpose(-2, -1)), -1), v);
 #endif
 }
 
