@@ -17,16 +17,19 @@
 
 #include "attention/registry.h"
 #include "test_util.h"
+#include "test_video.h"
 
 namespace attnseg {
 namespace {
 
 using test::expect_clean_error;
 using test::read_file;
+using test::read_video;
 using test::run_attnseg;
 using test::TempDir;
 using test::tiny_config;
 using test::write_file;
+using test::write_test_video;
 namespace fs = std::filesystem;
 
 
@@ -89,9 +92,6 @@ TEST_F(Cli, AnUnavailableDeviceOrABlockTheRuntimeCannotRunWritesNothing) {
   expect_clean_error(run_attnseg("train " + config() + " " + work("fp16") + " runtime.precision=fp16"),
                      {"runtime.precision", "fp16", "CUDA"});
   EXPECT_FALSE(fs::exists(dir / "fp16"));
-  expect_clean_error(run_attnseg("train " + config("scram") + " " + work("scram") + " runtime.precision=bf16"),
-                     {"block scram", "bf16", "fp32 only"});
-  EXPECT_FALSE(fs::exists(dir / "scram"));
   expect_clean_error(run_attnseg("bench --blocks permutohedral --sizes 4x4 --device cuda"), {"no CUDA device"});
 }
 
@@ -474,24 +474,6 @@ TEST_F(Cli, TrainEvaluateAndCheckACityscapesTree) {
   EXPECT_NE(r.output.find("cityscapes dataset"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("train: 2 samples, 2 readable; image sizes all 64x32"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("val: 1 samples"), std::string::npos) << r.output;
-}
-
-// A short video of a white disc moving over a grey field, written by the test itself.
-void write_test_video(const fs::path& file, int frames) {
-  cv::VideoWriter writer(file.string(), cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 10, cv::Size(320, 96));
-  ASSERT_TRUE(writer.isOpened()) << file;
-  for (int i = 0; i < frames; ++i) {
-    cv::Mat frame(96, 320, CV_8UC3, cv::Scalar(90, 90, 90));
-    cv::circle(frame, {20 + 25 * i, 48}, 14, cv::Scalar(255, 255, 255), cv::FILLED);
-    writer.write(frame);
-  }
-}
-
-std::vector<cv::Mat> read_video(const fs::path& file) {
-  cv::VideoCapture capture(file.string());
-  std::vector<cv::Mat> frames;
-  for (cv::Mat frame; capture.read(frame) && !frame.empty();) frames.push_back(frame.clone());
-  return frames;
 }
 
 TEST_F(Cli, DemoHeadlessWritesEveryFrameAnnotated) {

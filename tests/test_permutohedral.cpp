@@ -1,6 +1,7 @@
 // Permutohedral attention: the lattice against the authors' code (fixture), against the same
 // lattice written as a dense kernel matrix, and against dense Gaussian-kernel attention (which
-// it approximates); its gradient against central differences; its work linear in tokens.
+// it approximates); its gradient against central differences; its work linear in tokens; its
+// tensor form (what runs on CUDA) against the CPU kernel.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -286,6 +287,145 @@ TEST(Permutohedral, MultiplyAddsMatchHandCount) {
   // ...and bounds it when positions share vertices.
   const at::Tensor near = 0.3 * torch::randn({1, 8, 5, 7});
   EXPECT_LT(functional::permutohedral_work(near, near, 9).products, lattice);
+}
+
+// --- the tensor form (the lattice on CUDA) against the CPU kernel -----------------------------
+
+// B=2, 7×5 keys at 0.5·N(0, I) (σ = 0.8: keys share vertices, the blur reaches every query),
+// C=3 values; queries the keys themselves, or drawn apart from them. Last, keys on the integer
+// grid {−1, 0, 1}^4, whose elevated residuals tie, so the ranks' tie order matters.
+struct LatticeCase {
+  at::Tensor q, k, v;
+  std::string name;
+};
+
+std::vector<LatticeCase> lattice_cases() {
+  std::vector<LatticeCase> cases;
+  for (const int64_t d : {3, 5}) {
+    for (const bool shared : {true, false}) {
+      torch::manual_seed(d);
+      const at::Tensor k = 0.5 * torch::randn({2, d, 7, 5}, torch::kDouble);
+      const at::Tensor q = shared ? k : 0.5 * torch::randn({2, d, 7, 5}, torch::kDouble);
+      std::ostringstream name;
+      name << "D=" << d << (shared ? " q=k" : " q apart");
+      cases.push_back({q, k, torch::randn({2, 3, 7, 5}, torch::kDouble), name.str()});
+    }
+  }
+  const at::Tensor grid = torch::randint(-1, 2, {2, 4, 7, 5}).to(torch::kDouble);
+  cases.push_back(
+      {grid, grid, torch::randn({2, 3, 7, 5}, torch::kDouble), "D=4 integer grid, q=k"});
+  return cases;
+}
+
+constexpr double kTensorFormStd = 0.8;
+
+TEST(PermutohedralTensorForm, ForwardEqualsTheCpuKernelInFloat64) {
+  for (const LatticeCase& c : lattice_cases()) {
+    for (const bool normalize : {false, true}) {
+      const at::Tensor cpu =
+          functional::permutohedral_attention(c.q, c.k, c.v, kTensorFormStd, normalize);
+      const at::Tensor tensor =
+          functional::permutohedral_attention_tensor(c.q, c.k, c.v, kTensorFormStd, normalize);
+      // Every query reached, so the comparison covers the blur everywhere.
+      if (!normalize) {
+        ASSERT_TRUE((cpu.abs().sum(1) > 0).all().item<bool>()) << c.name;
+      }
+      EXPECT_LT(max_relative_error(tensor, cpu), 1e-10) << c.name << " normalize " << normalize;
+    }
+  }
+}
+
+// Autograd through the tensor form's barycentric weights against the CPU kernel's hand-written
+// backward, for L = Σ out·g.
+TEST(PermutohedralTensorForm, GradientEqualsTheCpuKernelsHandWrittenBackward) {
+  for (const LatticeCase& c : lattice_cases()) {
+    const bool shared = c.q.is_same(c.k);
+    const at::Tensor g = torch::randn({2, 3, 7, 5}, torch::kDouble);
+    for (const bool normalize : {false, true}) {
+      auto gradients = [&](auto attention) {
+        const at::Tensor k = c.k.clone().requires_grad_(), v = c.v.clone().requires_grad_();
+        const at::Tensor q = shared ? k : c.q.clone().requires_grad_();
+        (attention(q, k, v, kTensorFormStd, normalize) * g).sum().backward();
+        return std::vector<at::Tensor>{q.grad(), k.grad(), v.grad()};
+      };
+      const auto cpu = gradients(functional::permutohedral_attention);
+      const auto tensor = gradients(functional::permutohedral_attention_tensor);
+      const char* what[] = {"dq", "dk", "dv"};
+      for (size_t i = shared ? 1 : 0; i < cpu.size(); ++i) {
+        ASSERT_GT(cpu[i].abs().max().item<double>(), 0) << c.name << " " << what[i];
+        EXPECT_LT(max_relative_error(tensor[i], cpu[i]), 1e-9)
+            << c.name << " normalize " << normalize << " " << what[i];
+      }
+    }
+  }
+}
+
+// Sample 1's positions are sample 0's moved by N(0, 0.05²), its values others: on one shared
+// lattice each would blur into the other's vertices.
+TEST(PermutohedralTensorForm, FiltersEachSampleOnItsOwnLattice) {
+  torch::manual_seed(0);
+  const at::Tensor k0 = 0.5 * torch::randn({1, 3, 7, 5}, torch::kDouble);
+  const at::Tensor k1 = k0 + 0.05 * torch::randn({1, 3, 7, 5}, torch::kDouble);
+  const at::Tensor q0 = 0.5 * torch::randn({1, 3, 5, 3}, torch::kDouble);
+  const at::Tensor q1 = q0 + 0.05 * torch::randn({1, 3, 5, 3}, torch::kDouble);
+  const at::Tensor v0 = torch::randn({1, 3, 7, 5}, torch::kDouble),
+                   v1 = torch::randn({1, 3, 7, 5}, torch::kDouble);
+  const at::Tensor k = torch::cat({k0, k1}), q = torch::cat({q0, q1}), v = torch::cat({v0, v1});
+  for (const bool shared : {true, false}) {
+    const at::Tensor both =
+        functional::permutohedral_attention_tensor(shared ? k : q, k, v, kTensorFormStd);
+    const at::Tensor alone0 =
+        functional::permutohedral_attention_tensor(shared ? k0 : q0, k0, v0, kTensorFormStd);
+    const at::Tensor alone1 =
+        functional::permutohedral_attention_tensor(shared ? k1 : q1, k1, v1, kTensorFormStd);
+    EXPECT_LT(max_relative_error(both.narrow(0, 0, 1), alone0), 1e-12) << "shared " << shared;
+    EXPECT_LT(max_relative_error(both.narrow(0, 1, 1), alone1), 1e-12) << "shared " << shared;
+  }
+}
+
+// Sample 0: 35 keys at 6 distinct positions and 15 queries at 4 more; sample 1: all distinct.
+// Far apart (100σ), each distinct position occupies d+1 vertices of its own; the table holds
+// exactly the CPU hash table's vertices, queries' included, counted per sample.
+TEST(PermutohedralTensorForm, BuildsTheCpuKernelsVerticesAtMostDPlusOnePerDistinctPosition) {
+  torch::manual_seed(0);
+  const int64_t d = 4;
+  const at::Tensor repeat_k = torch::randint(6, {35}, torch::kLong),
+                   repeat_q = torch::randint(4, {15}, torch::kLong);
+  const at::Tensor k = torch::cat(
+      {(100 * torch::randn({1, d, 6})).index_select(2, repeat_k), 100 * torch::randn({1, d, 35})});
+  const at::Tensor q = torch::cat(
+      {(100 * torch::randn({1, d, 4})).index_select(2, repeat_q), 100 * torch::randn({1, d, 15})});
+  for (const bool shared : {true, false}) {
+    const at::Tensor rows = shared ? functional::permutohedral_vertices(k, k)
+                                   : functional::permutohedral_vertices(q, k);
+    EXPECT_EQ(rows.size(0), shared ? functional::permutohedral_work(k, k, 1).vertices
+                                   : functional::permutohedral_work(q, k, 1).vertices);
+    for (int64_t b = 0; b < 2; ++b) {
+      const at::Tensor points = shared ? k[b] : torch::cat({k[b], q[b]}, 1);
+      const int64_t distinct = std::get<0>(torch::unique_dim(points.t(), 0)).size(0);
+      EXPECT_EQ(distinct, b == 0 ? (shared ? 6 : 10) : (shared ? 35 : 50));
+      EXPECT_LE((rows.select(1, 0) == b).sum().item<int64_t>(), (d + 1) * distinct)
+          << "sample " << b;
+    }
+  }
+}
+
+// bf16 and half inputs come back in their dtype, filtered exactly as their float values are
+// (so in float), by the CPU kernel (which dispatches float and double only) and the tensor form.
+TEST(PermutohedralTensorForm, ReducedPrecisionIsFilteredInFloatAndReturnedInItsDtype) {
+  const LatticeCase c = lattice_cases()[1];  // D=3, queries apart from the keys
+  for (const auto type : {torch::kBFloat16, torch::kHalf}) {
+    const at::Tensor q = c.q.to(type), k = c.k.to(type), v = c.v.to(type);
+    for (const auto attention :
+         {functional::permutohedral_attention, functional::permutohedral_attention_tensor}) {
+      const at::Tensor out = attention(q, k, v, kTensorFormStd, true);
+      EXPECT_EQ(out.scalar_type(), type);
+      EXPECT_TRUE(torch::equal(out, attention(q.to(torch::kFloat), k.to(torch::kFloat),
+                                              v.to(torch::kFloat), kTensorFormStd, true)
+                                        .to(type)))
+          << type;
+    }
+  }
 }
 
 // --- beyond the harness ---------------------------------------------------------------------

@@ -404,6 +404,158 @@ TEST(Scram, FoundKeysAreDistinctAndWhenTheyCoverTheMapItIsFullAttention) {
             1e-5);
 }
 
+// The tensor form runs the kernel's algorithm, so on the same inputs its recall at each
+// iteration count has the kernel's expectation and the two differ by their random streams only.
+// One input's difference between them has a standard deviation of at most 0.014 (30 inputs as
+// these, largest at 2 and 3 iterations), so the mean over 4 inputs stays within 0.03 (over 4 of
+// its standard deviations, 0.007). Without propagation the tensor form loses 0.17 to 0.27 from
+// 2 iterations on; without random search or without removing duplicates, more.
+TEST(Scram, TensorSearchRecallRisesWithIterationsAndEqualsTheKernelsWithinRandomStreamNoise) {
+  torch::manual_seed(0);
+  const int64_t topk = 8, inputs = 4;
+  std::vector<double> kernel(5, 0.0), tensor(5, 0.0);
+  for (int trial = 0; trial < inputs; ++trial) {
+    const at::Tensor q = smooth_field(6, 23, 31), k = smooth_field(6, 23, 31);
+    const uint64_t seed = 200 + trial;
+    for (int64_t it = 0; it <= 4; ++it) {
+      kernel[it] += topk_recall(q, k, functional::patchmatch_topk(q, k, topk, it, seed), topk);
+      tensor[it] += topk_recall(q, k, functional::patchmatch_topk_tensor(q, k, topk, it, seed), topk);
+    }
+  }
+  for (int64_t it = 0; it <= 4; ++it) {
+    kernel[it] /= inputs;
+    tensor[it] /= inputs;
+    std::printf("%ld iterations: recall kernel %.3f, tensor form %.3f\n", static_cast<long>(it),
+                kernel[it], tensor[it]);
+  }
+  EXPECT_LT(tensor[0], 0.05);
+  for (int64_t it = 1; it <= 4; ++it) EXPECT_GT(tensor[it], tensor[it - 1]) << "iteration " << it;
+  for (int64_t it = 0; it <= 4; ++it)
+    EXPECT_NEAR(tensor[it], kernel[it], 0.03) << "iteration " << it;
+  EXPECT_GT(tensor[4], 0.85);
+}
+
+TEST(Scram, TensorSearchKeysAreDistinctBestFirstAndOnTheMapOnOddSizes) {
+  torch::manual_seed(0);
+  for (const auto& [h, w] : {std::pair<int64_t, int64_t>{7, 5}, {9, 11}}) {
+    const int64_t n = h * w, topk = 6;
+    const at::Tensor q = torch::randn({2, 3, h, w}), k = torch::randn({2, 3, h, w});
+    const at::Tensor idx = functional::patchmatch_topk_tensor(q, k, topk, 3, 5);
+    ASSERT_EQ(idx.scalar_type(), at::kLong);
+    ASSERT_EQ(idx.sizes(), (at::IntArrayRef{2, n, topk}));
+    EXPECT_GE(idx.min().item<int64_t>(), 0) << h << "x" << w;
+    EXPECT_LT(idx.max().item<int64_t>(), n) << h << "x" << w;
+    const at::Tensor sorted = std::get<0>(idx.sort(-1));
+    EXPECT_FALSE(
+        (sorted.narrow(-1, 1, topk - 1) == sorted.narrow(-1, 0, topk - 1)).any().item<bool>())
+        << h << "x" << w << ": a key found twice";
+    // Scores in float64 against the search's float: the order may differ by its rounding (1e-6).
+    const at::Tensor scores = at::bmm(q.flatten(2).transpose(1, 2), k.flatten(2))
+                                  .to(at::kDouble)
+                                  .gather(2, idx);  // in the order found
+    EXPECT_TRUE((scores.narrow(-1, 0, topk - 1) >= scores.narrow(-1, 1, topk - 1) - 1e-5)
+                    .all()
+                    .item<bool>())
+        << h << "x" << w << ": not best first";
+  }
+}
+
+// Keys of unit length in random directions, and each query equal to the key 2 rows down and 3
+// columns right: a query's best key is exactly that one (q·k = 1, any other less), for the
+// pixels whose key at that offset lies on the map, the first [h − 2, w − 3].
+std::pair<at::Tensor, at::Tensor> offset_match(int64_t h, int64_t w) {
+  at::Tensor k = torch::randn({1, 16, h, w});
+  k = k / k.norm(2, 1, true);
+  at::Tensor q = torch::zeros_like(k);
+  q.narrow(2, 0, h - 2).narrow(3, 0, w - 3).copy_(k.narrow(2, 2, h - 2).narrow(3, 3, w - 3));
+  return {q, k};
+}
+
+// [h − 2, w − 3, topk] of the search's keys for the pixels with a match: whether each is it.
+at::Tensor is_match(const at::Tensor& idx, int64_t h, int64_t w) {
+  const at::Tensor target = (at::arange(h).view({h, 1}) + 2) * w + at::arange(w).view({1, w}) + 3;
+  return (idx[0].view({h, w, -1}) == target.unsqueeze(-1)).narrow(0, 0, h - 2).narrow(1, 0, w - 3);
+}
+
+// Iterations run in parallel, so one iteration's propagation hands a pixel exactly what its
+// neighbours held before it: the first from the left and upper ones, the second from the right
+// and lower ones. Every pixel whose neighbour on that side held the neighbour's own match then
+// holds its match, best, after the step. The same seed draws the same initial candidates (and
+// first iteration) whatever the iteration count, so the runs with 0, 1 and 2 iterations show
+// each step's state. (Random search finds others too; only those handed over are asked for.)
+TEST(Scram,
+     TensorSearchPropagationHandsEachPixelItsLeftOrUpperNeighboursMatchThenItsRightOrLowerOnes) {
+  torch::manual_seed(0);
+  const int64_t h = 13, w = 15;
+  const auto [q, k] = offset_match(h, w);
+  at::Tensor held[3], best[3];
+  for (int64_t it = 0; it <= 2; ++it) {
+    const at::Tensor match =
+        is_match(functional::patchmatch_topk_tensor(q, k, /*topk=*/12, it, /*seed=*/3), h, w);
+    held[it] = match.any(-1);
+    best[it] = match.select(-1, 0);
+  }
+  // out[p] = t[p + dir] along dim, false where p + dir is off the map.
+  auto shifted = [](const at::Tensor& t, int64_t dim, int64_t dir) {
+    const int64_t len = t.size(dim);
+    at::Tensor out = at::zeros_like(t);
+    out.narrow(dim, dir < 0 ? 1 : 0, len - 1).copy_(t.narrow(dim, dir < 0 ? 0 : 1, len - 1));
+    return out;
+  };
+  const at::Tensor first = shifted(held[0], 1, -1) | shifted(held[0], 0, -1);
+  const at::Tensor second = shifted(held[1], 1, 1) | shifted(held[1], 0, 1);
+  std::printf(
+      "pixels with a match %ld; holding it after 0, 1, 2 iterations: %ld, %ld, %ld; handed one: "
+      "%ld, %ld\n",
+      static_cast<long>(held[0].numel()), held[0].sum().item<long>(), held[1].sum().item<long>(),
+      held[2].sum().item<long>(), first.sum().item<long>(), second.sum().item<long>());
+  ASSERT_GE(first.sum().item<int64_t>(), 5);
+  ASSERT_GE(second.sum().item<int64_t>(), 5);
+  EXPECT_TRUE(best[1].masked_select(first).all().item<bool>())
+      << "a match from the left or above not taken";
+  EXPECT_TRUE(best[2].masked_select(second).all().item<bool>())
+      << "a match from the right or below not taken";
+}
+
+// From the few matches found at random, propagation carries each a pixel further every
+// iteration: after 8, most pixels hold theirs. Random search alone would find at most about
+// 1 − (1 − 1/N)^(k·radii·iterations) = 17% (4 keys, 6 radii, N = 31·33), and the initial
+// candidates 4/N.
+TEST(Scram, TensorSearchPropagationSpreadsAConstantOffsetMatchToMostPixels) {
+  torch::manual_seed(0);
+  const int64_t h = 31, w = 33;
+  double found[2] = {0, 0};
+  for (int seed = 0; seed < 3; ++seed) {
+    const auto [q, k] = offset_match(h, w);
+    for (int64_t i = 0; i < 2; ++i) {
+      const at::Tensor idx =
+          functional::patchmatch_topk_tensor(q, k, /*topk=*/4, /*iterations=*/8 * i, seed);
+      found[i] += is_match(idx, h, w).select(-1, 0).to(at::kDouble).mean().item<double>() / 3;
+    }
+  }
+  std::printf("share of pixels holding their match after 0 and 8 iterations: %.3f, %.3f\n",
+              found[0], found[1]);
+  EXPECT_LT(found[0], 0.02);
+  EXPECT_GT(found[1], 0.7);
+}
+
+TEST(Scram, TensorSearchWithTopkAtLeastNReturnsEveryKeySoItIsFullAttention) {
+  torch::manual_seed(0);
+  const at::Tensor q = torch::randn({2, 4, 5, 7}), k = torch::randn({2, 4, 5, 7}),
+                   v = torch::randn({2, 6, 5, 7});
+  for (const int64_t topk : {35, 40}) {
+    for (const int64_t iterations : {0, 2}) {
+      const at::Tensor idx = functional::patchmatch_topk_tensor(q, k, topk, iterations, 3);
+      ASSERT_EQ(idx.sizes(), (at::IntArrayRef{2, 35, 35})) << "topk " << topk;
+      EXPECT_TRUE(torch::equal(std::get<0>(idx.sort(-1)), torch::arange(35).expand({2, 35, 35})))
+          << "topk " << topk << ", " << iterations << " iterations";
+      EXPECT_LT(max_relative_error(functional::sparse_attention(q, k, v, idx),
+                                   functional::nonlocal_attention(q, k, v).to(torch::kDouble)),
+                1e-5);
+    }
+  }
+}
+
 // The CPU kernel (one pass per query, its own backward) against the same attention built from
 // gathers and differentiated by autograd, in float64 on odd sizes, two samples, keys shared
 // between queries (so the backward's scatters must add up).

@@ -1,9 +1,13 @@
 #include "attention/permutohedral.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
 #include <cmath>
+#include <tuple>
+
+#include "core/device.h"
 
 namespace attnseg {
 namespace {
@@ -282,16 +286,22 @@ SampleLattice build(const at::Tensor& q, const at::Tensor& k, bool shared, int64
   return s;
 }
 
+// Refuses positions ([B, N, d] float64) that are not finite or too large for int32 lattice keys;
+// the tensor form, with int64 keys, keeps the bound so that both forms accept the same inputs.
+void check_positions(const at::Tensor& rows, double kernel_std) {
+  const int64_t d = rows.size(2);
+  TORCH_CHECK(rows.numel() == 0 || at::isfinite(rows).all().item<bool>(),
+              "permutohedral: positions must be finite");
+  TORCH_CHECK(rows.numel() == 0 ||
+                  rows.abs().max().item<double>() / kernel_std * lattice_scale(d) < kMaxElevated,
+              "permutohedral: positions / kernel_std must stay below ",
+              kMaxElevated / lattice_scale(d), " in magnitude (lattice keys are int32)");
+}
+
 // Positions [B, d, N] as [B, N, d] float64, checked to fit the integer lattice keys.
 at::Tensor point_rows(const at::Tensor& p, double kernel_std) {
   const at::Tensor rows = p.detach().to(at::kDouble).transpose(1, 2).contiguous();
-  TORCH_CHECK(rows.numel() == 0 || at::isfinite(rows).all().item<bool>(),
-              "permutohedral: positions must be finite");
-  TORCH_CHECK(
-      rows.numel() == 0 ||
-          rows.abs().max().item<double>() / kernel_std * lattice_scale(p.size(1)) < kMaxElevated,
-      "permutohedral: positions / kernel_std must stay below ",
-      kMaxElevated / lattice_scale(p.size(1)), " in magnitude (lattice keys are int32)");
+  check_positions(rows, kernel_std);
   return rows;
 }
 
@@ -360,6 +370,134 @@ class PermutohedralFilter : public torch::autograd::Function<PermutohedralFilter
   }
 };
 
+// --- the same lattice from tensor operations, for any device ---------------------------------
+
+// Each point's simplex as Lattice::embed finds it (the same elevation, rounding, ranks with
+// the same tie order, and fix for off-plane points), in float64: its d+1 vertices as rows
+// [sample, first d coordinates] and its barycentric weights. The integer parts come from
+// detached values, so autograd's gradient flows through the weights' elevation alone: the
+// derivative position_gradient writes out.
+struct TensorSimplices {
+  at::Tensor rows;    // [B·N·(d+1), 1 + d] int64
+  at::Tensor weight;  // [B, N, d+1] float64
+};
+
+TensorSimplices tensor_simplices(const at::Tensor& p, double kernel_std) {
+  const int64_t batch = p.size(0), d = p.size(1), n = p.size(2), d1 = d + 1;
+  const auto ints = at::TensorOptions(p.device()).dtype(at::kLong);
+  const at::Tensor positions = p.to(at::kDouble).transpose(1, 2);  // [B, N, d]
+  check_positions(positions.detach(), kernel_std);
+  // elevated_r = Σ_{j>r} cf_j − r·cf_r with cf_j = p_{j−1}·scale_{j−1}.
+  const std::vector<double> scale = elevation_scale(d, kernel_std);
+  at::Tensor basis = at::zeros({d1, d}, at::kDouble);
+  auto entry = basis.accessor<double, 2>();
+  for (int64_t r = 0; r <= d; ++r) {
+    for (int64_t j = std::max<int64_t>(r, 1); j <= d; ++j)
+      entry[r][j - 1] = (j == r ? -double(j) : 1.0) * scale[j - 1];
+  }
+  const at::Tensor elevated = at::matmul(positions, basis.to(p.device()).t());  // [B, N, d+1]
+  const at::Tensor nearest = at::round(elevated.detach() / double(d1));
+  const at::Tensor residual = elevated.detach() - nearest * double(d1);
+  // rank_x = #{a < x: res_a ≥ res_x} + #{a > x: res_a > res_x}, Lattice::embed's pairwise count.
+  const at::Tensor res_x = residual.unsqueeze(-1), res_a = residual.unsqueeze(-2);
+  const at::Tensor earlier = at::ones({d1, d1}, ints.dtype(at::kBool)).tril(-1);
+  at::Tensor rank = at::where(earlier, res_a >= res_x, res_a > res_x).sum(-1) +
+                    nearest.sum(-1, /*keepdim=*/true).to(at::kLong);
+  const at::Tensor wrap = (rank < 0).to(at::kLong) - (rank > d).to(at::kLong);
+  rank = rank + wrap * d1;
+  const at::Tensor rem0 = (nearest * double(d1)).to(at::kLong) + wrap * d1;
+  const at::Tensor y = (elevated - rem0.to(at::kDouble)) / double(d1);
+  const at::Tensor bary = at::zeros({batch, n, d1 + 1}, y.options())
+                              .scatter_add(-1, d - rank, y)
+                              .scatter_add(-1, d1 - rank, -y);
+  const at::Tensor weight =
+      at::cat({bary.narrow(-1, 0, 1) + (1.0 + bary.narrow(-1, d1, 1)), bary.narrow(-1, 1, d)}, -1);
+  const at::Tensor k = at::arange(d1, ints).view({d1, 1});
+  const at::Tensor coords = rem0.narrow(-1, 0, d).unsqueeze(2) +
+                            at::where(rank.narrow(-1, 0, d).unsqueeze(2) <= d - k, k, k - d1);
+  const at::Tensor sample =
+      at::arange(batch, ints).view({batch, 1, 1, 1}).expand({batch, n, d1, 1});
+  return {at::cat({sample, coords}, -1).reshape({-1, 1 + d}), weight};
+}
+
+// The occupied vertices as sorted distinct rows (the sample in each row gives every sample a
+// lattice of its own), and each point's d+1 vertex ids among them: the hash table as a sort.
+struct VertexTable {
+  at::Tensor rows;                      // [M, 1 + d]
+  at::Tensor key_vertex, query_vertex;  // [B·N, d+1]; query_vertex undefined when shared
+};
+
+VertexTable vertex_table(const TensorSimplices& keys, const TensorSimplices* queries) {
+  const int64_t d1 = keys.weight.size(-1), nk = keys.rows.size(0);
+  VertexTable table;
+  at::Tensor ids;
+  std::tie(table.rows, ids, std::ignore) =
+      at::unique_dim(queries ? at::cat({keys.rows, queries->rows}) : keys.rows, 0, /*sorted=*/true,
+                     /*return_inverse=*/true);
+  table.key_vertex = ids.narrow(0, 0, nk).view({-1, d1});
+  if (queries) table.query_vertex = ids.narrow(0, nk, queries->rows.size(0)).view({-1, d1});
+  return table;
+}
+
+// Per direction, each vertex's neighbours at ± (−1, …, d, …, −1) as [2, M+1] ids: a distinct
+// sort of the table with both shifted copies finds which are occupied; the others, and row M
+// (a zero row of the value grid, its own neighbour), point at M.
+std::vector<at::Tensor> tensor_neighbours(const at::Tensor& table) {
+  const int64_t m = table.size(0), d = table.size(1) - 1;
+  const auto ints = table.options();
+  std::vector<at::Tensor> neighbours;
+  for (int64_t dir = 0; dir <= d; ++dir) {
+    std::vector<int64_t> step(d + 1, -1);
+    step[0] = 0;
+    if (dir < d) step[dir + 1] = d;
+    const at::Tensor offset = at::tensor(step, at::kLong).to(table.device());
+    at::Tensor distinct, ids;
+    std::tie(distinct, ids, std::ignore) =
+        at::unique_dim(at::cat({table, table + offset, table - offset}), 0,
+                       /*sorted=*/true, /*return_inverse=*/true);
+    const at::Tensor vertex = at::full({distinct.size(0)}, m, ints)
+                                  .index_put_({ids.narrow(0, 0, m)}, at::arange(m, ints));
+    neighbours.push_back(at::cat(
+        {vertex.index_select(0, ids.narrow(0, m, 2 * m)).view({2, m}), at::full({2, 1}, m, ints)},
+        1));
+  }
+  return neighbours;
+}
+
+// PermutohedralFilter's forward (the same vertices, weights, blur and scales) from tensor
+// operations, so autograd derives its gradient: splat with index_add, blur with index_select,
+// slice with index_select, over one grid holding every sample's vertices.
+at::Tensor tensor_filter(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         double kernel_std) {
+  const bool shared = q.is_same(k);
+  const int64_t batch = v.size(0), c = v.size(1), d = k.size(1), d1 = d + 1;
+  const TensorSimplices keys = tensor_simplices(k, kernel_std);
+  const TensorSimplices queries = shared ? keys : tensor_simplices(q, kernel_std);
+  const VertexTable table = vertex_table(keys, shared ? nullptr : &queries);
+  const int64_t m = table.rows.size(0);
+  const at::Tensor rows = v.transpose(1, 2).reshape({-1, c});
+  const at::Tensor key_weight = keys.weight.reshape({-1, d1}).to(v.scalar_type());
+  at::Tensor grid = at::zeros({m + 1, c}, v.options());
+  for (int64_t t = 0; t < d1; ++t)
+    grid = grid.index_add(0, table.key_vertex.select(1, t),
+                          key_weight.select(1, t).unsqueeze(1) * rows);
+  for (const at::Tensor& nb : tensor_neighbours(table.rows))
+    grid = grid + kBlurSide * (grid.index_select(0, nb[0]) + grid.index_select(0, nb[1]));
+  const at::Tensor query_vertex = shared ? table.key_vertex : table.query_vertex;
+  const at::Tensor query_weight =
+      (queries.weight.reshape({-1, d1}) * slice_scale(d)).to(v.scalar_type());
+  at::Tensor out = at::zeros({query_vertex.size(0), c}, v.options());
+  for (int64_t t = 0; t < d1; ++t)
+    out = out +
+          query_weight.select(1, t).unsqueeze(1) * grid.index_select(0, query_vertex.select(1, t));
+  return out.view({batch, -1, c}).transpose(1, 2);
+}
+
+at::Tensor cpu_filter(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      double kernel_std) {
+  return PermutohedralFilter::apply(q, k, v, kernel_std);
+}
+
 void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   double kernel_std) {
   TORCH_CHECK(q.dim() >= 3 && k.dim() >= 3 && v.dim() >= 3,
@@ -373,8 +511,37 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       k.numel() / k.size(0) / k.size(1) == v.numel() / std::max<int64_t>(v.size(0) * v.size(1), 1),
       "permutohedral: k and v need the same positions");
   TORCH_CHECK(kernel_std > 0, "permutohedral: kernel_std must be positive, got ", kernel_std);
-  TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(),
-              "permutohedral: the lattice is implemented for CPU tensors only");
+  TORCH_CHECK(q.device() == k.device() && k.device() == v.device(),
+              "permutohedral: q, k and v must be on one device, got ", q.device(), ", ", k.device(),
+              ", ", v.device());
+}
+
+using Filter = at::Tensor (*)(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              double kernel_std);
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     double kernel_std, bool normalize, Filter filter) {
+  check_inputs(q, k, v, kernel_std);
+  TORCH_CHECK(q.scalar_type() == v.scalar_type() && k.scalar_type() == v.scalar_type(),
+              "permutohedral: q, k and v must share a dtype");
+  // bf16 and half (autocast) are filtered in float, so sums over many keys accumulate in fp32.
+  const at::ScalarType type = v.scalar_type();
+  const at::ScalarType compute = type == at::kHalf || type == at::kBFloat16 ? at::kFloat : type;
+  AutocastDisabled in_float;
+  const at::Tensor qf = q.flatten(2).to(compute), kf = q.is_same(k) ? qf : k.flatten(2).to(compute);
+  at::Tensor vf = v.flatten(2).to(compute);
+  const int64_t c = vf.size(1);
+  // The homogeneous 1 filtered beside the values is the normaliser Σ_j K_ij.
+  if (normalize) vf = at::cat({vf, at::ones({vf.size(0), 1, vf.size(2)}, vf.options())}, 1);
+  at::Tensor out = filter(qf, kf, vf, kernel_std);
+  if (normalize) {
+    const at::Tensor den = out.narrow(1, c, 1), reached = den > 0;
+    out = at::where(reached, out.narrow(1, 0, c) / at::where(reached, den, at::ones_like(den)),
+                    at::zeros({}, den.options()));
+  }
+  std::vector<int64_t> shape{q.size(0), c};
+  for (int64_t i = 2; i < q.dim(); ++i) shape.push_back(q.size(i));
+  return out.reshape(shape).to(type);
 }
 
 }  // namespace
@@ -383,31 +550,31 @@ namespace functional {
 
 at::Tensor permutohedral_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    double kernel_std, bool normalize) {
-  check_inputs(q, k, v, kernel_std);
-  TORCH_CHECK(q.scalar_type() == v.scalar_type() && k.scalar_type() == v.scalar_type(),
-              "permutohedral: q, k and v must share a dtype");
-  const at::Tensor qf = q.flatten(2), kf = q.is_same(k) ? qf : k.flatten(2);
-  at::Tensor vf = v.flatten(2);
-  const int64_t c = vf.size(1);
-  // The homogeneous 1 filtered beside the values is the normaliser Σ_j K_ij.
-  if (normalize) vf = at::cat({vf, at::ones({vf.size(0), 1, vf.size(2)}, vf.options())}, 1);
-  at::Tensor out = PermutohedralFilter::apply(qf, kf, vf, kernel_std);
-  if (normalize) {
-    const at::Tensor den = out.narrow(1, c, 1), reached = den > 0;
-    out = at::where(reached, out.narrow(1, 0, c) / at::where(reached, den, at::ones_like(den)),
-                    at::zeros({}, den.options()));
-  }
-  std::vector<int64_t> shape{q.size(0), c};
-  for (int64_t i = 2; i < q.dim(); ++i) shape.push_back(q.size(i));
-  return out.reshape(shape);
+  return attention(q, k, v, kernel_std, normalize,
+                   v.device().is_cpu() ? cpu_filter : tensor_filter);
+}
+
+at::Tensor permutohedral_attention_tensor(const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v, double kernel_std, bool normalize) {
+  return attention(q, k, v, kernel_std, normalize, tensor_filter);
+}
+
+at::Tensor permutohedral_vertices(const at::Tensor& q, const at::Tensor& k, double kernel_std) {
+  check_inputs(q, k, k, kernel_std);
+  at::NoGradGuard no_grad;
+  const TensorSimplices keys = tensor_simplices(k.flatten(2), kernel_std);
+  if (q.is_same(k)) return vertex_table(keys, nullptr).rows;
+  const TensorSimplices queries = tensor_simplices(q.flatten(2), kernel_std);
+  return vertex_table(keys, &queries).rows;
 }
 
 PermutohedralWork permutohedral_work(const at::Tensor& q, const at::Tensor& k,
                                      int64_t value_channels, double kernel_std) {
   check_inputs(q, k, k, kernel_std);
   const bool shared = q.is_same(k);
-  const at::Tensor kp = point_rows(k.flatten(2), kernel_std),
-                   qp = shared ? kp : point_rows(q.flatten(2), kernel_std);
+  // Counted on the CPU lattice whatever the positions' device.
+  const at::Tensor kp = point_rows(k.flatten(2).cpu(), kernel_std),
+                   qp = shared ? kp : point_rows(q.flatten(2).cpu(), kernel_std);
   const int64_t d1 = k.size(1) + 1;
   PermutohedralWork work;
   for (int64_t b = 0; b < k.size(0); ++b) {
@@ -456,22 +623,28 @@ torch::Tensor PermutohedralImpl::positions(torch::nn::Conv2d extractor,
 torch::Tensor PermutohedralImpl::forward(const torch::Tensor& x) {
   const int64_t batch = x.size(0), h = x.size(2), w = x.size(3);
   const int64_t d = options.filter_dim(), values = options.channels() / options.heads();
+  const torch::Tensor descriptors = descriptor_->forward(x);
+  // Positions pick each pixel's simplex and its weights: extracted in bf16 they moved the output
+  // 1.6% and the gradients 3.6-3.8% from fp32 (the harness's bf16 test), in float 0.2%. So under
+  // autocast only the descriptor runs in bf16; the position extractors and the lattice run in
+  // float, as EM does in ema.cpp.
+  AutocastDisabled in_float;
+  const torch::Tensor xf = x.to(coord_scale.scalar_type());
   // Pixel coordinates centred as the reference does (index − size/2, integer division).
-  const auto opts = x.options();
+  const auto opts = xf.options();
   const torch::Tensor rows = (torch::arange(h, opts) - double(h / 2)).view({h, 1}).expand({h, w});
   const torch::Tensor cols = (torch::arange(w, opts) - double(w / 2)).view({1, w}).expand({h, w});
   const torch::Tensor coords = torch::stack({rows, cols}).unsqueeze(0) * coord_scale;
-  const torch::Tensor input = torch::cat({x, coords.expand({batch, 2, h, w})}, 1);
+  const torch::Tensor input = torch::cat({xf, coords.expand({batch, 2, h, w})}, 1);
   const torch::Tensor keys = positions(feature_, input);
   const torch::Tensor queries = options.shared_qk() ? keys : positions(query_, input);
-  const torch::Tensor descriptors = descriptor_->forward(x);
   std::vector<torch::Tensor> heads;
   for (int64_t i = 0; i < options.heads(); ++i) {
     const torch::Tensor k = keys.narrow(1, i * d, d);
     const torch::Tensor q = options.shared_qk() ? k : queries.narrow(1, i * d, d);
-    heads.push_back(functional::permutohedral_attention(q, k,
-                                                        descriptors.narrow(1, i * values, values),
-                                                        options.kernel_std(), options.normalize()));
+    heads.push_back(functional::permutohedral_attention(
+        q, k, descriptors.narrow(1, i * values, values).to(k.scalar_type()), options.kernel_std(),
+        options.normalize()));
   }
   return torch::cat(heads, 1);
 }

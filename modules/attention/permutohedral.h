@@ -40,9 +40,24 @@ namespace functional {
 // out_i = Σ_j K(q_i, k_j) v_j / Σ_j K(q_i, k_j), K ≈ exp(−‖q_i − k_j‖² / 2σ²) as the
 // permutohedral lattice approximates it (without the division when !normalize; queries whose
 // simplex the blur does not reach get 0). q: [B, D, *Q], k: [B, D, *K], v: [B, C, *K] →
-// [B, C, *Q]; differentiable in q, k and v.
+// [B, C, *Q]; differentiable in q, k and v. CPU tensors run the hand-written kernel, tensors on
+// any other device permutohedral_attention_tensor. bf16 and half inputs (autocast) are filtered
+// in float, accumulating in fp32, and the result returned in their dtype.
 at::Tensor permutohedral_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    double kernel_std = 1.0, bool normalize = true);
+
+// The same lattice (the same vertices, weights, blur and normalisation, so the CPU kernel's
+// output to rounding) from LibTorch tensor operations alone, for CUDA: sorted distinct rows of
+// [sample, vertex coordinates] stand in for the hash table, and autograd derives the gradient,
+// which is the one the CPU kernel's backward writes out. Runs on the CPU too, to compare.
+at::Tensor permutohedral_attention_tensor(const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v, double kernel_std = 1.0,
+                                          bool normalize = true);
+
+// The occupied vertices permutohedral_attention_tensor builds: sorted distinct int64 rows
+// [sample, first D lattice coordinates], at most D+1 per distinct position of a sample.
+at::Tensor permutohedral_vertices(const at::Tensor& q, const at::Tensor& k,
+                                  double kernel_std = 1.0);
 
 // What one permutohedral_attention call does, from building the same lattices: the work
 // grows with the occupied vertices, at most (D+1) per distinct position, never with N².

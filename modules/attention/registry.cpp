@@ -35,9 +35,10 @@ BlockSpec row(std::string name, std::string family, std::string paper, std::stri
 }
 
 constexpr BlockCaps kHasState{false, false, false, /*has_state=*/true};
-// The custom CPU kernels dispatch float and double only, so no autocast.
-constexpr BlockCaps kFloatOnly{false, false, false, false, /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
-constexpr BlockCaps kCpuFloatOnly{false, false, false, false, /*cuda=*/false, /*bf16=*/false, /*fp16=*/false};
+// scram's search and permutohedral's lattice compute in float under any autocast (their CPU
+// kernels take float and double; their tensor forms run on GPUs). Checked against fp32 in bf16
+// on the CPU; fp16 only where a GPU has run them, which none has yet.
+constexpr BlockCaps kNoFp16{false, false, false, false, /*cuda=*/true, /*bf16=*/true, /*fp16=*/false};
 
 std::vector<BlockSpec> make_registry() {
   BlockSpec none{"none", "baseline", "-", "0", {}, {}, {}};
@@ -58,9 +59,9 @@ std::vector<BlockSpec> make_registry() {
       row<AxialImpl, AxialOptions>("axial", "vision", "1912.12180", "O(N(H+W)C)"),
       row<IsaImpl, IsaOptions>("isa", "vision", "1907.12273", "O(N(sqrt N)C)"),
       row<LightNonLocalImpl, LightNonLocalOptions>("autonl", "vision", "2004.01961", "O(N C^2 r)"),
-      row<ScramImpl, ScramOptions>("scram", "vision", "1905.10308", "O(N k C iters)", kFloatOnly),
+      row<ScramImpl, ScramOptions>("scram", "vision", "1905.10308", "O(N k C iters)", kNoFp16),
       row<PermutohedralImpl, PermutohedralOptions>("permutohedral", "vision", "1907.00641", "O(N d^2 C)",
-                                                   kCpuFloatOnly),
+                                                   kNoFp16),
   };
   std::set<std::string> seen;
   for (const auto& spec : specs) {

@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <random>
 
+#include "core/device.h"
 #include "core/rng.h"
 
 namespace attnseg {
@@ -157,6 +159,94 @@ int64_t search_radii(int64_t h, int64_t w) {
   return n;
 }
 
+// Keys gathered at once to score candidates (16 MB of floats; the gather over every query at
+// 128×256 with k = 16 and D = 64 would take 1.5 GB). On the CPU a block above glibc's 32 MB
+// mmap threshold is faulted in afresh on every call: 40 times slower, measured at 64×128.
+constexpr int64_t kGatherElements = int64_t{1} << 22;
+
+// q_i·k_j for the candidates j [B, N, M] of each query i, q and k as float rows [B·N, D]: a
+// product and a sum, not a batched matrix product, so no TF32 whatever the matmul settings.
+at::Tensor score_candidates(const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& candidates) {
+  const int64_t b = candidates.size(0), n = candidates.size(1), m = candidates.size(2),
+                d = q.size(1);
+  const at::Tensor rows =
+      (candidates + at::arange(b, candidates.options()).mul_(n).view({b, 1, 1})).view({b * n, m});
+  const int64_t chunk = std::max<int64_t>(1, kGatherElements / std::max<int64_t>(1, m * d));
+  std::vector<at::Tensor> parts;
+  for (int64_t start = 0; start < b * n; start += chunk) {
+    const int64_t len = std::min(chunk, b * n - start);
+    const at::Tensor keys =
+        k.index_select(0, rows.narrow(0, start, len).reshape(-1)).view({len, m, d});
+    parts.push_back(keys.mul_(q.narrow(0, start, len).unsqueeze(1)).sum(2));
+  }
+  return at::cat(parts).view({b, n, m});
+}
+
+// The kk candidates of highest score, each index counted once, best first. Stable sorts give
+// ties to the candidate listed first, as the kernel's list does (a newcomer must score strictly
+// higher than a held key, and an index met again is skipped): the held keys come first.
+std::pair<at::Tensor, at::Tensor> keep_best(at::Tensor scores, const at::Tensor& candidates,
+                                            int64_t kk) {
+  const int64_t m = candidates.size(2);
+  if (m > 1) {
+    at::Tensor sorted, order;
+    std::tie(sorted, order) = candidates.sort(/*stable=*/c10::optional<bool>(true), /*dim=*/2);
+    const at::Tensor repeat = sorted.narrow(2, 1, m - 1) == sorted.narrow(2, 0, m - 1);
+    const at::Tensor again = at::zeros(candidates.sizes(), candidates.options().dtype(at::kBool))
+                                 .scatter_(2, order.narrow(2, 1, m - 1), repeat);
+    scores = scores.masked_fill(again, -std::numeric_limits<float>::infinity());
+  }
+  at::Tensor best, position;
+  std::tie(best, position) =
+      scores.sort(/*stable=*/c10::optional<bool>(true), /*dim=*/2, /*descending=*/true);
+  position = position.narrow(2, 0, kk);
+  return {best.narrow(2, 0, kk).contiguous(), candidates.gather(2, position)};
+}
+
+// Propagation: each pixel's neighbour one step along `dim` (1: rows, 2: columns of the grid
+// [B, H, W, kk]) in direction `dir` matched j, so the pixel tries j − dir along that dim.
+// Where the neighbour or the shifted key lies off the map the kernel tries nothing; here the
+// pixel's best held key stands in, which changes nothing either.
+at::Tensor propagated(const at::Tensor& grid, int64_t dim, int64_t dir) {
+  const int64_t w = grid.size(2), len = grid.size(dim), step = dim == 1 ? w : 1;
+  const at::Tensor from = grid.roll(-dir, dim);  // from[p] = grid[p + dir], wrapped at the border
+  std::vector<int64_t> line(4, 1);
+  line[dim] = len;
+  const at::Tensor pixel = at::arange(len, grid.options()).view(line);
+  const at::Tensor key = dim == 1 ? from.div(w, "floor") : from.remainder(w);
+  const at::Tensor on_map =
+      (pixel + dir).ge(0) & (pixel + dir).lt(len) & (key - dir).ge(0) & (key - dir).lt(len);
+  return at::where(on_map, from - dir * step, grid.narrow(3, 0, 1)).flatten(1, 2);
+}
+
+// Random search: around each held key, one sample per window of radius max(H, W) halving to
+// 1, clamped to the map: [B, N, kk·radii], each held key's radii in turn.
+at::Tensor random_search(const at::Tensor& index, int64_t h, int64_t w, at::Generator& gen) {
+  const at::Tensor cy = index.div(w, "floor"), cx = index.remainder(w);
+  std::vector<at::Tensor> samples;
+  for (int64_t r = std::max(h, w); r >= 1; r /= 2) {
+    const at::Tensor jy =
+        (cy + at::randint(-r, r + 1, cy.sizes(), gen, cy.options())).clamp_(0, h - 1);
+    const at::Tensor jx =
+        (cx + at::randint(-r, r + 1, cx.sizes(), gen, cx.options())).clamp_(0, w - 1);
+    samples.push_back(jy * w + jx);
+  }
+  return at::stack(samples, 3).flatten(2);
+}
+
+// A generator for the device seeded with `seed`, apart from the device's default generator
+// (cloned for its type: no CUDA header names the CUDA one).
+at::Generator seeded_generator(const c10::Device& device, uint64_t seed) {
+  at::Generator shared = at::globalContext().defaultGenerator(device), gen;
+  {
+    std::lock_guard<std::mutex> lock(shared.mutex());
+    gen = shared.clone();
+  }
+  gen.set_current_seed(seed);
+  return gen;
+}
+
 }  // namespace
 
 int64_t patchmatch_evaluations(int64_t h, int64_t w, int64_t topk, int64_t iterations) {
@@ -242,6 +332,47 @@ at::Tensor patchmatch_topk(const at::Tensor& q_in, const at::Tensor& k_in, int64
   return index;
 }
 
+at::Tensor patchmatch_topk_tensor(const at::Tensor& q_in, const at::Tensor& k_in, int64_t topk,
+                                  int64_t iterations, uint64_t seed) {
+  const int64_t b = q_in.size(0), d = q_in.size(1), h = q_in.size(2), w = q_in.size(3), n = h * w;
+  TORCH_CHECK(topk >= 1, "patchmatch: topk must be positive");
+  const int64_t kk = std::min(topk, n);
+  at::NoGradGuard no_grad;
+  auto rows = [&](const at::Tensor& t) {
+    return t.detach()
+        .to(at::kFloat)
+        .reshape({b, d, n})
+        .transpose(1, 2)
+        .contiguous()
+        .view({b * n, d});
+  };
+  const at::Tensor q = rows(q_in), k = rows(k_in);
+  const auto longs = q.options().dtype(at::kLong);
+  at::Generator gen = seeded_generator(q.device(), seed);
+  // Random initialisation: kk distinct positions per query, uniform over the subsets as the
+  // kernel's partial shuffle, by Floyd's method (step s draws t in [0, n − kk + s] and takes
+  // n − kk + s instead when t is held), which needs no pool of N per query.
+  at::Tensor index = at::empty({b, n, kk}, longs), score;
+  for (int64_t s = 0; s < kk; ++s) {
+    const int64_t last = n - kk + s;
+    at::Tensor t = at::randint(0, last + 1, {b, n, 1}, gen, longs);
+    if (s > 0) t.masked_fill_((index.narrow(2, 0, s) == t).any(2, /*keepdim=*/true), last);
+    index.narrow(2, s, 1).copy_(t);
+  }
+  std::tie(score, index) = keep_best(score_candidates(q, k, index), index, kk);
+  for (int64_t it = 0; it < iterations; ++it) {
+    const int64_t dir = it % 2 == 0 ? -1 : 1;  // neighbours left/up, then right/down
+    const at::Tensor grid = index.view({b, h, w, kk});
+    const at::Tensor fresh =
+        at::cat({propagated(grid, /*dim=*/2, dir), propagated(grid, /*dim=*/1, dir),
+                 random_search(index, h, w, gen)},
+                2);
+    std::tie(score, index) = keep_best(at::cat({score, score_candidates(q, k, fresh)}, 2),
+                                       at::cat({index, fresh}, 2), kk);
+  }
+  return index;
+}
+
 at::Tensor sparse_attention_gathered(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const at::Tensor& indices) {
   const int64_t b = q.size(0), d = q.size(1), c = v.size(1), h = q.size(2), w = q.size(3), n = h * w;
@@ -293,11 +424,26 @@ void ScramImpl::reset() {
 }
 
 torch::Tensor ScramImpl::forward(const torch::Tensor& x) {
-  const at::Tensor q = query_(x), k = key_(x);
+  const at::Tensor v = value_(x);
   const uint64_t seed = static_cast<uint64_t>(
       is_training() ? at::randint(1LL << 62, {1}, at::kLong).item<int64_t>() : options.eval_seed());
-  const at::Tensor indices = functional::patchmatch_topk(q, k, options.topk(), options.iterations(), seed);
-  return x + gamma * functional::sparse_attention(q, k, value_(x), indices);
+  at::Tensor out;
+  {
+    // Under autocast, q and k, the search and the softmax stay in the parameters' type (the
+    // CPU kernels take float or double): which k keys are found jumps with q·k, and bf16
+    // projections reorder near ties, so 7×9 maps in bf16 found other keys than in fp32 and the
+    // projections' gradients moved 5-12% (under 1% with every key found). The value projection,
+    // C² of the three projections' 1.25·C² multiply-adds per pixel, keeps the lower precision.
+    AutocastDisabled in_float;
+    const at::ScalarType type = gamma.scalar_type();
+    const at::Tensor xf = x.to(type), q = query_(xf), k = key_(xf);
+    const at::Tensor indices =
+        x.device().is_cpu()
+            ? functional::patchmatch_topk(q, k, options.topk(), options.iterations(), seed)
+            : functional::patchmatch_topk_tensor(q, k, options.topk(), options.iterations(), seed);
+    out = functional::sparse_attention(q, k, v.to(type), indices);
+  }
+  return x + gamma * out;
 }
 
 int64_t ScramImpl::macs(const std::vector<int64_t>& shape) const {

@@ -23,7 +23,14 @@ namespace attnseg {
 namespace functional {
 // PatchMatch search for the `topk` keys of highest q_i·k_j per query: q, k [B, D, H, W] →
 // int64 indices [B, N, topk] into the N = H·W positions (distinct per query, best first).
+// A CPU kernel: q and k on another device are copied to the host.
 at::Tensor patchmatch_topk(const at::Tensor& q, const at::Tensor& k, int64_t topk, int64_t iterations, uint64_t seed);
+// The same search from tensor operations, on the device where q and k lie, with the same
+// contract (indices on that device) and another random stream: per iteration each pixel's
+// candidates (held, propagated, random) form one [B, N, M] tensor, scored by a gather of keys
+// in float, duplicates dropped, the best k kept.
+at::Tensor patchmatch_topk_tensor(const at::Tensor& q, const at::Tensor& k, int64_t topk,
+                                  int64_t iterations, uint64_t seed);
 // out_i = Σ_{j ∈ S_i} softmax_j(q_i·k_j/√D) v_j over the keys S_i = indices[b, i, :]; q, k
 // [B, D, H, W], v [B, C, H, W]. On the CPU one pass per query reads its k keys and values
 // where they lie (an autograd function whose backward scatters the same way); elsewhere it is

@@ -1,0 +1,239 @@
+// The CUDA path against the CPU (label `gpu`): every block's forward and backward, the lattice
+// and the search that have their own GPU forms, a short training run, a checkpoint crossing
+// devices and the headless demo. Each test skips itself where no CUDA device is present (CI
+// has none); tools/device_check.sh runs them on the GPU machine.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "attention/permutohedral.h"
+#include "attention/registry.h"
+#include "attention/scram.h"
+#include "core/device.h"
+#include "test_util.h"
+#include "test_video.h"
+
+namespace attnseg {
+namespace {
+
+using test::read_video;
+using test::run_attnseg;
+using test::write_file;
+using test::write_test_video;
+
+#define SKIP_WITHOUT_CUDA() \
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
+
+double relative_error(const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor x = a.detach().to(at::kCPU, at::kDouble), y = b.detach().to(at::kCPU, at::kDouble);
+  return (x - y).norm().item<double>() / std::max(y.norm().item<double>(), 1e-300);
+}
+
+// Products in true fp32 on the GPU (no TF32), for the scope.
+class NoTf32 {
+ public:
+  NoTf32() : cublas_(at::globalContext().allowTF32CuBLAS()), cudnn_(at::globalContext().allowTF32CuDNN()) {
+    at::globalContext().setAllowTF32CuBLAS(false);
+    at::globalContext().setAllowTF32CuDNN(false);
+  }
+  ~NoTf32() {
+    at::globalContext().setAllowTF32CuBLAS(cublas_);
+    at::globalContext().setAllowTF32CuDNN(cudnn_);
+  }
+
+ private:
+  bool cublas_, cudnn_;
+};
+
+Runtime cuda_runtime(Precision precision) {
+  Runtime rt;
+  rt.device = c10::Device(c10::kCUDA, 0);
+  rt.precision = precision;
+  return rt;
+}
+
+// Output, input gradient and every parameter's gradient of one pass of `block` on `x` with
+// the loss Σ y·weight.
+struct Pass {
+  at::Tensor y, dx;
+  std::vector<at::Tensor> dparams;
+};
+
+Pass run_pass(const AttentionBlock& block, const at::Tensor& x0, const at::Tensor& weight, const Runtime* autocast) {
+  for (auto& p : block->parameters()) p.mutable_grad().reset();
+  const at::Tensor x = x0.detach().clone().requires_grad_();
+  at::Tensor y;
+  if (autocast) {
+    AutocastGuard guard(*autocast);
+    y = block->forward(x);
+  } else {
+    y = block->forward(x);
+  }
+  (y.to(weight.scalar_type()) * weight).sum().backward();
+  Pass pass{y.detach(), x.grad(), {}};
+  for (const auto& p : block->parameters()) pass.dparams.push_back(p.grad().defined() ? p.grad().reshape(-1) : p.reshape(-1).zero_());
+  return pass;
+}
+
+class GpuBlock : public ::testing::TestWithParam<std::string> {};
+
+// Fresh random inputs each run (no fixed seed): the CPU in float64 is the reference.
+// scram on a map of 15 pixels with its default 16 keys covers the map, so its search (whose
+// random draws differ between devices) finds every key on both and the result is exact.
+TEST_P(GpuBlock, ForwardAndBackwardOnCudaMatchTheCpuInFloat64) {
+  SKIP_WITHOUT_CUDA();
+  const std::string name = GetParam();
+  if (!find_block(name).caps.cuda) GTEST_SKIP() << name << " declares no CUDA support";
+  NoTf32 exact;
+  const AttentionBlock block = build_block(name, 16);
+  {
+    torch::NoGradGuard no_grad;  // no part of the block hidden behind a zero-initialised scale
+    for (auto& p : block->parameters()) {
+      if (p.abs().sum().item<double>() == 0) p.normal_(0.0, 0.5);
+    }
+  }
+  block->eval();
+  const std::vector<int64_t> shape = name == "scram" ? std::vector<int64_t>{2, 16, 3, 5} : std::vector<int64_t>{2, 16, 9, 13};
+  const at::Tensor x = torch::randn(shape, at::kDouble), weight = torch::randn(shape, at::kDouble);
+  block->to(at::kDouble);
+  const Pass cpu = run_pass(block, x, weight, nullptr);
+  block->to(at::Device(at::kCUDA, 0), at::kFloat);
+  const auto cuda = [&](const at::Tensor& t) { return t.to(at::Device(at::kCUDA, 0), at::kFloat); };
+  const Pass gpu = run_pass(block, cuda(x), cuda(weight), nullptr);
+  EXPECT_LT(relative_error(gpu.y, cpu.y), 1e-4) << name << " forward";
+  EXPECT_LT(relative_error(gpu.dx, cpu.dx), 1e-4) << name << " input gradient";
+  EXPECT_LT(relative_error(at::cat(gpu.dparams), at::cat(cpu.dparams)), 1e-4) << name << " parameter gradients";
+  if (find_block(name).caps.bf16) {
+    const Runtime bf16 = cuda_runtime(Precision::bf16);
+    const Pass half = run_pass(block, cuda(x), cuda(weight), &bf16);
+    EXPECT_LT(relative_error(half.y, cpu.y), 1e-2) << name << " bf16 forward";
+    EXPECT_LT(relative_error(half.dx, cpu.dx), 1e-2) << name << " bf16 input gradient";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryBlock, GpuBlock, ::testing::ValuesIn(block_names()),
+                         [](const auto& info) { return info.param; });
+
+// The lattice's GPU form (tensor operations, a sort-based vertex table) against the CPU
+// lattice, forward and gradient, on odd sizes.
+TEST(GpuLattice, PermutohedralOnCudaMatchesTheCpuLatticeForwardAndGradient) {
+  SKIP_WITHOUT_CUDA();
+  NoTf32 exact;
+  const at::Tensor q = torch::randn({2, 5, 7, 5}, at::kDouble), k = torch::randn({2, 5, 9, 3}, at::kDouble);
+  const at::Tensor v = torch::randn({2, 3, 9, 3}, at::kDouble), g = torch::randn({2, 3, 7, 5}, at::kDouble);
+  auto grads = [&](const at::Device& device, at::ScalarType type) {
+    std::vector<at::Tensor> in{q.to(device, type).requires_grad_(), k.to(device, type).requires_grad_(),
+                               v.to(device, type).requires_grad_()};
+    const at::Tensor y = functional::permutohedral_attention(in[0], in[1], in[2]);
+    (y * g.to(device, type)).sum().backward();
+    return std::vector<at::Tensor>{y.detach(), in[0].grad(), in[1].grad(), in[2].grad()};
+  };
+  const auto cpu = grads(at::kCPU, at::kDouble);
+  const auto gpu = grads(at::Device(at::kCUDA, 0), at::kFloat);
+  const char* what[] = {"output", "dq", "dk", "dv"};
+  for (size_t i = 0; i < cpu.size(); ++i) EXPECT_LT(relative_error(gpu[i], cpu[i]), 1e-4) << what[i];
+}
+
+// The search's tensor form, which the block runs on a GPU: indices on the device, distinct, best
+// first, and the same for the same seed.
+TEST(GpuSearch, TensorSearchOnCudaReturnsDistinctBestFirstKeysOnTheDeviceTheSameForASeed) {
+  SKIP_WITHOUT_CUDA();
+  const at::Device gpu(at::kCUDA, 0);
+  const at::Tensor q = torch::randn({2, 8, 11, 9}, gpu), k = torch::randn({2, 8, 11, 9}, gpu);
+  const at::Tensor idx = functional::patchmatch_topk_tensor(q, k, 8, 4, 7);
+  ASSERT_TRUE(idx.is_cuda());
+  ASSERT_EQ(idx.sizes(), (at::IntArrayRef{2, 99, 8}));
+  EXPECT_TRUE(idx.min().item<int64_t>() >= 0 && idx.max().item<int64_t>() < 99);
+  const at::Tensor sorted = std::get<0>(idx.sort(-1));
+  EXPECT_FALSE((sorted.narrow(-1, 1, 7) == sorted.narrow(-1, 0, 7)).any().item<bool>()) << "a key found twice";
+  // In float64 against the search's float sums: the order may differ by their rounding (1e-6 here).
+  const at::Tensor scores =
+      at::bmm(q.flatten(2).transpose(1, 2).to(at::kDouble), k.flatten(2).to(at::kDouble)).gather(2, idx);
+  EXPECT_TRUE((scores.narrow(-1, 0, 7) >= scores.narrow(-1, 1, 7) - 1e-5).all().item<bool>()) << "not best first";
+  EXPECT_TRUE(torch::equal(idx, functional::patchmatch_topk_tensor(q, k, 8, 4, 7))) << "other keys for the same seed";
+}
+
+// --- the commands with runtime.device=cuda --------------------------------------------------
+
+class GpuCommands : public test::TinyDataTest {
+ protected:
+  // The quoted path of the tiny config with runtime.device set to cuda in the file itself
+  // (the demo takes no key=value overrides).
+  std::string cuda_config() {
+    std::string text = test::tiny_config(data_->path());
+    const std::string runtime = "runtime: {threads: 1}";
+    text.replace(text.find(runtime), runtime.size(), "runtime: {threads: 1, device: cuda}");
+    write_file(dir / "cuda.yaml", text);
+    return "'" + (dir / "cuda.yaml").string() + "'";
+  }
+};
+
+std::vector<double> losses(const std::filesystem::path& metrics) {
+  std::vector<double> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    const auto entry = nlohmann::json::parse(line);
+    if (entry.contains("loss")) out.push_back(entry["loss"].get<double>());
+  }
+  return out;
+}
+
+double mean(const std::vector<double>& v, size_t from, size_t count) {
+  double s = 0;
+  for (size_t i = from; i < from + count; ++i) s += v[i];
+  return s / static_cast<double>(count);
+}
+
+// 100 iterations of the tiny synthetic config on each device from the same seed: the first
+// losses agree (the same initial weights and batches; dropout's draws differ between the
+// devices' generators, hence a tolerance), and the GPU run's loss falls. Its checkpoint then
+// gives the same mIoU evaluated on the CPU as on the GPU.
+TEST_F(GpuCommands, TrainingOnCudaFollowsTheCpuLossCurveAndItsCheckpointEvaluatesTheSameOnTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  const std::string common = " train.iters=100 train.checkpoint_interval=100 train.log_interval=1 train.seed=3";
+  auto r = run_attnseg("train " + config() + " --work-dir '" + (dir / "cpu").string() + "'" + common +
+                       " runtime.device=cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_attnseg("train " + config() + " --work-dir '" + (dir / "cuda").string() + "'" + common +
+                  " runtime.device=cuda");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("device cuda"), std::string::npos) << r.output;
+  const std::vector<double> cpu = losses(dir / "cpu/metrics.jsonl"), gpu = losses(dir / "cuda/metrics.jsonl");
+  ASSERT_EQ(cpu.size(), 100u);
+  ASSERT_EQ(gpu.size(), 100u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(gpu[i], cpu[i], 0.05 * cpu[i]) << "iteration " << i + 1;
+  EXPECT_LT(mean(gpu, 90, 10), 0.8 * mean(gpu, 0, 10)) << "the loss did not fall on the GPU";
+
+  const std::string checkpoint = " --checkpoint '" + (dir / "cuda/iter_100.pt").string() + "'";
+  double miou[2] = {0, 0};
+  const char* devices[] = {"cpu", "cuda"};
+  for (int i = 0; i < 2; ++i) {
+    const auto json = dir / (std::string("eval_") + devices[i] + ".json");
+    r = run_attnseg("eval " + config() + checkpoint + " --json '" + json.string() + "' runtime.device=" + devices[i]);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    miou[i] = nlohmann::json::parse(test::read_file(json))["mIoU"].get<double>();
+  }
+  EXPECT_NEAR(100 * miou[1], 100 * miou[0], 0.1) << "mIoU on the CPU and on the GPU, in points";
+}
+
+TEST_F(GpuCommands, HeadlessDemoOnCudaWritesEveryFrame) {
+  SKIP_WITHOUT_CUDA();
+  auto r = run_attnseg("train " + cuda_config() + " --work-dir '" + (dir / "run").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  write_test_video(dir / "in.avi", 12);
+  r = run_attnseg("demo " + cuda_config() + " --checkpoint '" + (dir / "run/iter_4.pt").string() + "' --source '" +
+                  (dir / "in.avi").string() + "' --headless --point 250,70 --output '" + (dir / "out.avi").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("device cuda"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("showed 12 of 12 frames"), std::string::npos) << r.output;
+  EXPECT_EQ(read_video(dir / "out.avi").size(), 12u);
+}
+
+}  // namespace
+}  // namespace attnseg
