@@ -20,10 +20,28 @@ using test::tiny_config;
 using test::write_file;
 namespace fs = std::filesystem;
 
+std::vector<nlohmann::json> metric_lines(const fs::path& metrics) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+// The losses logged, in order (the learning curve's lines carry none).
 std::vector<double> losses(const fs::path& metrics) {
   std::vector<double> out;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  for (const auto& j : metric_lines(metrics)) {
+    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+// The learning curve's points as (iteration, mIoU), in the order written.
+std::vector<std::pair<int64_t, double>> curve(const fs::path& metrics) {
+  std::vector<std::pair<int64_t, double>> out;
+  for (const auto& j : metric_lines(metrics)) {
+    if (j.contains("val_mIoU")) out.emplace_back(j["iter"].get<int64_t>(), j["val_mIoU"].get<double>());
+  }
   return out;
 }
 
@@ -142,6 +160,63 @@ TEST_F(EngineTest, ResumeFromACheckpointOfTheRunReproducesItsLaterLosses) {
   const std::vector<double> resumed = losses(dir / "cut/metrics.jsonl");
   ASSERT_EQ(resumed.size(), 3u);
   for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(resumed[i], full[i + 3]) << "iteration " << i + 4;
+}
+
+// eval.interval=2 over 5 iterations: points at 2, 4 and the last iteration, each with every
+// class's IoU, on eval.subset images; evaluating draws no random number, so the losses are
+// bit for bit those of the same run without the curve.
+TEST_F(EngineTest, TheLearningCurveHasAPointEveryIntervalAndLeavesTheLossesBitIdentical) {
+  const std::vector<std::string> run{"train.iters=5", "train.checkpoint_interval=5"};
+  test::train_config(config(run), dir / "plain", false);
+  auto with_curve = run;
+  with_curve.insert(with_curve.end(), {"eval.interval=2", "eval.subset=2"});
+  test::train_config(config(with_curve), dir / "curve", false);
+  EXPECT_EQ(losses(dir / "curve/metrics.jsonl"), losses(dir / "plain/metrics.jsonl"));
+  ASSERT_EQ(losses(dir / "plain/metrics.jsonl").size(), 5u);
+  EXPECT_TRUE(curve(dir / "plain/metrics.jsonl").empty());
+  std::vector<int64_t> iterations;
+  for (const auto& j : metric_lines(dir / "curve/metrics.jsonl")) {
+    if (!j.contains("val_mIoU")) continue;
+    iterations.push_back(j["iter"].get<int64_t>());
+    EXPECT_EQ(j["val_images"].get<int64_t>(), 2);
+    const double miou = j["val_mIoU"].get<double>();
+    EXPECT_TRUE(miou >= 0 && miou <= 1) << miou;
+    EXPECT_EQ(j["val_IoU"].size(), read_experiment(config()).data.class_names.size());
+  }
+  EXPECT_EQ(iterations, (std::vector<int64_t>{2, 4, 5}));
+  // The last point is what `eval` gives the final checkpoint on the same two images.
+  const Validation last = [&] {
+    Segmentor model = tiny_model();
+    load_checkpoint(dir / "curve/iter_5.pt", model);
+    return validate(model, read_experiment(config()), Runtime{}, 2);
+  }();
+  EXPECT_DOUBLE_EQ(curve(dir / "curve/metrics.jsonl").back().second, last.metrics.miou);
+}
+
+// A run killed after its point at iteration 4 and before its checkpoint there resumes from
+// iteration 3: the resumed curve is the uninterrupted one, each point once, in order.
+TEST_F(EngineTest, AResumedRunContinuesTheLearningCurveWithoutGapsOrDuplicates) {
+  const Config c = config({"train.iters=6", "train.checkpoint_interval=3", "train.keep_checkpoints=3",
+                           "eval.interval=2", "eval.subset=2"});
+  test::train_config(c, dir / "full", false);
+  const auto full = curve(dir / "full/metrics.jsonl");
+  ASSERT_EQ(full.size(), 3u);
+  fs::create_directories(dir / "cut");
+  fs::copy_file(dir / "full/iter_3.pt", dir / "cut/iter_3.pt");
+  write_file(dir / "cut/last_checkpoint", "iter_3.pt\n");
+  std::string upto4;
+  for (const auto& j : metric_lines(dir / "full/metrics.jsonl")) {
+    if (j["iter"].get<int64_t>() <= 4) upto4 += j.dump() + "\n";
+  }
+  write_file(dir / "cut/metrics.jsonl", upto4);
+  test::train_config(c, dir / "cut", /*resume=*/true);
+  EXPECT_EQ(curve(dir / "cut/metrics.jsonl"), full);
+  EXPECT_EQ(losses(dir / "cut/metrics.jsonl"), losses(dir / "full/metrics.jsonl"));
+}
+
+TEST_F(EngineTest, ANegativeEvalIntervalIsRefusedByItsKey) {
+  const std::string m = test::error_of([&] { read_experiment(config({"eval.interval=-1"})); });
+  EXPECT_NE(m.find("eval.interval"), std::string::npos) << m;
 }
 
 TEST_F(EngineTest, NaNLossStopsAndKeepsTheLastGoodCheckpoint) {

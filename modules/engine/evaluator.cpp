@@ -79,6 +79,26 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   return result;
 }
 
+Validation validate(Segmentor& model, const Experiment& x, const Runtime& runtime, int64_t limit) {
+  FolderDataset dataset(x.data.val);
+  const int64_t count = limit > 0 ? std::min<int64_t>(limit, static_cast<int64_t>(dataset.size()))
+                                  : static_cast<int64_t>(dataset.size());
+  const bool was_training = model->is_training();
+  model->eval();
+  ConfusionMatrix confusion(static_cast<int64_t>(x.data.class_names.size()));
+  {
+    c10::InferenceMode guard;
+    for (int64_t k = 0; k < count; ++k) {
+      const Sample sample = dataset.load(static_cast<size_t>(k));
+      check_inference_size(x, sample.image.rows, sample.image.cols, "validation image " + sample.name);
+      const at::Tensor image = image_to_tensor(sample.image, x.norm).unsqueeze(0).to(runtime.device);
+      confusion.update(segment(model, image, x.eval, runtime).argmax(1).squeeze(0), mask_to_tensor(sample.mask));
+    }
+  }
+  model->train(was_training);
+  return {compute_metrics(confusion.matrix()), count};
+}
+
 std::string format_report(const EvalResult& r) {
   auto pct = [](double v) {
     char buf[16];

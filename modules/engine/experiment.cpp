@@ -82,7 +82,11 @@ EvalSettings read_eval(const ConfigNode& e) {
   s.flip = e.get<bool>("flip", s.flip);
   s.speed_warmup = e.get<int64_t>("speed_warmup", s.speed_warmup);
   s.speed_runs = e.get<int64_t>("speed_runs", s.speed_runs);
+  s.interval = e.get<int64_t>("interval", s.interval);
+  s.subset = e.get<int64_t>("subset", s.subset);
   e.finish();
+  positive(e, "interval", s.interval, true);
+  positive(e, "subset", s.subset, true);
   positive(e, "speed_warmup", s.speed_warmup, true);
   positive(e, "speed_runs", s.speed_runs);
   return s;

@@ -36,6 +36,11 @@ struct EvalSettings {
   bool flip = false;
   int64_t speed_warmup = 3;
   int64_t speed_runs = 10;
+  // Learning curves: `train` evaluates every `interval` iterations (0: never) on the first
+  // `subset` images of the validation split (0: all of them) and logs the figures to
+  // metrics.jsonl beside the losses.
+  int64_t interval = 0;
+  int64_t subset = 0;
 };
 
 struct Experiment {

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/work_dir_lock.h"
 #include "engine/checkpoint.h"
+#include "engine/evaluator.h"
 #include "engine/progress.h"
 
 namespace attnseg {
@@ -203,6 +204,9 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   TrainResult result;
   result.threads = runtime.threads;
   FolderDataset dataset(x.data.train);
+  // A learning curve needs the validation split: a missing or empty one stops the run now,
+  // not at the first evaluation.
+  if (x.eval.interval > 0 && runtime.rank == 0) FolderDataset check_val(x.data.val);
   TrainingState state = make_training_state(x, runtime);  // a block the runtime cannot run stops here
   // One run per directory; what a killed run left half-written goes before anything is read.
   const std::unique_ptr<WorkDirLock> lock = runtime.rank == 0 ? claim_work_dir(work_dir, "train") : nullptr;
@@ -273,6 +277,20 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
       fields.precision(4);
       fields << "loss " << loss_value << " lr " << lr << " " << ips << " img/s";
       progress.update(done, fields.str());
+    }
+    // The curve's point for `done` goes before the checkpoint of `done`: a run killed between
+    // them resumes from an earlier checkpoint, and the MetricsLog drops the point with the rest.
+    if (x.eval.interval > 0 && (done % x.eval.interval == 0 || done == s.iters) && runtime.rank == 0) {
+      stop_if_nonfinite();
+      const Validation v = validate(state.model, x, runtime, x.eval.subset);
+      nlohmann::json iou = nlohmann::json::object();
+      for (size_t c = 0; c < x.data.class_names.size(); ++c) {
+        iou[x.data.class_names[c]] = std::isnan(v.metrics.iou[c]) ? nlohmann::json(nullptr) : nlohmann::json(v.metrics.iou[c]);
+      }
+      metrics.write({{"iter", done}, {"val_mIoU", v.metrics.miou}, {"val_IoU", iou}, {"val_images", v.images}});
+      spdlog::info("iteration {}: validation mIoU {:.2f} on {} images", done, 100 * v.metrics.miou, v.images);
+      window_begin = std::chrono::steady_clock::now();  // images/s counts training steps only
+      window_images = 0;
     }
     if (checkpoints.due(done)) {
       stop_if_nonfinite();
