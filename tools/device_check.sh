@@ -7,6 +7,9 @@
 #
 #   OUT=<folder for the logs> OPENCV_DIR=<OpenCVConfig.cmake folder> tools/device_check.sh
 #
+# On the lent GPU machine, with ../shared/gpu copied to .gpu (git-ignored) and carried:
+#   OUT=$OUT OPENCV_DIR=.gpu/opencv/lib/cmake/opencv4 tools/device_check.sh
+#
 # Knobs (environment): OUT (required), OPENCV_DIR (default: CMake's search), TORCH_DIR
 # (default: python3's torch.utils.cmake_prefix_path), BUILD_DIR (default /tmp/attnseg-cuda),
 # JOBS (default nproc), DEADLINE_S (whole run, default 480), SIZES (default 64x128,128x256),
@@ -52,7 +55,10 @@ TORCH_DIR=${TORCH_DIR:-$(python3 -c 'import torch;print(torch.utils.cmake_prefix
 # the linker needs them too), OpenCV's beside its config.
 NV_LIBS=$( [ -n "$TORCH_PY" ] && find "$(dirname "$TORCH_PY")/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | paste -sd: -)
 OCV_LIB=""
-[ -n "${OPENCV_DIR:-}" ] && OCV_LIB=$(cd "$OPENCV_DIR/../.." && pwd)
+if [ -n "${OPENCV_DIR:-}" ]; then
+  OPENCV_DIR=$(cd "$OPENCV_DIR" && pwd)  # CMake and the loader get absolute folders
+  OCV_LIB=$(cd "$OPENCV_DIR/../.." && pwd)
+fi
 export LD_LIBRARY_PATH=${OCV_LIB:+$OCV_LIB:}${TORCH_PY:+$TORCH_PY/lib:}${NV_LIBS:+$NV_LIBS:}${LD_LIBRARY_PATH:-}
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 export PATH=$CUDA_HOME/bin:$PATH
