@@ -2,8 +2,10 @@
 // run, and a NaN loss stopping training with the last good checkpoint kept.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
 #include <torch/torch.h>
 
+#include "data/dataset.h"
 #include "data/synthetic.h"
 #include "engine/checkpoint.h"
 #include "engine/evaluator.h"
@@ -217,6 +219,47 @@ TEST_F(EngineTest, AResumedRunContinuesTheLearningCurveWithoutGapsOrDuplicates) 
 TEST_F(EngineTest, ANegativeEvalIntervalIsRefusedByItsKey) {
   const std::string m = test::error_of([&] { read_experiment(config({"eval.interval=-1"})); });
   EXPECT_NE(m.find("eval.interval"), std::string::npos) << m;
+}
+
+// eval's JSON carries the confusion matrix: its rows hold every labelled pixel of the
+// validation images once, its diagonal over its total is aAcc, and each class's IoU is
+// diagonal / (row + column − diagonal), its accuracy diagonal / row (rows are the truth).
+TEST_F(EngineTest, TheEvalJsonConfusionMatrixAccountsForEveryLabelledPixelAndGivesTheIoUs) {
+  const Config c = config({"train.iters=2", "train.checkpoint_interval=2"});
+  test::train_config(c, dir / "run", false);
+  const EvalResult r = test::evaluate_config(c, dir / "run/iter_2.pt");
+  const nlohmann::json j = report_json(r);
+  const auto& pixels = j["confusion"]["pixels"];
+  const size_t k = r.class_names.size();
+  ASSERT_EQ(pixels.size(), k);
+  int64_t labelled = 0;
+  FolderDataset val(read_experiment(c).data.val);
+  for (size_t i = 0; i < val.size(); ++i) {
+    const cv::Mat mask = val.load(i).mask;
+    labelled += static_cast<int64_t>(mask.total()) - cv::countNonZero(mask == 255);
+  }
+  int64_t total = 0, diagonal = 0;
+  std::vector<int64_t> row(k, 0), column(k, 0);
+  for (size_t i = 0; i < k; ++i) {
+    ASSERT_EQ(pixels[i].size(), k);
+    for (size_t p = 0; p < k; ++p) {
+      const int64_t n = pixels[i][p].get<int64_t>();
+      total += n;
+      row[i] += n;
+      column[p] += n;
+      if (i == p) diagonal += n;
+    }
+  }
+  EXPECT_EQ(total, labelled);
+  EXPECT_DOUBLE_EQ(j["aAcc"].get<double>(), static_cast<double>(diagonal) / static_cast<double>(total));
+  for (size_t i = 0; i < k; ++i) {
+    const int64_t d = pixels[i][i].get<int64_t>(), u = row[i] + column[i] - d;
+    if (row[i] > 0) {
+      EXPECT_DOUBLE_EQ(j["classes"][i]["acc"].get<double>(), static_cast<double>(d) / static_cast<double>(row[i])) << i;
+    }
+    if (u == 0) continue;
+    EXPECT_DOUBLE_EQ(j["classes"][i]["iou"].get<double>(), static_cast<double>(d) / static_cast<double>(u)) << i;
+  }
 }
 
 TEST_F(EngineTest, NaNLossStopsAndKeepsTheLastGoodCheckpoint) {

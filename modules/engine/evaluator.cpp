@@ -73,6 +73,7 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
     }
   }
   result.metrics = compute_metrics(confusion.matrix());
+  result.confusion = confusion.matrix().to(at::kCPU);
   result.class_names = x.data.class_names;
   result.checkpoint = checkpoint.string();
   result.speed = measure_speed(model, first_image, x.eval.speed_warmup, x.eval.speed_runs, runtime);
@@ -137,12 +138,23 @@ nlohmann::json report_json(const EvalResult& r) {
   for (size_t c = 0; c < r.class_names.size(); ++c) {
     classes.push_back({{"name", r.class_names[c]}, {"iou", num(r.metrics.iou[c])}, {"acc", num(r.metrics.acc[c])}});
   }
+  // Which class was taken for which: rows are the ground truth, columns the prediction.
+  nlohmann::json confusion = nlohmann::json::array();
+  if (r.confusion.defined()) {
+    const at::Tensor m = r.confusion.to(at::kLong).contiguous();
+    const auto a = m.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < m.size(0); ++i) {
+      std::vector<int64_t> row(a[i].data(), a[i].data() + m.size(1));
+      confusion.push_back(row);
+    }
+  }
   return {{"checkpoint", r.checkpoint},
           {"images", r.images},
           {"aAcc", num(r.metrics.aacc)},
           {"mIoU", num(r.metrics.miou)},
           {"mAcc", num(r.metrics.macc)},
           {"classes", classes},
+          {"confusion", {{"rows", "ground truth"}, {"columns", "prediction"}, {"pixels", confusion}}},
           {"speed",
            {{"median_ms", r.speed.median_ms},
             {"p25_ms", r.speed.p25_ms},

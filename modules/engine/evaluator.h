@@ -20,6 +20,8 @@ namespace attnseg {
 
 struct EvalResult {
   SegMetrics metrics;
+  // Pixels counted per (ground truth, prediction): int64 [K, K] on the CPU, rows = ground truth.
+  at::Tensor confusion;
   std::vector<std::string> class_names;
   int64_t images = 0;
   SpeedResult speed;
