@@ -22,21 +22,8 @@ using test::tiny_config;
 using test::write_file;
 namespace fs = std::filesystem;
 
-std::vector<nlohmann::json> metric_lines(const fs::path& metrics) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
-// The losses logged, in order (the learning curve's lines carry none).
-std::vector<double> losses(const fs::path& metrics) {
-  std::vector<double> out;
-  for (const auto& j : metric_lines(metrics)) {
-    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
-  }
-  return out;
-}
+using test::losses;
+using test::metric_lines;
 
 // The learning curve's points as (iteration, mIoU), in the order written.
 std::vector<std::pair<int64_t, double>> curve(const fs::path& metrics) {
@@ -190,7 +177,8 @@ TEST_F(EngineTest, TheLearningCurveHasAPointEveryIntervalAndLeavesTheLossesBitId
   const Validation last = [&] {
     Segmentor model = tiny_model();
     load_checkpoint(dir / "curve/iter_5.pt", model);
-    return validate(model, read_experiment(config()), Runtime{}, 2);
+    const Experiment x = read_experiment(config());
+    return validate(model, FolderDataset(x.data.val), x, Runtime{}, 2);
   }();
   EXPECT_DOUBLE_EQ(curve(dir / "curve/metrics.jsonl").back().second, last.metrics.miou);
 }

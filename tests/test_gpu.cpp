@@ -17,12 +17,14 @@
 #include "attention/registry.h"
 #include "attention/scram.h"
 #include "core/device.h"
+#include "engine_util.h"
 #include "test_util.h"
 #include "test_video.h"
 
 namespace attnseg {
 namespace {
 
+using test::losses;
 using test::read_video;
 using test::run_attnseg;
 using test::write_file;
@@ -205,16 +207,6 @@ class GpuCommands : public test::TinyDataTest {
     return "'" + (dir / "cuda.yaml").string() + "'";
   }
 };
-
-std::vector<double> losses(const std::filesystem::path& metrics) {
-  std::vector<double> out;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);) {
-    const auto entry = nlohmann::json::parse(line);
-    if (entry.contains("loss")) out.push_back(entry["loss"].get<double>());
-  }
-  return out;
-}
 
 double mean(const std::vector<double>& v, size_t from, size_t count) {
   double s = 0;

@@ -439,28 +439,29 @@ VertexTable vertex_table(const TensorSimplices& keys, const TensorSimplices* que
   return table;
 }
 
-// Per direction, each vertex's neighbours at ± (−1, …, d, …, −1) as [2, M+1] ids: a distinct
-// sort of the table with both shifted copies finds which are occupied; the others, and row M
-// (a zero row of the value grid, its own neighbour), point at M.
+// Per direction, each vertex's neighbours at ± (−1, …, d, …, −1) as [2, M+1] ids: one
+// distinct sort of the table with its shifted copies in every direction finds which are
+// occupied; the others, and row M (a zero row of the value grid, its own neighbour), point at M.
 std::vector<at::Tensor> tensor_neighbours(const at::Tensor& table) {
   const int64_t m = table.size(0), d = table.size(1) - 1;
   const auto ints = table.options();
-  std::vector<at::Tensor> neighbours;
+  std::vector<int64_t> steps;  // [d+1, 2, 1+d]: per direction, + then − the step
   for (int64_t dir = 0; dir <= d; ++dir) {
-    std::vector<int64_t> step(d + 1, -1);
-    step[0] = 0;
-    if (dir < d) step[dir + 1] = d;
-    const at::Tensor offset = at::tensor(step, at::kLong).to(table.device());
-    at::Tensor distinct, ids;
-    std::tie(distinct, ids, std::ignore) =
-        at::unique_dim(at::cat({table, table + offset, table - offset}), 0,
-                       /*sorted=*/true, /*return_inverse=*/true);
-    const at::Tensor vertex = at::full({distinct.size(0)}, m, ints)
-                                  .index_put_({ids.narrow(0, 0, m)}, at::arange(m, ints));
-    neighbours.push_back(at::cat(
-        {vertex.index_select(0, ids.narrow(0, m, 2 * m)).view({2, m}), at::full({2, 1}, m, ints)},
-        1));
+    for (const int64_t sign : {1, -1}) {
+      steps.push_back(0);  // the sample column
+      for (int64_t j = 0; j < d; ++j) steps.push_back(sign * (j == dir ? d : -1));
+    }
   }
+  const at::Tensor offsets = at::tensor(steps, at::kLong).to(table.device()).view({2 * (d + 1), 1, d + 1});
+  at::Tensor distinct, ids;
+  std::tie(distinct, ids, std::ignore) =
+      at::unique_dim(at::cat({table, (table.unsqueeze(0) + offsets).view({-1, d + 1})}), 0,
+                     /*sorted=*/true, /*return_inverse=*/true);
+  const at::Tensor vertex =
+      at::full({distinct.size(0)}, m, ints).index_put_({ids.narrow(0, 0, m)}, at::arange(m, ints));
+  const at::Tensor shifted = vertex.index_select(0, ids.narrow(0, m, 2 * (d + 1) * m)).view({d + 1, 2, m});
+  std::vector<at::Tensor> neighbours;
+  for (int64_t dir = 0; dir <= d; ++dir) neighbours.push_back(at::cat({shifted[dir], at::full({2, 1}, m, ints)}, 1));
   return neighbours;
 }
 

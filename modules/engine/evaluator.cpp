@@ -80,8 +80,8 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   return result;
 }
 
-Validation validate(Segmentor& model, const Experiment& x, const Runtime& runtime, int64_t limit) {
-  FolderDataset dataset(x.data.val);
+Validation validate(Segmentor& model, const FolderDataset& dataset, const Experiment& x, const Runtime& runtime,
+                    int64_t limit) {
   const int64_t count = limit > 0 ? std::min<int64_t>(limit, static_cast<int64_t>(dataset.size()))
                                   : static_cast<int64_t>(dataset.size());
   const bool was_training = model->is_training();

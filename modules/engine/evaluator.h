@@ -34,14 +34,15 @@ struct EvalResult {
 EvalResult evaluate(const Experiment& experiment, const Runtime& runtime, const std::filesystem::path& checkpoint,
                     const std::filesystem::path& show_dir = {});
 
-// Confusion-matrix metrics of `model` on the first `limit` validation images (0: every one),
+// Confusion-matrix metrics of `model` on the first `limit` images of `val` (0: every one),
 // in eval mode for the call and in training mode again after it when it was so before; no
 // random generator is drawn from, so a training run that validates takes the same steps.
 struct Validation {
   SegMetrics metrics;
   int64_t images = 0;
 };
-Validation validate(Segmentor& model, const Experiment& experiment, const Runtime& runtime, int64_t limit);
+Validation validate(Segmentor& model, const FolderDataset& val, const Experiment& experiment, const Runtime& runtime,
+                    int64_t limit);
 
 // The per-class table and summary lines that `attnseg eval` prints.
 std::string format_report(const EvalResult& result);

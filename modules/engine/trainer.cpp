@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <sstream>
 
@@ -204,9 +205,10 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   TrainResult result;
   result.threads = runtime.threads;
   FolderDataset dataset(x.data.train);
-  // A learning curve needs the validation split: a missing or empty one stops the run now,
-  // not at the first evaluation.
-  if (x.eval.interval > 0 && runtime.rank == 0) FolderDataset check_val(x.data.val);
+  // A learning curve reads the validation split: opened once, so a missing or empty one stops
+  // the run now, not at the first evaluation.
+  std::optional<FolderDataset> val;
+  if (x.eval.interval > 0 && runtime.rank == 0) val.emplace(x.data.val);
   TrainingState state = make_training_state(x, runtime);  // a block the runtime cannot run stops here
   // One run per directory; what a killed run left half-written goes before anything is read.
   const std::unique_ptr<WorkDirLock> lock = runtime.rank == 0 ? claim_work_dir(work_dir, "train") : nullptr;
@@ -280,9 +282,9 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
     }
     // The curve's point for `done` goes before the checkpoint of `done`: a run killed between
     // them resumes from an earlier checkpoint, and the MetricsLog drops the point with the rest.
-    if (x.eval.interval > 0 && (done % x.eval.interval == 0 || done == s.iters) && runtime.rank == 0) {
+    if (val && (done % x.eval.interval == 0 || done == s.iters)) {
       stop_if_nonfinite();
-      const Validation v = validate(state.model, x, runtime, x.eval.subset);
+      const Validation v = validate(state.model, *val, x, runtime, x.eval.subset);
       nlohmann::json iou = nlohmann::json::object();
       for (size_t c = 0; c < x.data.class_names.size(); ++c) {
         iou[x.data.class_names[c]] = std::isnan(v.metrics.iou[c]) ? nlohmann::json(nullptr) : nlohmann::json(v.metrics.iou[c]);
