@@ -8,6 +8,7 @@
 #include "core/runtime.h"
 
 int main(int argc, char** argv) {
+  attnseg::pin_blas_kernels(argv);
   using namespace attnseg::app;
   CLI::App app{"attnseg: semantic segmentation with pluggable attention blocks"};
   app.require_subcommand(1);

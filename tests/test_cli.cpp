@@ -159,6 +159,33 @@ TEST_F(Cli, WarnsWhenTheReferenceBlasIsInUse) {
   EXPECT_EQ(normal.output.find("BLAS in use is the reference implementation"), std::string::npos) << normal.output;
 }
 
+// The binary pins OpenBLAS's kernel family (core/runtime.h, pin_blas_kernels): without
+// OPENBLAS_CORETYPE, OpenBLAS, asked to say which kernels it loads, says it twice, first what it
+// detected, then Haswell after the re-execution; a family the user chose is loaded once and kept.
+TEST_F(Cli, OpenBlasKernelsArePinnedToHaswellUnlessTheUserChoseAFamily) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) GTEST_SKIP() << "no AVX2 and FMA";
+#else
+  GTEST_SKIP() << "not x86-64";
+#endif
+  const auto cores = [](const std::string& output) {
+    std::vector<std::string> found;
+    for (size_t at = output.find("Core: "); at != std::string::npos; at = output.find("Core: ", at + 1)) {
+      found.push_back(output.substr(at + 6, output.find('\n', at) - at - 6));
+    }
+    return found;
+  };
+  const auto pinned = run_attnseg("list", "env -u OPENBLAS_CORETYPE OPENBLAS_VERBOSE=2");
+  ASSERT_EQ(pinned.exit_code, 0) << pinned.output;
+  const auto loaded = cores(pinned.output);
+  if (loaded.empty()) GTEST_SKIP() << "the BLAS in use is not OpenBLAS with runtime kernel choice";
+  ASSERT_EQ(loaded.size(), 2u) << pinned.output;
+  EXPECT_EQ(loaded.back(), "Haswell") << pinned.output;
+  const auto chosen = run_attnseg("list", "OPENBLAS_VERBOSE=2 OPENBLAS_CORETYPE=Sandybridge");
+  EXPECT_EQ(cores(chosen.output), std::vector<std::string>{"Sandybridge"}) << chosen.output;
+}
+
 TEST_F(Cli, MissingConfig) {
   expect_clean_error(run_attnseg("train /nonexistent/x.yaml " + work("w")), {"/nonexistent/x.yaml"});
 }

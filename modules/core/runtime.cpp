@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -35,6 +36,19 @@ void keep_freed_memory() {
   // The largest threshold glibc accepts (half its 64 MiB heap size); larger blocks are rare.
   if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 32 << 20);
   if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
+
+void pin_blas_kernels(char** argv) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (std::getenv("OPENBLAS_CORETYPE")) return;
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
+  if (::setenv("OPENBLAS_CORETYPE", "Haswell", 1) != 0) return;
+  ::execv("/proc/self/exe", argv);  // returns only on failure: go on with the kernels loaded
+  ::unsetenv("OPENBLAS_CORETYPE");
+#else
+  (void)argv;
 #endif
 }
 
