@@ -40,6 +40,7 @@ int run_sweep(const SweepOptions& options) {
   for (const char* name : {"leaderboard.csv", "leaderboard.md", "leaderboard.png", "scaling.png"}) {
     spdlog::info("wrote {}", (s.work_dir / name).string());
   }
+  if (board.eval_interval > 0) spdlog::info("wrote {}", (s.work_dir / "curves.png").string());
   return 0;
 }
 

@@ -1,6 +1,8 @@
 // Config layering, overrides and the errors that name the key and the file.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "attention/nonlocal.h"
 #include "attention/registry.h"
 #include "config/config.h"
@@ -131,6 +133,51 @@ TEST(ExperimentConfig, OneLineSwitchesTheBlock) {
   const Config c = Config::load(kDefault, {"model.attention.type=nonlocal"});
   const Segmentor model = build_model(read_experiment(c));
   EXPECT_NE(std::dynamic_pointer_cast<NonLocalImpl>(model->head()->block()), nullptr);
+}
+
+// The start rule (attention/registry.h, BlockStart) read from every registered block as the
+// model is built: under `start: gate` no block returns its input at the start (no hidden zero
+// gamma or zero last layer) and the head's gate holds gate_init; under `start: paper` exactly
+// the blocks whose reference code starts them as the identity (a zero gamma: ccnet, scram; a
+// zero-initialised last norm or conv: nonlocal, gcnet, fast_l2, autonl) return their input,
+// and there is no gate. `none` is the identity with no gate under both.
+TEST(StartRule, EveryRegisteredBlockStartsUnderTheOneRule) {
+  const std::set<std::string> identity_in_reference{"nonlocal", "ccnet", "gcnet", "fast_l2", "autonl", "scram"};
+  for (const std::string& name : block_names()) {
+    for (const bool paper : {false, true}) {
+      const Config c = Config::load(kDefault, {"model.attention.type=" + name,
+                                               std::string("model.attention.start=") + (paper ? "paper" : "gate"),
+                                               "model.attention.gate_init=0.375"});
+      torch::manual_seed(0);
+      Segmentor model = build_model(read_experiment(c));
+      model->eval();
+      const std::string what = name + (paper ? " (start: paper)" : " (start: gate)");
+      const at::Tensor gate = model->head()->gate();
+      if (paper || name == "none") {
+        EXPECT_FALSE(gate.defined()) << what;
+      } else {
+        ASSERT_TRUE(gate.defined()) << what;
+        EXPECT_EQ(gate.item<double>(), 0.375) << what;
+        EXPECT_TRUE(gate.requires_grad()) << what;
+      }
+      const at::Tensor x = torch::randn({2, model->head()->options.channels(), 7, 11});
+      torch::NoGradGuard no_grad;
+      const double change = (model->head()->block()->forward(x) - x).abs().max().item<double>();
+      const bool identity = change == 0;
+      const bool expected = name == "none" || (paper && identity_in_reference.count(name) > 0);
+      EXPECT_EQ(identity, expected) << what << " changes its input by at most " << change;
+    }
+  }
+}
+
+TEST(StartRule, UnknownStartAndNonFiniteGateNameTheKey) {
+  const std::string m = error_of([&] { read_experiment(Config::load(kDefault, {"model.attention.start=identity"})); });
+  EXPECT_TRUE(contains(m, "model.attention.start")) << m;
+  EXPECT_TRUE(contains(m, "gate or paper")) << m;
+  const std::string g = error_of([&] { read_experiment(Config::load(kDefault, {"model.attention.gate_init=.nan"})); });
+  EXPECT_TRUE(contains(g, "model.attention.gate_init")) << g;
+  const std::string z = error_of([&] { read_experiment(Config::load(kDefault, {"model.attention.ccnet.zero_init=false"})); });
+  EXPECT_TRUE(contains(z, "model.attention.ccnet.zero_init")) << z;
 }
 
 TEST(ExperimentConfig, ZeroOrNegativeSizesAreRejected) {

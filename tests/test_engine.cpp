@@ -204,6 +204,54 @@ TEST_F(EngineTest, AResumedRunContinuesTheLearningCurveWithoutGapsOrDuplicates) 
   EXPECT_EQ(losses(dir / "cut/metrics.jsonl"), losses(dir / "full/metrics.jsonl"));
 }
 
+// The loss lines say how the block trains: the head's gate and its gradient, the size of the
+// block's input and of the change the head makes to it, and the gradient norm over the
+// block's parameters. Under `start: paper` ccnet's gamma starts at 0, so the first forward
+// changes nothing (branch 0) while the gate rule's first forward does.
+TEST_F(EngineTest, TheLossLinesCarryTheBlocksGateBranchScaleAndGradientNorm) {
+  const std::vector<std::string> run{"train.iters=4", "train.checkpoint_interval=4", "train.log_interval=1"};
+  test::train_config(config(run), dir / "gate", false);
+  const auto lines = metric_lines(dir / "gate/metrics.jsonl");
+  ASSERT_EQ(lines.size(), 4u);
+  for (const auto& j : lines) {
+    ASSERT_TRUE(j.contains("block")) << j.dump();
+    const auto& b = j["block"];
+    EXPECT_GT(b["branch_rms"].get<double>(), 0) << j.dump();
+    EXPECT_GT(b["input_rms"].get<double>(), 0) << j.dump();
+    EXPECT_GT(b["grad_norm"].get<double>(), 0) << j.dump();
+    EXPECT_TRUE(b["gate_grad"].is_number()) << j.dump();
+  }
+  EXPECT_NE(lines[0]["block"]["gate"].get<double>(), 1.0);  // one step moved it from 1
+  Segmentor model = tiny_model();
+  load_checkpoint(dir / "gate/iter_4.pt", model);
+  EXPECT_EQ(lines[3]["block"]["gate"].get<double>(), model->head()->gate().item<double>());
+
+  auto paper = run;
+  paper.push_back("model.attention.start=paper");
+  test::train_config(config(paper), dir / "paper", false);
+  const auto first = metric_lines(dir / "paper/metrics.jsonl").front()["block"];
+  EXPECT_FALSE(first.contains("gate")) << first.dump();
+  EXPECT_EQ(first["branch_rms"].get<double>(), 0.0) << first.dump();
+  EXPECT_GT(first["grad_norm"].get<double>(), 0.0) << first.dump();  // gamma's own gradient
+}
+
+// eval measures the trained block's effective receptive field on validation features: the
+// identity reaches exactly its own pixel, criss-cross attention (two passes) most of the map.
+TEST_F(EngineTest, EvalReportsTheTrainedBlocksEffectiveReceptiveField) {
+  const Config none = config({"model.attention.type=none", "train.iters=1", "train.checkpoint_interval=1"});
+  test::train_config(none, dir / "none", false);
+  const nlohmann::json a = report_json(test::evaluate_config(none, dir / "none/iter_1.pt"));
+  const int64_t h = a["erf"]["height"].get<int64_t>(), w = a["erf"]["width"].get<int64_t>();
+  ASSERT_GT(h * w, 1);
+  EXPECT_EQ(a["erf"]["images"].get<int64_t>(), 3);  // the whole validation split: 3 scenes
+  EXPECT_DOUBLE_EQ(a["erf"]["share"].get<double>(), 1.0 / static_cast<double>(h * w));
+  const Config ccnet = config({"train.iters=1", "train.checkpoint_interval=1"});
+  test::train_config(ccnet, dir / "ccnet", false);
+  const nlohmann::json b = report_json(test::evaluate_config(ccnet, dir / "ccnet/iter_1.pt"));
+  EXPECT_GT(b["erf"]["share"].get<double>(), 0.5);
+  EXPECT_LE(b["erf"]["share"].get<double>(), 1.0);
+}
+
 TEST_F(EngineTest, ANegativeEvalIntervalIsRefusedByItsKey) {
   const std::string m = test::error_of([&] { read_experiment(config({"eval.interval=-1"})); });
   EXPECT_NE(m.find("eval.interval"), std::string::npos) << m;

@@ -5,6 +5,7 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include <cmath>
+#include <fstream>
 #include <sstream>
 
 #include "engine/leaderboard.h"
@@ -77,17 +78,87 @@ TEST(Leaderboard, CsvHasOneRowPerBlockWithSeedsAndClasses) {
   ASSERT_EQ(lines.size(), 5u);
   EXPECT_EQ(lines[0].rfind("1,nonlocal,0.940000,0.014142,2,0.950000;0.930000,130.000,", 0), 0u) << lines[0];
   EXPECT_EQ(lines[4].rfind("5,none,0.730000,0.000000,2,", 0), 0u) << lines[4];
-  // Pareto column: nonlocal, gcnet and none on the front.
-  for (size_t i : {0, 2, 4}) EXPECT_NE(lines[i].find(",1,0.9"), std::string::npos) << lines[i];
-  for (size_t i : {1, 3}) EXPECT_NE(lines[i].find(",0,0.9"), std::string::npos) << lines[i];
+  // Pareto column, then the tie rank: nonlocal, gcnet and none on the front; nonlocal and
+  // ccnet tied (0.01 apart, nonlocal's std 0.014).
+  const std::vector<std::string> tail{",1,1=,,,0.9", ",0,1=,,,0.9", ",1,3,,,0.9", ",0,4,,,0.9", ",1,5,,,0.9"};
+  for (size_t i = 0; i < 5; ++i) EXPECT_NE(lines[i].find(tail[i]), std::string::npos) << lines[i];
+}
+
+TEST(Leaderboard, RowsWithinTheSeedSpreadShareARank) {
+  const Leaderboard b = fixture();
+  // nonlocal 0.94 ± 0.014 and ccnet 0.93 ± 0: 0.01 apart, under the larger spread: tied.
+  // gcnet 0.92 is 0.01 under ccnet, whose spread and gcnet's are 0: ccnet beats it, as
+  // does nonlocal (0.02 ≥ 0.014). isa 0.89 ± 0.014 is beaten by all three above it.
+  EXPECT_EQ(tie_ranks(b.rows), (std::vector<std::string>{"1=", "1=", "3", "4", "5"}));
+  // With one seed there is no spread: every row its own place, equal means in table order.
+  std::vector<LeaderboardRow> one{row("a", {0.9}, 100, 0), row("b", {0.9}, 100, 0), row("c", {0.8}, 100, 0)};
+  EXPECT_EQ(tie_ranks(one), (std::vector<std::string>{"1", "2", "3"}));
+  // A wide spread ties everything it reaches, and only that.
+  std::vector<LeaderboardRow> wide{row("a", {0.95, 0.75}, 100, 0), row("b", {0.84, 0.84}, 100, 0),
+                                   row("c", {0.50, 0.50}, 100, 0)};
+  EXPECT_EQ(tie_ranks(wide), (std::vector<std::string>{"1=", "1=", "3"}));
+}
+
+TEST(Leaderboard, LearnedAtIsTheMedianOverTheSeedsThatLearned) {
+  Leaderboard b = fixture();
+  b.eval_interval = 250;
+  b.context_classes = {"disc"};
+  b.learned_iou = 0.8;
+  b.rows[0].learned_at = {500, 1000};
+  b.rows[1].learned_at = {750, -1};
+  b.rows[2].learned_at = {-1, -1};
+  const std::string md = leaderboard_markdown(b);
+  EXPECT_NE(md.find("| nonlocal | 94.00 ± 1.41 | +21.00 | 750 | 130.0 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| ccnet | 93.00 ± 0.00 | +20.00 | 750 (1/2) | "), std::string::npos) << md;
+  EXPECT_NE(md.find("| gcnet | 92.00 ± 0.00 | +19.00 | never | "), std::string::npos) << md;
+  EXPECT_NE(md.find("| isa | 89.00 ± 1.41 | +16.00 | - | "), std::string::npos) << md;
+  EXPECT_NE(md.find("every 250 iterations) where disc all reach 80% IoU"), std::string::npos) << md;
+  const std::string csv = leaderboard_csv(b);
+  EXPECT_NE(csv.find(",750;-1,"), std::string::npos) << csv;
+}
+
+TEST(LearningCurve, ReadsTheValidationPointsInIterationOrderAndSkipsLossLines) {
+  const test::TempDir dir;
+  const fs::path file = dir / "metrics.jsonl";
+  {
+    std::ofstream out(file);
+    out << R"({"iter": 20, "loss": 0.9})" << "\n"
+        << R"({"iter": 500, "val_mIoU": 0.8, "val_IoU": {"background": 0.9, "disc": 0.81}})" << "\n"
+        << R"({"iter": 250, "val_mIoU": 0.5, "val_IoU": {"background": 0.9, "disc": null}})" << "\n"
+        << "\n"
+        << R"({"iter": 750, "val_mIoU": 0.85, "val_IoU": {"background": 0.79, "disc": 0.9}})" << "\n";
+  }
+  const LearningCurve curve = read_learning_curve(file, {"background", "disc", "missing"});
+  ASSERT_EQ(curve.size(), 3u);
+  EXPECT_EQ(curve[0].iter, 250);
+  EXPECT_TRUE(std::isnan(curve[0].class_iou[1]));  // null: absent from the images
+  EXPECT_TRUE(std::isnan(curve[0].class_iou[2]));  // not logged at all
+  EXPECT_DOUBLE_EQ(curve[1].class_iou[1], 0.81);
+  EXPECT_EQ(iterations_to_learn(curve, {1}, 0.8), 500);
+  EXPECT_EQ(iterations_to_learn(curve, {0, 1}, 0.8), 500);
+  EXPECT_EQ(iterations_to_learn(curve, {0, 1}, 0.85), -1);  // background drops below as disc passes
+  EXPECT_EQ(iterations_to_learn(curve, {1}, 0.0), 500);     // a NaN never passes, even a zero bar
+  EXPECT_EQ(iterations_to_learn(curve, {2}, 0.0), -1);
+  EXPECT_EQ(iterations_to_learn(curve, {}, 0.5), -1);
+}
+
+TEST(LearningCurve, ACorruptLineNamesTheFileAndLine) {
+  const test::TempDir dir;
+  const fs::path file = dir / "metrics.jsonl";
+  {
+    std::ofstream out(file);
+    out << R"({"iter": 20, "loss": 0.9})" << "\n" << R"({"iter": 250, "val_mI)" << "\n";
+  }
+  const std::string m = test::error_of([&] { read_learning_curve(file, {"disc"}); });
+  EXPECT_NE(m.find(file.string() + " line 2 is not JSON"), std::string::npos) << m;
 }
 
 TEST(Leaderboard, MarkdownShowsSpreadDeltaToNoneAndSizes) {
   const std::string md = leaderboard_markdown(fixture());
-  EXPECT_NE(md.find("| 1 | nonlocal | 94.00 ± 1.41 | +21.00 | 130.0 | 7.69 (7.54-7.92) | 0.388 | 13.00 |"),
+  EXPECT_NE(md.find("| 1= | nonlocal | 94.00 ± 1.41 | +21.00 | - | 130.0 | 7.69 (7.54-7.92) | 0.388 | 13.00 |"),
             std::string::npos)
       << md;
-  EXPECT_NE(md.find("| 5 | none | 73.00 ± 0.00 | +0.00 | 150.0 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 5 | none | 73.00 ± 0.00 | +0.00 | - | 150.0 |"), std::string::npos) << md;
   EXPECT_NE(md.find("2 seeds (0..1; mIoU mean ± sample std)"), std::string::npos) << md;
   EXPECT_NE(md.find("data.batch_size=4"), std::string::npos) << md;
 }

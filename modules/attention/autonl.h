@@ -5,7 +5,8 @@
 // subsampled x; no softmax, f = θ(φᵀg)/(H·W) (the code divides by the full H·W, not the
 // subsampled count), evaluated in whichever order of products costs less, exactly as the code
 // chooses; then a 3×3 depthwise conv (no bias) and BN whose scale starts at 0 (the code's
-// nl_zero_init default, exposed as `zero_init`; off in the CPU configs), added to x.
+// nl_zero_init default; `zero_init`, set by the start rule: on only with
+// `model.attention.start: paper`), added to x.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -35,7 +36,6 @@ struct LightNonLocalOptions {
   void fields(Field&& field) {
     field("reduction", reduction_);
     field("stride", stride_);
-    field("zero_init", zero_init_);
   }
   void check() const;
 };

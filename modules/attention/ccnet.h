@@ -2,9 +2,10 @@
 // Each pixel attends to the H+W−1 pixels of its row and column under one softmax; the
 // module is applied `recurrence` times with shared weights (R=2 reaches every pixel).
 // As in the reference code, the query/key width is channels/8 and gamma starts at 0, so the
-// block starts as the identity. `zero_init` exposes that start: from 0 the block is at a
-// saddle (every weight before gamma gets zero gradient) that a long schedule leaves but a
-// few-minute CPU budget does not (measured in the README), so the CPU configs start at 1.
+// block starts as the identity. `zero_init` is that start, set by the start rule (registry.h,
+// BlockStart): on only with `model.attention.start: paper`, since from 0 the block is at a
+// saddle (every weight before gamma gets zero gradient) that a few-minute CPU budget does not
+// leave (measured in the README).
 #pragma once
 
 #include <torch/nn/modules/conv.h>
@@ -26,7 +27,6 @@ struct CrissCrossOptions {
   void fields(Field&& field) {
     field("recurrence", recurrence_);
     field("reduction", reduction_);
-    field("zero_init", zero_init_);
   }
   void check() const;
 };

@@ -4,7 +4,8 @@
 // (the catalog notes FANet's code drops it; no code is public to follow, so we keep the
 // paper's form). Around the core, as in the paper's fast attention module: Q, K, V from 1×1
 // conv + BN, output 1×1 conv + BN added to the input; the output BN scale starts at 0
-// (`zero_init`, off in the CPU configs) so the block starts as the identity like nonlocal.
+// (`zero_init`, on only with `model.attention.start: paper`) so the block starts as the
+// identity like nonlocal.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -32,7 +33,6 @@ struct FastL2Options {
   template <typename Field>
   void fields(Field&& field) {
     field("reduction", reduction_);
-    field("zero_init", zero_init_);
   }
   void check() const;
 };

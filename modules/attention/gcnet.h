@@ -4,7 +4,7 @@
 // context vector, a bottleneck (1×1, LayerNorm, ReLU, 1×1) transforms it, and the result is
 // added at every position. The bottleneck is C/4 (`reduction: 4`) as mmsegmentation's
 // GCHead (the backbone default is C/16). The reference zero-initialises the last conv, so the block starts as the
-// identity; `zero_init` exposes that (the CPU configs turn it off, see r18_d8_cpu.yaml).
+// identity; `zero_init` is that start, on only with `model.attention.start: paper`.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -31,7 +31,6 @@ struct GlobalContextOptions {
   template <typename Field>
   void fields(Field&& field) {
     field("reduction", reduction_);
-    field("zero_init", zero_init_);
   }
   void check() const;
 };

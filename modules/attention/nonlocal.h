@@ -16,15 +16,14 @@ struct NonLocalOptions {
   // Inner width is channels / reduction, as in the paper's bottleneck.
   TORCH_ARG(int64_t, reduction) = 2;
   // Zero-initialised norm scale after the output projection (mmsegmentation's zeros_init):
-  // the block starts as the identity. The CPU configs turn it off, since from the identity
-  // the block sits at a saddle a short schedule does not leave.
+  // the block starts as the identity. Set by the start rule: on only with
+  // `model.attention.start: paper`.
   TORCH_ARG(bool, zero_init) = true;
 
  public:
   template <typename Field>
   void fields(Field&& field) {
     field("reduction", reduction_);
-    field("zero_init", zero_init_);
   }
   void check() const;
 };

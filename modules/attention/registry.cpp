@@ -1,6 +1,9 @@
 #include "attention/registry.h"
 
+#include <cmath>
 #include <set>
+#include <type_traits>
+#include <utility>
 
 #include "attention/autonl.h"
 #include "attention/axial.h"
@@ -21,13 +24,22 @@
 namespace attnseg {
 namespace {
 
-// A block with options: its Options struct's fields are the config keys under its name.
+// Options with a `zero_init` switch: blocks whose reference code starts them as the identity.
+template <typename Options, typename = void>
+struct HasIdentityStart : std::false_type {};
+template <typename Options>
+struct HasIdentityStart<Options, std::void_t<decltype(std::declval<Options&>().zero_init(true))>>
+    : std::true_type {};
+
+// A block with options: its Options struct's fields are the config keys under its name; the
+// start rule, not a per-block key, decides whether it starts as the identity.
 template <typename Impl, typename Options>
 BlockSpec row(std::string name, std::string family, std::string paper, std::string complexity,
               BlockCaps caps = {}) {
   BlockSpec spec{std::move(name), std::move(family), std::move(paper), std::move(complexity), caps, {}, {}};
-  spec.configure = [](int64_t channels, const ConfigNode& node) -> BlockFactory {
-    const Options options = read_options<Options>(channels, node);
+  spec.configure = [](int64_t channels, const ConfigNode& node, bool paper_start) -> BlockFactory {
+    Options options = read_options<Options>(channels, node);
+    if constexpr (HasIdentityStart<Options>::value) options.zero_init(paper_start);
     return [options] { return AttentionBlock(std::make_shared<Impl>(options)); };
   };
   spec.defaults = [](int64_t channels) { return option_defaults<Options>(channels); };
@@ -42,7 +54,7 @@ constexpr BlockCaps kNoFp16{false, false, false, false, /*cuda=*/true, /*bf16=*/
 
 std::vector<BlockSpec> make_registry() {
   BlockSpec none{"none", "baseline", "-", "0", {}, {}, {}};
-  none.configure = [](int64_t, const ConfigNode& node) -> BlockFactory {
+  none.configure = [](int64_t, const ConfigNode& node, bool) -> BlockFactory {
     node.finish();
     return [] { return AttentionBlock(std::make_shared<IdentityBlockImpl>()); };
   };
@@ -95,12 +107,18 @@ const BlockSpec& find_block(const std::string& name, const std::string& where) {
 ConfiguredBlock configure_block(const ConfigNode& node, int64_t channels) {
   const std::string type = node.require<std::string>("type");
   const BlockSpec& active = find_block(type, "config key " + node.where("type"));
-  ConfiguredBlock result{active.name, {}};
+  ConfiguredBlock result{active.name, {}, {}};
+  const std::string start = node.get<std::string>("start", "gate");
+  if (start != "gate" && start != "paper") {
+    throw Error("config key " + node.where("start") + " must be gate or paper, got '" + start + "'");
+  }
+  result.start.paper = start == "paper";
+  result.start.gate_init = node.get<double>("gate_init", kDefaultGateInit);
   for (const std::string& key : node.keys()) {
-    if (key == "type") continue;
+    if (key == "type" || key == "start" || key == "gate_init") continue;
     const BlockSpec& spec = find_block(key, "config key " + node.where(key));
     try {
-      BlockFactory factory = spec.configure(channels, node.child(key));
+      BlockFactory factory = spec.configure(channels, node.child(key), result.start.paper);
       if (&spec == &active) result.build = std::move(factory);
     } catch (const c10::Error& e) {
       throw Error("config key " + node.where(key) + ": " + one_line(e.what_without_backtrace()));
@@ -108,7 +126,7 @@ ConfiguredBlock configure_block(const ConfigNode& node, int64_t channels) {
   }
   if (!result.build) {
     try {
-      result.build = active.configure(channels, node.child(type));
+      result.build = active.configure(channels, node.child(type), result.start.paper);
     } catch (const c10::Error& e) {
       throw Error("config key " + node.where("type") + ": " + one_line(e.what_without_backtrace()));
     }
@@ -118,7 +136,7 @@ ConfiguredBlock configure_block(const ConfigNode& node, int64_t channels) {
 
 AttentionBlock build_block(const std::string& name, int64_t channels) {
   const Config empty = Config::from_string("{}", "defaults");
-  return find_block(name).configure(channels, empty.root())();
+  return find_block(name).configure(channels, empty.root(), /*paper_start=*/false)();
 }
 
 std::string runtime_refusal(const BlockSpec& spec, const Runtime& runtime) {

@@ -35,8 +35,10 @@ struct BlockSpec {
   std::string complexity;  // e.g. "O(N(H+W)C)"
   BlockCaps caps;
   // Reads and checks the block's options under `options` for a block on `channels` channels
-  // (every key read is accepted, any other rejected; values checked); builds nothing.
-  std::function<BlockFactory(int64_t channels, const ConfigNode& options)> configure;
+  // (every key read is accepted, any other rejected; values checked); builds nothing. With
+  // `paper_start` the block starts as its reference code starts it (some as the identity, a
+  // zero gamma or a zero-initialised last layer), else never as the identity (BlockStart).
+  std::function<BlockFactory(int64_t channels, const ConfigNode& options, bool paper_start)> configure;
   // Every option with its default, "name=value" separated by spaces.
   std::function<std::string(int64_t channels)> defaults;
 };
@@ -47,17 +49,30 @@ std::vector<std::string> block_names();
 // config key that held it.
 const BlockSpec& find_block(const std::string& name, const std::string& where = "block name");
 
+// How every block's residual branch starts: one rule for all blocks, set under
+// `model.attention` (README, "The start rule"). `gate` (the default): no block starts as the
+// identity, and the head scales the branch by a learned scalar, y = x + gate·(f(x) − x), that
+// starts at `gate_init`. `paper`: each block as its reference code starts it, no gate (gate_init,
+// like the options of inactive blocks, is read and checked but unused).
+struct BlockStart {
+  bool paper = false;
+  double gate_init = 1.0;
+};
+inline constexpr double kDefaultGateInit = 1.0;
+
 // The block a `model.attention` node configures: `type` names it, and each block's options
 // sit under its own name, so one line (`type: ema`) switches blocks:
-//   attention: {type: ccnet, ccnet: {recurrence: 2}, nonlocal: {reduction: 2}}
+//   attention: {type: ccnet, start: gate, gate_init: 1.0, ccnet: {recurrence: 2}, nonlocal: {reduction: 2}}
 // Options of blocks other than the active one are read and checked too (unknown names and
 // keys are errors), without building anything, so they cannot change the model's weights.
 struct ConfiguredBlock {
   std::string name;
   BlockFactory build;
+  BlockStart start;
 };
 ConfiguredBlock configure_block(const ConfigNode& node, int64_t channels);
-// A block with its default options (no config), as `attnseg list` and the tests use.
+// A block with its default options (no config) under the default start rule (never the
+// identity; the gate is the head's), as `attnseg list` and the tests use.
 AttentionBlock build_block(const std::string& name, int64_t channels);
 
 // Why `spec` cannot run under `runtime` ("" when it can): one line naming the block, the

@@ -9,7 +9,8 @@
 // candidates from the previous iteration) and alternate the propagation direction (left/up,
 // then right/down) as PatchMatch's scan orders do. The paper gives no public code.
 // Around the core: q, k (C/8 wide, as ccnet) and v projections, and x + gamma·out with gamma
-// starting at 0 as the other residual attention blocks (`zero_init`; 1 in the CPU configs).
+// starting at 0 as the other residual attention blocks (`zero_init`, on only with
+// `model.attention.start: paper`).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -59,7 +60,6 @@ struct ScramOptions {
     field("topk", topk_);
     field("iterations", iterations_);
     field("reduction", reduction_);
-    field("zero_init", zero_init_);
     field("eval_seed", eval_seed_);
   }
   void check() const;

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/runtime.h"
 #include "engine/counters.h"
+#include "engine/erf.h"
 #include "engine/experiment.h"
 #include "engine/timing.h"
 
@@ -276,6 +277,19 @@ BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
     }
     result.time_exponent = growth_exponent(tokens, times);
     result.memory_exponent = growth_exponent(tokens, bytes);
+    if (s.model.empty() && !s.sizes.empty()) {
+      auto* block = dynamic_cast<AttentionBlockImpl*>(subject.module.get());
+      if (block) {
+        at::manual_seed(1);
+        const auto& size = s.sizes.front();
+        std::vector<at::Tensor> inputs;
+        for (int k = 0; k < 2; ++k) {
+          inputs.push_back(at::randn({1, subject.in_channels, size[0], size[1]}).to(runtime.device));
+        }
+        block->eval();
+        result.erf = effective_receptive_field(*block, inputs);
+      }
+    }
     report.blocks.push_back(result);
   }
   return report;
@@ -321,7 +335,11 @@ std::string format_bench(const BenchReport& r) {
       out += line;
     }
   }
-  out += " | time ~ N^k  mem ~ N^k\n";
+  out += " | time ~ N^k  mem ~ N^k";
+  if (s.model.empty() && !s.sizes.empty()) {
+    out += "  ERF % at " + std::to_string(s.sizes.front()[0]) + "x" + std::to_string(s.sizes.front()[1]);
+  }
+  out += "\n";
   for (const auto& b : r.blocks) {
     std::snprintf(line, sizeof(line), "%-*s %8.3fM", name_width, b.block.c_str(), b.parameters / 1e6);
     out += line;
@@ -337,6 +355,10 @@ std::string format_bench(const BenchReport& r) {
       }
     }
     out += " |      " + exponent_text(b.time_exponent) + "      " + exponent_text(b.memory_exponent);
+    if (!std::isnan(b.erf)) {
+      std::snprintf(line, sizeof(line), "  %8.1f", 100 * b.erf);
+      out += line;
+    }
     out += b.sizes.size() < 2 ? "  (one size)\n" : "\n";
   }
   for (const auto& why : r.refused) out += "not run: " + why + "\n";
@@ -361,7 +383,8 @@ nlohmann::json bench_json(const BenchReport& r) {
     }
     blocks.push_back({{"block", b.block}, {"parameters", b.parameters}, {"sizes", sizes},
                       {"time_exponent", exponent_json(b.time_exponent)},
-                      {"memory_exponent", exponent_json(b.memory_exponent)}});
+                      {"memory_exponent", exponent_json(b.memory_exponent)},
+                      {"erf", exponent_json(b.erf)}});
   }
   nlohmann::json out = {{"channels", r.settings.model.empty() ? r.settings.channels : 3},
                         {"batch", r.settings.batch},
@@ -379,7 +402,7 @@ nlohmann::json bench_json(const BenchReport& r) {
 std::string bench_csv(const BenchReport& r) {
   std::string out =
       "block,parameters,batch,channels,height,width,tokens,macs,median_ms,p25_ms,p75_ms,images_per_s,peak_bytes,"
-      "train_median_ms,train_p25_ms,train_p75_ms,train_peak_bytes,time_exponent,memory_exponent\n";
+      "train_median_ms,train_p25_ms,train_p75_ms,train_peak_bytes,time_exponent,memory_exponent,erf\n";
   const int64_t channels = r.settings.model.empty() ? r.settings.channels : 3;
   char line[512];
   for (const auto& b : r.blocks) {
@@ -399,7 +422,7 @@ std::string bench_csv(const BenchReport& r) {
         out += ",,,,";
       }
       auto number = [](double k) { return std::isnan(k) ? std::string() : fmt::format("{:.4f}", k); };
-      out += number(b.time_exponent) + "," + number(b.memory_exponent);
+      out += number(b.time_exponent) + "," + number(b.memory_exponent) + "," + number(b.erf);
       out += "\n";
     }
   }

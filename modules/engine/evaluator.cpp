@@ -1,10 +1,12 @@
 #include "engine/evaluator.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
 #include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include "core/error.h"
 #include "data/loader.h"
 #include "engine/checkpoint.h"
+#include "engine/erf.h"
 #include "engine/visualize.h"
 
 namespace attnseg {
@@ -25,6 +28,27 @@ struct EvalItem {
   cv::Mat rgb;
   std::string name;
 };
+
+constexpr int64_t kErfImages = 4;
+
+void measure_erf(Segmentor& model, const FolderDataset& dataset, const Experiment& x, const Runtime& runtime,
+                 EvalResult& result) {
+  std::vector<at::Tensor> features;
+  for (int64_t k = 0; k < std::min<int64_t>(kErfImages, static_cast<int64_t>(dataset.size())); ++k) {
+    const Sample sample = dataset.load(static_cast<size_t>(k));
+    const int64_t h = std::min<int64_t>(x.pipeline.crop_size[0], sample.image.rows);
+    const int64_t w = std::min<int64_t>(x.pipeline.crop_size[1], sample.image.cols);
+    const cv::Rect centre(static_cast<int>((sample.image.cols - w) / 2), static_cast<int>((sample.image.rows - h) / 2),
+                          static_cast<int>(w), static_cast<int>(h));
+    const at::Tensor image = image_to_tensor(sample.image(centre).clone(), x.norm).unsqueeze(0).to(runtime.device);
+    c10::AutoGradMode no_grad(false);
+    features.push_back(model->predict_with_block_input(image).block_input);
+  }
+  if (features.empty()) return;
+  result.erf = effective_receptive_field(*model->head()->block(), features);
+  result.erf_images = static_cast<int64_t>(features.size());
+  result.erf_feature = {features.front().size(2), features.front().size(3)};
+}
 
 }  // namespace
 
@@ -77,6 +101,7 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   result.class_names = x.data.class_names;
   result.checkpoint = checkpoint.string();
   result.speed = measure_speed(model, first_image, x.eval.speed_warmup, x.eval.speed_runs, runtime);
+  measure_erf(model, dataset, x, runtime, result);
   return result;
 }
 
@@ -129,6 +154,14 @@ std::string format_report(const EvalResult& r) {
                 r.speed.device.c_str(), r.speed.precision.c_str(), r.speed.threads, r.speed.median_ms, r.speed.p25_ms,
                 r.speed.p75_ms, r.speed.fps);
   out += line;
+  if (r.erf_images > 0) {
+    std::snprintf(line, sizeof(line),
+                  "effective receptive field of the block: %.1f%% of its %lldx%lld input map (5 positions, %lld images, "
+                  "gradient above 1%% of the largest elsewhere)\n",
+                  100 * r.erf, static_cast<long long>(r.erf_feature[0]), static_cast<long long>(r.erf_feature[1]),
+                  static_cast<long long>(r.erf_images));
+    out += line;
+  }
   return out;
 }
 
@@ -155,6 +188,11 @@ nlohmann::json report_json(const EvalResult& r) {
           {"mAcc", num(r.metrics.macc)},
           {"classes", classes},
           {"confusion", {{"rows", "ground truth"}, {"columns", "prediction"}, {"pixels", confusion}}},
+          {"erf",
+           {{"share", r.erf_images > 0 ? num(r.erf) : nlohmann::json(nullptr)},
+            {"images", r.erf_images},
+            {"height", r.erf_feature[0]},
+            {"width", r.erf_feature[1]}}},
           {"speed",
            {{"median_ms", r.speed.median_ms},
             {"p25_ms", r.speed.p25_ms},

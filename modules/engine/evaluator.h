@@ -26,6 +26,12 @@ struct EvalResult {
   int64_t images = 0;
   SpeedResult speed;
   std::string checkpoint;
+  // The trained block's effective receptive field (engine/erf.h, threshold 1%): share of its
+  // input map, averaged over five central positions of the features of the first few
+  // validation images (each cut to the training crop about its centre).
+  double erf = 0;
+  int64_t erf_images = 0;
+  std::array<int64_t, 2> erf_feature{0, 0};
 };
 
 // mIoU, per-class IoU and accuracy of `checkpoint` on the validation split, and the model's

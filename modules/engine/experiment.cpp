@@ -4,6 +4,7 @@
 
 #include <spdlog/fmt/fmt.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace attnseg {
@@ -69,7 +70,7 @@ RuntimeSettings read_runtime(const ConfigNode& r) {
   return s;
 }
 
-EvalSettings read_eval(const ConfigNode& e) {
+EvalSettings read_eval(const ConfigNode& e, const std::vector<std::string>& class_names) {
   EvalSettings s;
   s.mode = e.get<std::string>("mode", s.mode);
   if (s.mode != "whole" && s.mode != "slide") {
@@ -84,6 +85,16 @@ EvalSettings read_eval(const ConfigNode& e) {
   s.speed_runs = e.get<int64_t>("speed_runs", s.speed_runs);
   s.interval = e.get<int64_t>("interval", s.interval);
   s.subset = e.get<int64_t>("subset", s.subset);
+  s.context_classes = e.get<std::vector<std::string>>("context_classes", s.context_classes);
+  for (const std::string& name : s.context_classes) {
+    if (std::find(class_names.begin(), class_names.end(), name) == class_names.end()) {
+      throw Error("config key " + e.where("context_classes") + " names '" + name + "', which is not one of data.classes");
+    }
+  }
+  s.learned_iou = e.get<double>("learned_iou", s.learned_iou);
+  if (!(s.learned_iou > 0 && s.learned_iou <= 100)) {
+    throw Error("config key " + e.where("learned_iou") + " must be a percentage in (0, 100]");
+  }
   e.finish();
   positive(e, "interval", s.interval, true);
   positive(e, "subset", s.subset, true);
@@ -103,7 +114,7 @@ Experiment read_experiment(const Config& config) {
   x.pipeline = read_train_pipeline(data.child("train_pipeline"));
   x.norm = read_normalization(data);
   x.train = read_train(root.child("train"), data);
-  x.eval = read_eval(root.child("eval"));
+  x.eval = read_eval(root.child("eval"), x.data.class_names);
   x.runtime = read_runtime(runtime);
   data.finish();
   x.model = read_model_settings(root.child("model"), static_cast<int64_t>(x.data.class_names.size()));

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "core/device.h"
@@ -41,6 +42,11 @@ struct EvalSettings {
   // metrics.jsonl beside the losses.
   int64_t interval = 0;
   int64_t subset = 0;
+  // The classes only context can tell apart (the synthetic discs), and the IoU, in percent,
+  // that each must reach for the sweep to count a run as having learned the rule; the
+  // leaderboard's "learned at" is the first curve point where all of them pass.
+  std::vector<std::string> context_classes;
+  double learned_iou = 80;
 };
 
 struct Experiment {

@@ -10,10 +10,12 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "engine/plot.h"
 
 namespace attnseg {
 
 namespace fs = std::filesystem;
+using namespace plot;  // NOLINT(google-build-using-namespace): the drawing helpers
 
 double mean(const std::vector<double>& v) {
   return v.empty() ? std::numeric_limits<double>::quiet_NaN()
@@ -47,11 +49,43 @@ std::vector<size_t> pareto_front(const std::vector<LeaderboardRow>& rows) {
   return front;
 }
 
+std::vector<std::string> tie_ranks(const std::vector<LeaderboardRow>& rows) {
+  std::vector<int64_t> rank(rows.size(), 1);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (size_t j = 0; j < rows.size(); ++j) {
+      if (j == i) continue;
+      const double lead = mean(rows[j].miou) - mean(rows[i].miou);
+      const double noise = std::max(spread(rows[i].miou), spread(rows[j].miou));
+      const bool seeds = rows[i].miou.size() > 1 && rows[j].miou.size() > 1;
+      // Without a spread, order alone decides (the earlier of two equal rows goes first).
+      const bool beats = seeds ? lead >= noise && lead > 0 : (lead > 0 || (lead == 0 && j < i));
+      if (beats) ++rank[i];
+    }
+  }
+  std::vector<std::string> text;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const bool shared = std::count(rank.begin(), rank.end(), rank[i]) > 1;
+    text.push_back(std::to_string(rank[i]) + (shared ? "=" : ""));
+  }
+  return text;
+}
+
 namespace {
 
-std::string format(const char* pattern, double value) {
-  char text[64];
-  std::snprintf(text, sizeof(text), pattern, value);
+// "750", "750 (2/3)" when only some seeds learned (median of those), "never", or "-" without curves.
+std::string learned_text(const LeaderboardRow& r) {
+  std::vector<int64_t> learned;
+  for (int64_t it : r.learned_at) {
+    if (it >= 0) learned.push_back(it);
+  }
+  if (r.learned_at.empty()) return "-";
+  if (learned.empty()) return "never";
+  std::sort(learned.begin(), learned.end());
+  const size_t n = learned.size();
+  const double median = n % 2 ? static_cast<double>(learned[n / 2])
+                              : 0.5 * static_cast<double>(learned[n / 2 - 1] + learned[n / 2]);
+  std::string text = format("%.0f", median);
+  if (n < r.learned_at.size()) text += " (" + std::to_string(n) + "/" + std::to_string(r.learned_at.size()) + ")";
   return text;
 }
 
@@ -76,13 +110,16 @@ std::string size_text(const std::array<int64_t, 2>& s) { return std::to_string(s
 std::string leaderboard_csv(const Leaderboard& board) {
   std::string out =
       "rank,block,miou_mean,miou_std,seeds,miou_per_seed,fps,median_ms,p25_ms,p75_ms,model_parameters,"
-      "block_parameters,model_macs,block_macs,peak_bytes,block_time_exponent,pareto";
+      "block_parameters,model_macs,block_macs,peak_bytes,block_time_exponent,pareto,tie_rank,learned_at_per_seed,erf";
   const std::vector<std::string>& classes = board.rows.empty() ? std::vector<std::string>{} : board.rows[0].class_names;
   for (const auto& name : classes) out += ",iou_" + csv_field(name);
   out += ",note\n";
   const std::vector<size_t> front = pareto_front(board.rows);
+  const std::vector<std::string> ranks = tie_ranks(board.rows);
   for (size_t i = 0; i < board.rows.size(); ++i) {
     const LeaderboardRow& r = board.rows[i];
+    std::string learned;
+    for (int64_t it : r.learned_at) learned += (learned.empty() ? "" : ";") + std::to_string(it);
     std::string seeds;
     for (double m : r.miou) seeds += (seeds.empty() ? "" : ";") + format("%.6f", m);
     const bool on_front = std::find(front.begin(), front.end(), i) != front.end();
@@ -93,7 +130,8 @@ std::string leaderboard_csv(const Leaderboard& board) {
            std::to_string(r.block_parameters) + "," + std::to_string(r.model_macs) + "," +
            std::to_string(r.block_macs) + "," + std::to_string(r.peak_bytes) + "," +
            (std::isnan(r.time_exponent) ? std::string() : format("%.4f", r.time_exponent)) + "," +
-           (on_front ? "1" : "0");
+           (on_front ? "1" : "0") + "," + ranks[i] + "," + learned + "," +
+           (std::isnan(r.erf) ? std::string() : format("%.6f", r.erf));
     for (size_t c = 0; c < classes.size(); ++c) {
       out += "," + (c < r.class_iou.size() && !std::isnan(r.class_iou[c]) ? format("%.6f", r.class_iou[c]) : "");
     }
@@ -115,27 +153,43 @@ std::string leaderboard_markdown(const Leaderboard& b) {
          " rounds over the blocks in turn (median of each round's runs). Block alone: [1, " +
          std::to_string(b.block_channels) + ", " + std::to_string(b.feature[0]) + ", " +
          std::to_string(b.feature[1]) + "]; time ~ N^k fitted over " + std::to_string(b.feature[0]) + "x" +
-         std::to_string(b.feature[1]) + " and its 2x, 4x enlargements.\n\n";
+         std::to_string(b.feature[1]) + " and its 2x, 4x enlargements.\n";
   const bool seeds = b.seeds > 1;
+  out += seeds ? "Rank: rows that no other row beats by at least the seed spread (the larger std of the two) "
+                 "share a rank, shown 2=.\n"
+               : "Rank: one seed gives no spread, so ties cannot be judged; run --seeds 3 or more.\n";
+  if (b.eval_interval > 0 && !b.context_classes.empty()) {
+    std::string classes;
+    for (size_t k = 0; k < b.context_classes.size(); ++k) {
+      classes += (k == 0 ? "" : k + 1 == b.context_classes.size() ? " and " : ", ") + b.context_classes[k];
+    }
+    out += "Learned at: the first validation point (every " + std::to_string(b.eval_interval) +
+           " iterations) where " + classes + " all reach " + format("%.0f", 100 * b.learned_iou) +
+           "% IoU; median over the seeds that did, (k/n) when not all did.\n";
+  }
+  out += "ERF: share of the block's input map that reaches a central output (gradient above 1% of the "
+         "largest elsewhere), trained block on validation features, mean over seeds.\n\n";
   out += "| # | block | mIoU %" + std::string(seeds ? " (mean ± std)" : "") +
-         " | Δ none | FPS | ms (p25-p75) | GMAC model | MMAC block | params model | params block | peak MB | "
-         "block time ~ N^k | Pareto |\n";
-  out += "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|\n";
+         " | Δ none | learned at | FPS | ms (p25-p75) | GMAC model | MMAC block | params model | params block | "
+         "peak MB | block time ~ N^k | ERF % | Pareto |\n";
+  out += "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
   const LeaderboardRow* none = find_row(b, "none");
   const std::vector<size_t> front = pareto_front(b.rows);
+  const std::vector<std::string> ranks = tie_ranks(b.rows);
   for (size_t i = 0; i < b.rows.size(); ++i) {
     const LeaderboardRow& r = b.rows[i];
     std::string miou = format("%.2f", 100 * mean(r.miou));
     if (seeds) miou += " ± " + format("%.2f", 100 * spread(r.miou));
     const std::string delta = none ? format("%+.2f", 100 * (mean(r.miou) - mean(none->miou))) : "-";
     const bool on_front = std::find(front.begin(), front.end(), i) != front.end();
-    out += "| " + std::to_string(i + 1) + " | " + r.block + " | " + miou + " | " + delta + " | " +
+    out += "| " + ranks[i] + " | " + r.block + " | " + miou + " | " + delta + " | " + learned_text(r) + " | " +
            format("%.1f", r.fps) + " | " + format("%.2f", r.median_ms) + " (" + format("%.2f", r.p25_ms) + "-" +
            format("%.2f", r.p75_ms) + ") | " + format("%.3f", r.model_macs / 1e9) + " | " +
            format("%.2f", r.block_macs / 1e6) + " | " + format("%.3fM", r.model_parameters / 1e6) + " | " +
            format("%.1fk", r.block_parameters / 1e3) + " | " + format("%.2f", r.peak_bytes / 1048576.0) + " | " +
            (std::isnan(r.time_exponent) ? std::string("-") : format("%.2f", r.time_exponent)) + " | " +
-           (on_front ? "yes" : "") + " |\n";
+           (std::isnan(r.erf) ? std::string("-") : format("%.1f", 100 * r.erf)) + " | " + (on_front ? "yes" : "") +
+           " |\n";
   }
   for (const auto& r : b.rows) {
     if (!r.note.empty()) out += "\nnote: " + r.block + ": " + r.note;
@@ -197,130 +251,6 @@ std::vector<cv::Rect> place_labels(const std::vector<cv::Point>& anchors, const 
 }
 
 namespace {
-
-const cv::Scalar kBlack(0, 0, 0), kGrid(225, 225, 225), kAxis(90, 90, 90), kWhite(255, 255, 255);
-constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
-
-// Distinct, readable colours (BGR), cycled.
-cv::Scalar colour(size_t i) {
-  static const std::vector<cv::Scalar> colours{
-      {180, 119, 31}, {14, 127, 255}, {44, 160, 44},  {40, 39, 214},   {189, 103, 148}, {75, 86, 140},
-      {194, 119, 227}, {127, 127, 127}, {34, 189, 188}, {207, 190, 23}, {0, 0, 128},     {128, 128, 0},
-      {0, 100, 0},     {130, 0, 75}};
-  return colours[i % colours.size()];
-}
-
-cv::Size text_size(const std::string& text, double scale, int thickness = 1) {
-  int baseline = 0;
-  const cv::Size s = cv::getTextSize(text, kFont, scale, thickness, &baseline);
-  return {s.width, s.height + baseline};
-}
-
-// Text whose box's top-left corner is `corner`.
-void put_text(cv::Mat& image, const std::string& text, cv::Point corner, double scale, const cv::Scalar& c,
-              int thickness = 1) {
-  int baseline = 0;
-  const cv::Size s = cv::getTextSize(text, kFont, scale, thickness, &baseline);
-  cv::putText(image, text, {corner.x, corner.y + s.height}, kFont, scale, c, thickness, cv::LINE_AA);
-}
-
-void put_vertical_text(cv::Mat& image, const std::string& text, cv::Point centre, double scale) {
-  const cv::Size s = text_size(text, scale);
-  cv::Mat strip(s.height + 4, s.width + 4, CV_8UC3, kWhite);
-  put_text(strip, text, {2, 2}, scale, kBlack);
-  cv::Mat turned;
-  cv::rotate(strip, turned, cv::ROTATE_90_COUNTERCLOCKWISE);
-  const cv::Rect where(centre.x - turned.cols / 2, centre.y - turned.rows / 2, turned.cols, turned.rows);
-  turned.copyTo(image(where & cv::Rect(0, 0, image.cols, image.rows)));
-}
-
-// Ticks at 1, 2 or 5 times a power of ten, about `count` of them over [lo, hi].
-std::vector<double> nice_ticks(double lo, double hi, int count) {
-  const double raw = (hi - lo) / std::max(count, 1);
-  const double power = std::pow(10.0, std::floor(std::log10(raw)));
-  double step = power;
-  for (double m : {1.0, 2.0, 5.0, 10.0}) {
-    step = m * power;
-    if (step >= raw) break;
-  }
-  std::vector<double> ticks;
-  for (double t = std::ceil(lo / step) * step; t <= hi + 1e-9 * step; t += step) ticks.push_back(t);
-  return ticks;
-}
-
-// Ticks at 1, 2 and 5 times each power of ten within [lo, hi] (lo > 0).
-std::vector<double> log_ticks(double lo, double hi) {
-  std::vector<double> ticks;
-  for (int e = static_cast<int>(std::floor(std::log10(lo))); e <= static_cast<int>(std::ceil(std::log10(hi))); ++e) {
-    for (double m : {1.0, 2.0, 5.0}) {
-      const double t = m * std::pow(10.0, e);
-      if (t >= lo && t <= hi) ticks.push_back(t);
-    }
-  }
-  return ticks;
-}
-
-std::string tick_text(double v) {
-  char text[32];
-  if (std::abs(v) >= 1000) {
-    std::snprintf(text, sizeof(text), "%.0f", v);
-  } else if (std::abs(v - std::round(v)) < 1e-9) {
-    std::snprintf(text, sizeof(text), "%.0f", v);
-  } else {
-    std::snprintf(text, sizeof(text), "%.3g", v);
-  }
-  return text;
-}
-
-struct Axes {
-  cv::Rect plot;
-  double x0, x1, y0, y1;
-  bool log_x = false, log_y = false;
-  double fx(double v) const { return log_x ? std::log10(v) : v; }
-  double fy(double v) const { return log_y ? std::log10(v) : v; }
-  cv::Point map(double x, double y) const {
-    const double u = (fx(x) - fx(x0)) / (fx(x1) - fx(x0)), w = (fy(y) - fy(y0)) / (fy(y1) - fy(y0));
-    return {plot.x + static_cast<int>(std::lround(u * plot.width)),
-            plot.y + plot.height - static_cast<int>(std::lround(w * plot.height))};
-  }
-};
-
-void draw_axes(cv::Mat& image, const Axes& a, const std::vector<double>& xt, const std::vector<double>& yt,
-               const std::string& x_title, const std::string& y_title, const std::string& title) {
-  for (double t : xt) {
-    const cv::Point p = a.map(t, a.y0);
-    cv::line(image, {p.x, a.plot.y}, {p.x, a.plot.y + a.plot.height}, kGrid, 1);
-    const std::string text = tick_text(t);
-    const cv::Size s = text_size(text, 0.45);
-    put_text(image, text, {p.x - s.width / 2, a.plot.y + a.plot.height + 8}, 0.45, kAxis);
-  }
-  for (double t : yt) {
-    const cv::Point p = a.map(a.x0, t);
-    cv::line(image, {a.plot.x, p.y}, {a.plot.x + a.plot.width, p.y}, kGrid, 1);
-    const std::string text = tick_text(t);
-    const cv::Size s = text_size(text, 0.45);
-    put_text(image, text, {a.plot.x - s.width - 8, p.y - s.height / 2}, 0.45, kAxis);
-  }
-  cv::rectangle(image, a.plot, kAxis, 1);
-  const cv::Size xs = text_size(x_title, 0.55);
-  put_text(image, x_title, {a.plot.x + a.plot.width / 2 - xs.width / 2, a.plot.y + a.plot.height + 36}, 0.55,
-           kBlack);
-  put_vertical_text(image, y_title, {a.plot.x - 62, a.plot.y + a.plot.height / 2}, 0.55);
-  const cv::Size ts = text_size(title, 0.6);
-  put_text(image, title, {image.cols / 2 - ts.width / 2, 14}, 0.6, kBlack, 1);
-}
-
-// Small boxes along a polyline, for labels to keep clear of it.
-void add_line_obstacles(const std::vector<cv::Point>& line, std::vector<cv::Rect>& obstacles) {
-  for (size_t k = 1; k < line.size(); ++k) {
-    const cv::Point p = line[k - 1], q = line[k];
-    const double length = std::max(1.0, std::hypot(q.x - p.x, q.y - p.y));
-    for (double t = 0; t <= length; t += 3) {
-      const cv::Point c = p + (q - p) * (t / length);
-      obstacles.emplace_back(c.x - 2, c.y - 2, 5, 5);
-    }
-  }
-}
 
 std::string device_text(const Leaderboard& b) {
   return size_text(b.resolution) + " images, " + b.device + ", " + std::to_string(b.threads) + " threads";
@@ -450,6 +380,15 @@ void draw_scaling(const Leaderboard& b, const fs::path& png) {
   }
   if (!skipped.empty()) put_text(image, skipped, {a.plot.x, a.plot.y + a.plot.height + 58}, 0.45, kAxis);
   write_png_atomically(png, image);
+}
+
+void draw_learning_curves(const Leaderboard& b, const fs::path& png) {
+  std::vector<CurveSet> sets;
+  for (const auto& r : b.rows) sets.push_back({r.block, r.curves});
+  draw_curves(sets,
+              "Validation mIoU during training: " + std::to_string(b.rows.size()) + " blocks, same model, data, " +
+                  "schedule and " + (b.seeds > 1 ? std::to_string(b.seeds) + " seeds" : "seed"),
+              png);
 }
 
 }  // namespace attnseg

@@ -10,8 +10,11 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
+
+#include "engine/curves.h"
 
 namespace attnseg {
 
@@ -28,6 +31,13 @@ struct LeaderboardRow {
   // Block alone on [1, C, h, w] at growing sizes: token count h·w and median latency.
   std::vector<std::array<double, 2>> scaling;
   double time_exponent = 0;  // NaN with fewer than two sizes
+  // Learning: per seed, the validation curve and the first iteration at which every context
+  // class passed the threshold (-1: never; none when the runs logged no curve).
+  std::vector<LearningCurve> curves;
+  std::vector<int64_t> learned_at;
+  // Effective receptive field of the trained block (engine/erf.h, threshold 1%) as `eval`
+  // measures it, mean over seeds; NaN when a run's eval.json has none.
+  double erf = std::numeric_limits<double>::quiet_NaN();
   std::string note;          // what could not be measured, and why
 };
 
@@ -40,12 +50,21 @@ struct Leaderboard {
   uint64_t first_seed = 0;
   int threads = 0;
   std::string device = "cpu";
+  int64_t eval_interval = 0;                 // iterations between curve points; 0: no curves
+  std::vector<std::string> context_classes;  // the classes "learned at" waits for
+  double learned_iou = 0.8;                  // fraction each must reach
   std::vector<LeaderboardRow> rows;  // best mean mIoU first
 };
 
 double mean(const std::vector<double>& v);
 // Sample standard deviation; 0 with fewer than two values.
 double spread(const std::vector<double>& v);
+
+// Rank of each row (rows sorted by mean mIoU, best first): one more than the number of rows that
+// beat it by at least the seed spread, i.e. by max(std of either) in mean mIoU; rows sharing a
+// rank are tied and shown "2=". With one seed per block there is no spread: every row has its
+// own place.
+std::vector<std::string> tie_ranks(const std::vector<LeaderboardRow>& rows);
 
 // Indices of the rows no other row beats on both mean mIoU and FPS, fastest first.
 std::vector<size_t> pareto_front(const std::vector<LeaderboardRow>& rows);
@@ -62,6 +81,8 @@ std::vector<cv::Rect> place_labels(const std::vector<cv::Point>& anchors, const 
 
 // PNG pictures, written atomically.
 void draw_leaderboard(const Leaderboard& board, const std::filesystem::path& png);
+// Validation mIoU against iteration, one line per block, the seeds' range as a band.
+void draw_learning_curves(const Leaderboard& board, const std::filesystem::path& png);
 void draw_scaling(const Leaderboard& board, const std::filesystem::path& png);
 
 }  // namespace attnseg

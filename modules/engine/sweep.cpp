@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "core/error.h"
 #include "engine/bench.h"
 #include "engine/checkpoint.h"
+#include "engine/curves.h"
 #include "engine/evaluator.h"
 #include "engine/experiment.h"
 #include "engine/timing.h"
@@ -148,10 +150,19 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
   board.first_seed = first.train.seed;
   board.rounds = s.rounds;
   board.device = runtime.device.str() + " " + precision_name(runtime.precision);
+  board.eval_interval = first.eval.interval;
+  board.context_classes = first.eval.context_classes;
+  board.learned_iou = first.eval.learned_iou / 100;
+  std::vector<size_t> context;
+  for (const std::string& name : first.eval.context_classes) {
+    const auto& names = first.data.class_names;
+    context.push_back(static_cast<size_t>(std::find(names.begin(), names.end(), name) - names.begin()));
+  }
   for (const std::string& block : s.blocks) {
     LeaderboardRow row;
     row.block = block;
     std::vector<std::vector<double>> class_iou;
+    std::vector<double> erfs;
     for (const Run& run : runs) {
       if (run.block != block) continue;
       const nlohmann::json eval = finished_run(run, runtime);
@@ -163,12 +174,20 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
         ious.push_back(c.at("iou").is_null() ? std::numeric_limits<double>::quiet_NaN() : c.at("iou").get<double>());
       }
       class_iou.push_back(ious);
+      if (eval.contains("erf") && eval["erf"].value("share", nlohmann::json()).is_number()) {
+        erfs.push_back(eval["erf"]["share"].get<double>());
+      }
+      if (first.eval.interval > 0) {
+        row.curves.push_back(read_learning_curve(run.dir / "metrics.jsonl", first.data.class_names));
+        row.learned_at.push_back(iterations_to_learn(row.curves.back(), context, board.learned_iou));
+      }
     }
     for (size_t c = 0; c < row.class_names.size(); ++c) {
       std::vector<double> v;
       for (const auto& ious : class_iou) v.push_back(ious.at(c));
       row.class_iou.push_back(mean(v));
     }
+    row.erf = erfs.size() == row.miou.size() ? mean(erfs) : std::numeric_limits<double>::quiet_NaN();
     board.rows.push_back(row);
   }
 
@@ -258,6 +277,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
   write_text_atomically(s.work_dir / "leaderboard.md", leaderboard_markdown(board));
   draw_leaderboard(board, s.work_dir / "leaderboard.png");
   draw_scaling(board, s.work_dir / "scaling.png");
+  if (board.eval_interval > 0) draw_learning_curves(board, s.work_dir / "curves.png");
   return board;
 }
 

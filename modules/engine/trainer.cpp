@@ -81,6 +81,30 @@ TrainingState make_training_state(const Experiment& x, const Runtime& runtime) {
   return state;
 }
 
+nlohmann::json block_stats(const Segmentor& model) {
+  const AttentionHead head = model->head();
+  nlohmann::json j = nlohmann::json::object();
+  const at::Tensor gate = head->gate();
+  if (gate.defined()) {
+    j["gate"] = gate.item<double>();
+    if (gate.grad().defined()) j["gate_grad"] = gate.grad().item<double>();
+  }
+  const auto& stats = head->branch_stats();
+  if (stats.input_ms.defined()) {
+    j["input_rms"] = std::sqrt(stats.input_ms.item<double>());
+    j["branch_rms"] = std::sqrt(stats.branch_ms.item<double>());
+  }
+  double squares = 0;
+  bool any = false;
+  for (const auto& p : head->block()->parameters()) {
+    if (!p.grad().defined()) continue;
+    squares += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    any = true;
+  }
+  if (any) j["grad_norm"] = std::sqrt(squares);
+  return j;
+}
+
 StepLosses train_step(TrainingState& state, const Batch& batch, double lr, const Runtime& runtime,
                       const GradientHook& hook) {
   for (auto& group : state.optimizer->param_groups()) {
@@ -274,6 +298,8 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
       nlohmann::json line{{"iter", done}, {"loss", loss_value}, {"decode_loss", loss.decode.item<double>()},
                           {"lr", lr}, {"img_per_s", ips}, {"data_wait_s", loader.wait_seconds()}};
       if (loss.aux.defined()) line["aux_loss"] = loss.aux.item<double>();
+      const nlohmann::json block = block_stats(state.model);
+      if (!block.empty()) line["block"] = block;
       metrics.write(line);
       std::ostringstream fields;
       fields.precision(4);

@@ -65,6 +65,11 @@ struct StepLosses {
 // forward under the runtime's autocast, the loss in float, backward (scaled for fp16), the
 // hook, the step (skipped when fp16 gradients overflowed). Nothing is read back from the
 // device except the loss scaler's overflow check in fp16.
+// What a loss line of metrics.jsonl says about the attention block after a step: the head's
+// gate and its gradient (when it has one), the RMS of the block's input and of the change the
+// head makes to it in that step's forward, and the gradient norm over the block's parameters.
+nlohmann::json block_stats(const Segmentor& model);
+
 StepLosses train_step(TrainingState& state, const Batch& batch, double lr, const Runtime& runtime,
                       const GradientHook& hook = {});
 

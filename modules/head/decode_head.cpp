@@ -1,5 +1,6 @@
 #include "head/decode_head.h"
 
+#include <c10/core/GradMode.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/init.h>
@@ -37,12 +38,14 @@ void FCNHeadOptions::check() const {
   TORCH_CHECK(dropout() >= 0 && dropout() < 1, "aux_head.dropout must be in [0, 1), got ", dropout());
 }
 
-AttentionHeadImpl::AttentionHeadImpl(const AttentionHeadOptions& options_, AttentionBlock block)
+AttentionHeadImpl::AttentionHeadImpl(const AttentionHeadOptions& options_, AttentionBlock block,
+                                     std::optional<double> gate_init)
     : options(options_), block_(std::move(block)) {
   TORCH_CHECK(block_, "attention head: no attention block given");
   options.check();
   reduce_ = register_module("reduce", conv_bn_relu(options.in_channels(), options.channels(), 3));
   register_module("attention", block_);
+  if (gate_init) gate_ = register_parameter("gate", torch::full({1}, *gate_init));
   post_ = register_module("post", conv_bn_relu(options.channels(), options.channels(), 3));
   bottleneck_ = register_module(
       "bottleneck", conv_bn_relu(options.in_channels() + options.channels(), options.channels(), 3));
@@ -56,6 +59,12 @@ torch::Tensor AttentionHeadImpl::forward(const torch::Tensor& feature) {
 
 torch::Tensor AttentionHeadImpl::decode(const torch::Tensor& feature, torch::Tensor block_input) {
   torch::Tensor attended = block_->forward(block_input);
+  if (gate_.defined()) attended = block_input + gate_ * (attended - block_input);
+  if (is_training()) {
+    c10::AutoGradMode no_grad(false);
+    stats_.input_ms = block_input.detach().to(torch::kFloat).pow(2).mean();
+    stats_.branch_ms = (attended.detach().to(torch::kFloat) - block_input.detach().to(torch::kFloat)).pow(2).mean();
+  }
   block_input.reset();
   torch::Tensor y = post_->forward(attended);
   attended.reset();

@@ -10,6 +10,8 @@
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/pimpl.h>
 
+#include <optional>
+
 #include "attention/block.h"
 
 namespace attnseg {
@@ -31,7 +33,11 @@ struct AttentionHeadOptions {
 
 class AttentionHeadImpl : public torch::nn::Module {
  public:
-  AttentionHeadImpl(const AttentionHeadOptions& options, AttentionBlock block);
+  // With `gate_init`, the block's residual branch is scaled by a learned scalar `gate` that
+  // starts there: the block's input x and output f(x) give x + gate·(f(x) − x) (the start
+  // rule, attention/registry.h BlockStart); without it, f(x) as the block computes it.
+  AttentionHeadImpl(const AttentionHeadOptions& options, AttentionBlock block,
+                    std::optional<double> gate_init = std::nullopt);
   torch::Tensor forward(const torch::Tensor& feature);
   // What the attention block receives for a backbone feature: the reduce convolution's output.
   torch::Tensor block_input(const torch::Tensor& feature) { return reduce_->forward(feature); }
@@ -40,12 +46,23 @@ class AttentionHeadImpl : public torch::nn::Module {
   // (unless the caller keeps a copy).
   torch::Tensor decode(const torch::Tensor& feature, torch::Tensor block_input);
   AttentionBlock block() const { return block_; }
+  // The scalar gate on the block's branch; undefined when the head has none.
+  torch::Tensor gate() const { return gate_; }
+  // Mean squares of the block's input x and of the change the head makes to it (the gated
+  // branch, or f(x) − x without a gate) in the last forward in training mode, as detached
+  // scalars (undefined before one): how large the block's contribution is as it trains.
+  struct BranchStats {
+    torch::Tensor input_ms, branch_ms;
+  };
+  const BranchStats& branch_stats() const { return stats_; }
 
   AttentionHeadOptions options;
 
  private:
   torch::nn::Sequential reduce_{nullptr}, post_{nullptr}, bottleneck_{nullptr};
   AttentionBlock block_;
+  torch::Tensor gate_;
+  BranchStats stats_;
   torch::nn::Dropout2d dropout_{nullptr};
   torch::nn::Conv2d classifier_{nullptr};
 };

@@ -149,7 +149,10 @@ Segmentor build_segmentor(const ModelSettings& m) {
   }
   AttentionHeadOptions head_options = m.head;
   head_options.in_channels(backbone->stage4_channels());
-  AttentionHead head(head_options, m.block.build());
+  // The start rule's gate sits on every block's branch, not on `none`'s (it has no branch).
+  std::optional<double> gate;
+  if (!m.block.start.paper && m.block.name != "none") gate = m.block.start.gate_init;
+  AttentionHead head(head_options, m.block.build(), gate);
   FCNHead aux_head{nullptr};
   if (m.aux_enabled) {
     FCNHeadOptions aux_options = m.aux;

@@ -1,0 +1,50 @@
+// Drawing helpers shared by the sweep's pictures (leaderboard, scaling, learning curves):
+// axes with ticks and titles, distinct colours, text boxes, and obstacles for label placement.
+#pragma once
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace attnseg::plot {
+
+inline const cv::Scalar kBlack(0, 0, 0), kGrid(225, 225, 225), kAxis(90, 90, 90), kWhite(255, 255, 255);
+inline constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+
+// printf of one number.
+std::string format(const char* pattern, double value);
+// Distinct, readable colours (BGR), cycled.
+cv::Scalar colour(size_t i);
+cv::Size text_size(const std::string& text, double scale, int thickness = 1);
+// Text whose box's top-left corner is `corner`.
+void put_text(cv::Mat& image, const std::string& text, cv::Point corner, double scale, const cv::Scalar& c,
+              int thickness = 1);
+void put_vertical_text(cv::Mat& image, const std::string& text, cv::Point centre, double scale);
+// Ticks at 1, 2 or 5 times a power of ten, about `count` of them over [lo, hi].
+std::vector<double> nice_ticks(double lo, double hi, int count);
+// Ticks at 1, 2 and 5 times each power of ten within [lo, hi] (lo > 0).
+std::vector<double> log_ticks(double lo, double hi);
+std::string tick_text(double v);
+
+struct Axes {
+  cv::Rect plot;
+  double x0, x1, y0, y1;
+  bool log_x = false, log_y = false;
+  double fx(double v) const { return log_x ? std::log10(v) : v; }
+  double fy(double v) const { return log_y ? std::log10(v) : v; }
+  cv::Point map(double x, double y) const {
+    const double u = (fx(x) - fx(x0)) / (fx(x1) - fx(x0)), w = (fy(y) - fy(y0)) / (fy(y1) - fy(y0));
+    return {plot.x + static_cast<int>(std::lround(u * plot.width)),
+            plot.y + plot.height - static_cast<int>(std::lround(w * plot.height))};
+  }
+};
+
+void draw_axes(cv::Mat& image, const Axes& a, const std::vector<double>& xt, const std::vector<double>& yt,
+               const std::string& x_title, const std::string& y_title, const std::string& title);
+// Small boxes along a polyline, for labels to keep clear of it.
+void add_line_obstacles(const std::vector<cv::Point>& line, std::vector<cv::Rect>& obstacles);
+
+}  // namespace attnseg::plot
