@@ -112,7 +112,7 @@ TEST(Leaderboard, LearnedAtIsTheMedianOverTheSeedsThatLearned) {
   EXPECT_NE(md.find("| ccnet | 93.00 ± 0.00 | +20.00 | 750 (1/2) | "), std::string::npos) << md;
   EXPECT_NE(md.find("| gcnet | 92.00 ± 0.00 | +19.00 | never | "), std::string::npos) << md;
   EXPECT_NE(md.find("| isa | 89.00 ± 1.41 | +16.00 | - | "), std::string::npos) << md;
-  EXPECT_NE(md.find("every 250 iterations) where disc all reach 80% IoU"), std::string::npos) << md;
+  EXPECT_NE(md.find("every 250 iterations) where disc reaches 80% IoU"), std::string::npos) << md;
   const std::string csv = leaderboard_csv(b);
   EXPECT_NE(csv.find(",750;-1,"), std::string::npos) << csv;
 }

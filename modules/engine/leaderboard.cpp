@@ -164,7 +164,9 @@ std::string leaderboard_markdown(const Leaderboard& b) {
       classes += (k == 0 ? "" : k + 1 == b.context_classes.size() ? " and " : ", ") + b.context_classes[k];
     }
     out += "Learned at: the first validation point (every " + std::to_string(b.eval_interval) +
-           " iterations) where " + classes + " all reach " + format("%.0f", 100 * b.learned_iou) +
+           " iterations) where " + classes +
+           (b.context_classes.size() == 1 ? " reaches " : b.context_classes.size() == 2 ? " both reach " : " all reach ") +
+           format("%.0f", 100 * b.learned_iou) +
            "% IoU; median over the seeds that did, (k/n) when not all did.\n";
   }
   out += "ERF: share of the block's input map that reaches a central output (gradient above 1% of the "
