@@ -94,14 +94,12 @@ nlohmann::json block_stats(const Segmentor& model) {
     j["input_rms"] = std::sqrt(stats.input_ms.item<double>());
     j["branch_rms"] = std::sqrt(stats.branch_ms.item<double>());
   }
-  double squares = 0;
-  bool any = false;
+  // One read of the device for all parameters.
+  std::vector<at::Tensor> squares;
   for (const auto& p : head->block()->parameters()) {
-    if (!p.grad().defined()) continue;
-    squares += p.grad().to(at::kDouble).pow(2).sum().item<double>();
-    any = true;
+    if (p.grad().defined()) squares.push_back(p.grad().to(at::kDouble).pow(2).sum());
   }
-  if (any) j["grad_norm"] = std::sqrt(squares);
+  if (!squares.empty()) j["grad_norm"] = std::sqrt(at::stack(squares).sum().item<double>());
   return j;
 }
 
