@@ -19,7 +19,7 @@ void setup_list(CLI::App& app, ListOptions& options);
 int run_list(const ListOptions& options);
 
 struct SynthOptions {
-  std::string out;
+  std::string out, task = "beacon";
   int64_t train = 1000, val = 200, size = 64, seed = 0;
 };
 void setup_synth(CLI::App& app, SynthOptions& options);

@@ -408,6 +408,11 @@ TEST_F(Cli, SweepRejectsBadInputBeforeTraining) {
   ASSERT_EQ(run_attnseg("sweep " + config() + " --blocks none --rounds 1 --iters 1 " + work("s4")).exit_code, 0);
   expect_clean_error(run_attnseg("sweep " + config() + " --blocks none --rounds 1 --iters 1 " + work("s4") + " train.iters=6"),
                      {"another config", "s4"});
+  // Keys that only say how a finished run is reported are not another config: the run is reused.
+  const auto r = run_attnseg("sweep " + config() + " --blocks none --rounds 1 --iters 1 " + work("s4") +
+                             " eval.cue_classes=[beacon_warm] eval.learned_iou=50");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("not retrained"), std::string::npos) << r.output;
 }
 
 TEST_F(Cli, SweepRunsEveryRegisteredBlock) {

@@ -123,6 +123,107 @@ TEST(Synthetic, WritesTheFolderLayout) {
   EXPECT_THROW(write_synthetic_dataset(dir.path(), {2, 2, -5, 0}), Error);
 }
 
+// --- the reach family ----------------------------------------------------------------------
+
+// L∞ distance from pixel (x, y) to the rectangle's pixels.
+int chebyshev(int x, int y, const cv::Rect& r) {
+  const int dx = std::max({r.x - x, x - (r.x + r.width - 1), 0});
+  const int dy = std::max({r.y - y, y - (r.y + r.height - 1), 0});
+  return std::max(dx, dy);
+}
+
+// Classes: 0 background, 1 key_checker, 2 key_stripes, 3 lamp, 4 tri_checker, 5 tri_stripes.
+TEST(Reach, EveryTrianglePixelLiesInItsDistanceBinAndTheBinsAreTheTriangles) {
+  for (const int64_t size : {16, 37, 64}) {
+    const std::vector<int> edges = reach_bin_edges(size);
+    ASSERT_EQ(edges.size(), 5u);
+    for (int64_t i = 0; i < 30; ++i) {
+      const ReachScene s = make_reach_scene(size, 0, "train", i);
+      ASSERT_EQ(s.image.size(), cv::Size(8 * static_cast<int>(size), static_cast<int>(size)));
+      // The key as the mask holds it, not as the generator says.
+      const cv::Mat key = (s.mask == 1) | (s.mask == 2);
+      const cv::Rect box = cv::boundingRect(key);
+      ASSERT_EQ(cv::countNonZero(key), box.area()) << "the key is a filled rectangle";
+      const cv::Mat triangles = (s.mask == 4) | (s.mask == 5);
+      EXPECT_EQ(cv::countNonZero(triangles != (s.regions > 0)), 0) << "regions are exactly the triangles";
+      std::vector<int> seen(5, 0);
+      for (int y = 0; y < s.regions.rows; ++y) {
+        for (int x = 0; x < s.regions.cols; ++x) {
+          const int bin = s.regions.at<uint8_t>(y, x);
+          if (bin == 0) continue;
+          ASSERT_LE(bin, 4);
+          ++seen[bin];
+          const int d = chebyshev(x, y, box);
+          ASSERT_GE(d, edges[bin - 1]) << "size " << size << " scene " << i << " bin " << bin;
+          ASSERT_LT(d, edges[bin]) << "size " << size << " scene " << i << " bin " << bin;
+        }
+      }
+      for (int bin = 1; bin <= 4; ++bin) EXPECT_GT(seen[bin], 0) << "size " << size << " scene " << i << " bin " << bin;
+    }
+  }
+}
+
+TEST(Reach, TriangleClassFollowsTheKeyTextureAloneAndBothLookAlike) {
+  int checker = 0, stripes = 0;
+  double tri_mean[2] = {0, 0}, key_mean[2] = {0, 0};
+  for (int64_t i = 0; i < 60; ++i) {
+    const ReachScene s = make_reach_scene(41, 2, "val", i);
+    const int own_key = s.checker ? 1 : 2, own_tri = s.checker ? 4 : 5;
+    ASSERT_GT(cv::countNonZero(s.mask == own_key), 0);
+    EXPECT_EQ(cv::countNonZero(s.mask == 3 - own_key), 0) << "scene " << i;
+    ASSERT_GT(cv::countNonZero(s.mask == own_tri), 0);
+    EXPECT_EQ(cv::countNonZero(s.mask == 9 - own_tri), 0) << "scene " << i;
+    EXPECT_GT(cv::countNonZero(s.mask == 3), 0) << "every scene has a lamp, the local class";
+    tri_mean[s.checker] += cv::mean(s.image, s.mask == own_tri)[1];
+    key_mean[s.checker] += cv::mean(s.image, s.mask == own_key)[1];
+    (s.checker ? checker : stripes)++;
+  }
+  ASSERT_GT(checker, 15);
+  ASSERT_GT(stripes, 15);
+  // Neither the triangles nor the key's mean colour tell the two apart: only the key's texture does.
+  EXPECT_NEAR(tri_mean[1] / checker, tri_mean[0] / stripes, 5.0);
+  EXPECT_NEAR(key_mean[1] / checker, key_mean[0] / stripes, 8.0);
+}
+
+// With the default model and scene height, the far bin lies beyond the receptive field of
+// the convolutions, and the attention-free model's outputs on those triangles get exactly zero
+// gradient from the key; from the nearest bin they get some.
+TEST(Reach, NoGradientFromTheKeyToTrianglesBeyondTheConvolutionalReach) {
+  const Config c = Config::load(ATTNSEG_SOURCE_DIR "/configs/quick_sweep_r18_reach.yaml", {"model.attention.type=none"});
+  Segmentor model = build_model(read_experiment(c));
+  model->eval();
+  const int64_t radius = (model->conv_receptive_field() - 1) / 2;
+  const std::vector<int> edges = reach_bin_edges(SynthOptions{}.size);
+  ASSERT_GT(edges[3], radius) << "receptive field " << model->conv_receptive_field();
+  const ReachScene s = make_reach_scene(SynthOptions{}.size, 0, "val", 3);
+  const at::Tensor image = torch::randn({1, 3, s.image.rows, s.image.cols}, torch::requires_grad());
+  const at::Tensor logits = model->predict(image);
+  auto key_gradient = [&](int bin) {
+    const at::Tensor region = torch::from_blob(s.regions.data, {s.regions.rows, s.regions.cols}, torch::kUInt8)
+                                  .eq(bin).to(torch::kFloat);
+    image.mutable_grad() = at::Tensor();
+    (logits * region).sum().backward({}, /*retain_graph=*/true);
+    return image.grad().abs().sum(0).sum(0).slice(0, s.key.y, s.key.y + s.key.height)
+        .slice(1, s.key.x, s.key.x + s.key.width).sum().item<double>();
+  };
+  EXPECT_EQ(key_gradient(4), 0.0);
+  EXPECT_GT(key_gradient(1), 0.0);
+}
+
+TEST(Reach, WritesRegionMapsAndTheirNames) {
+  TempDir dir;
+  SynthOptions o{/*train=*/2, /*val=*/1, /*size=*/24, /*seed=*/0};
+  o.task = "reach";
+  write_synthetic_dataset(dir.path(), o);
+  EXPECT_EQ(test::read_file(dir / "regions.txt"), "6-24 px\n24-60 px\n60-120 px\n120-156 px\n");
+  const cv::Mat regions = cv::imread((dir / "regions" / "val_00000.png").string(), cv::IMREAD_UNCHANGED);
+  ASSERT_EQ(regions.type(), CV_8UC1);
+  EXPECT_EQ(regions.size(), cv::Size(192, 24));
+  EXPECT_EQ(cv::norm(regions, make_reach_scene(24, 0, "val", 0).regions, cv::NORM_L1), 0);
+  o.task = "stripes";
+  EXPECT_THROW(write_synthetic_dataset(dir.path(), o), Error);
+}
+
 // --- folder dataset: each bad input names its file -------------------------------------------
 
 class BadData : public ::testing::Test {

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
+
+#include <cmath>
 
 #include "data/dataset.h"
 #include "data/synthetic.h"
@@ -296,6 +299,51 @@ TEST_F(EngineTest, TheEvalJsonConfusionMatrixAccountsForEveryLabelledPixelAndGiv
     if (u == 0) continue;
     EXPECT_DOUBLE_EQ(j["classes"][i]["iou"].get<double>(), static_cast<double>(d) / static_cast<double>(u)) << i;
   }
+}
+
+// On a dataset with region maps (the reach family), eval scores the context classes on each
+// region: one entry per name in regions.txt, counting exactly the labelled pixels the maps give
+// that region; a region map with an id regions.txt does not name is refused by file.
+TEST_F(EngineTest, EvalScoresTheContextClassesOnEachRegionOfTheRegionMaps) {
+  TempDir reach;
+  SynthOptions o{/*train=*/4, /*val=*/3, /*size=*/32, /*seed=*/0};
+  o.task = "reach";
+  write_synthetic_dataset(reach.path(), o);
+  const Config c = config({"data.root=" + reach.path().string(), "train.iters=1", "train.checkpoint_interval=1",
+                           "data.classes=[background,key_checker,key_stripes,lamp,tri_checker,tri_stripes]",
+                           "eval.context_classes=[tri_checker,tri_stripes]", "eval.cue_classes=[key_checker,key_stripes]"});
+  test::train_config(c, dir / "run", false);
+  const EvalResult r = test::evaluate_config(c, dir / "run/iter_1.pt");
+  ASSERT_EQ(r.regions.size(), 4u);
+  EXPECT_EQ(r.region_classes, (std::vector<std::string>{"tri_checker", "tri_stripes"}));
+  for (int bin = 1; bin <= 4; ++bin) {
+    int64_t pixels = 0;
+    for (int k = 0; k < 3; ++k) pixels += cv::countNonZero(make_reach_scene(32, 0, "val", k).regions == bin);
+    const RegionScore& s = r.regions[static_cast<size_t>(bin - 1)];
+    EXPECT_EQ(s.name, reach_bin_names(32)[static_cast<size_t>(bin - 1)]);
+    EXPECT_EQ(s.pixels, pixels) << s.name;
+    ASSERT_EQ(s.class_iou.size(), 2u);
+    if (!std::isnan(s.iou)) {
+      EXPECT_GE(s.iou, 0.0);
+      EXPECT_LE(s.iou, 1.0);
+    }
+  }
+  const nlohmann::json j = report_json(r);
+  ASSERT_EQ(j["regions"].size(), 4u);
+  EXPECT_EQ(j["regions"][2]["pixels"].get<int64_t>(), r.regions[2].pixels);
+  EXPECT_NE(format_report(r).find("IoU of tri_checker, tri_stripes by region:"), std::string::npos);
+  // Every validation scene holds the key and triangles: the cue's influence is measured on the first three.
+  EXPECT_EQ(r.cue_images, 3);
+  EXPECT_GE(r.cue_share, 0.0);
+  EXPECT_LE(r.cue_share, 1.0);
+  EXPECT_GT(r.cue_area, 0.0);
+
+  cv::Mat bad = make_reach_scene(32, 0, "val", 1).regions.clone();
+  bad.at<uint8_t>(3, 5) = 7;
+  cv::imwrite((reach / "regions" / "val_00001.png").string(), bad);
+  const std::string m = test::error_of([&] { test::evaluate_config(c, dir / "run/iter_1.pt"); });
+  EXPECT_NE(m.find("val_00001.png"), std::string::npos) << m;
+  EXPECT_NE(m.find("region 7 at (5, 3)"), std::string::npos) << m;
 }
 
 TEST_F(EngineTest, NaNLossStopsAndKeepsTheLastGoodCheckpoint) {

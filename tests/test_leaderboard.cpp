@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "engine/leaderboard.h"
@@ -183,6 +184,37 @@ TEST(Leaderboard, LabelsNeverOverlapEachOtherOrAnyMarker) {
   // A wall right of every point: the labels go elsewhere.
   const std::vector<cv::Rect> walled = place_labels(anchors, sizes, area, 6, {cv::Rect(440, 50, 5, 600)});
   for (const auto& box : walled) EXPECT_EQ((box & cv::Rect(440, 50, 5, 600)).area(), 0) << box;
+}
+
+// The reach curve: per region the mean over seeds of the context classes' IoU, in the table
+// (percent, "-" where a seed had none there), in the CSV (one column per region) and drawn.
+TEST(Leaderboard, ReachIsTheMeanOverSeedsOfEachRegionsIoU) {
+  Leaderboard b = fixture();
+  b.context_classes = {"tri_checker", "tri_stripes"};
+  b.region_names = {"16-64 px", "64-160 px", "160-320 px", "320-416 px"};
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (auto& r : b.rows) r.reach = {{0.99, 0.97, 0.50, 0.30}, {0.97, 0.95, 0.70, 0.40}};
+  b.rows.back().reach = {{0.98, 0.60, 0.34, nan}, {0.96, 0.62, 0.30, nan}};
+  const std::vector<double> none = mean_reach(b.rows.back());
+  ASSERT_EQ(none.size(), 4u);
+  EXPECT_DOUBLE_EQ(none[1], 0.61);
+  EXPECT_TRUE(std::isnan(none[3]));
+  const std::string md = leaderboard_markdown(b);
+  EXPECT_NE(md.find("| reach IoU % |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 98 / 96 / 60 / 35 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 97 / 61 / 32 / - |"), std::string::npos) << md;
+  EXPECT_NE(md.find("(16-64 px / 64-160 px / 160-320 px / 320-416 px)"), std::string::npos) << md;
+  std::istringstream csv(leaderboard_csv(b));
+  std::string header, first;
+  std::getline(csv, header);
+  std::getline(csv, first);
+  EXPECT_NE(header.find(",reach_16-64 px,reach_64-160 px,reach_160-320 px,reach_320-416 px,"), std::string::npos);
+  EXPECT_NE(first.find(",0.980000,0.960000,0.600000,0.350000,"), std::string::npos) << first;
+  test::TempDir dir;
+  draw_reach(b, dir / "reach.png");
+  EXPECT_FALSE(cv::imread((dir / "reach.png").string()).empty());
+  // Without regions the table has no reach column.
+  EXPECT_EQ(leaderboard_markdown(fixture()).find("reach IoU"), std::string::npos);
 }
 
 TEST(Leaderboard, PicturesAreWrittenAsPngs) {

@@ -2,8 +2,10 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -38,6 +40,54 @@ void add_noise(cv::Mat& image, Rng& rng, double sigma) {
   widened.convertTo(image, CV_8UC3);
 }
 
+// A low-saturation gradient between two random greys-with-tint.
+void paint_background(cv::Mat& image, Rng& rng) {
+  const int h = image.rows, w = image.cols;
+  const cv::Scalar a = jitter(rng, cv::Scalar(110, 110, 110), 20);
+  const cv::Scalar b = jitter(rng, cv::Scalar(150, 150, 150), 20);
+  const bool vertical = rng.chance(0.5);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      const double t = vertical ? static_cast<double>(y) / (h - 1) : static_cast<double>(x) / (w - 1);
+      cv::Vec3b& px = image.at<cv::Vec3b>(y, x);
+      for (int c = 0; c < 3; ++c) px[c] = cv::saturate_cast<uint8_t>(a[c] * (1 - t) + b[c] * t);
+    }
+  }
+}
+
+enum ReachClass : uint8_t {
+  kReachBackground = 0,
+  kKeyChecker = 1,
+  kKeyStripes = 2,
+  kLamp = 3,
+  kTriChecker = 4,
+  kTriStripes = 5
+};
+
+// L∞ distance from column/row `v` to the closed interval [lo, hi].
+int gap(int v, int lo, int hi) { return std::max({lo - v, v - hi, 0}); }
+
+// Smallest and largest L∞ distance from the pixels of `box` to those of `key`.
+std::pair<int, int> box_distance(const cv::Rect& box, const cv::Rect& key) {
+  const int kx0 = key.x, kx1 = key.x + key.width - 1, ky0 = key.y, ky1 = key.y + key.height - 1;
+  const int bx0 = box.x, bx1 = box.x + box.width - 1, by0 = box.y, by1 = box.y + box.height - 1;
+  // Along each axis the gap is convex, so its minimum over the box is at the nearest point
+  // (0 when the ranges overlap) and its maximum at one of the two ends.
+  const int min_x = (bx1 < kx0) ? kx0 - bx1 : (bx0 > kx1 ? bx0 - kx1 : 0);
+  const int min_y = (by1 < ky0) ? ky0 - by1 : (by0 > ky1 ? by0 - ky1 : 0);
+  const int max_x = std::max(gap(bx0, kx0, kx1), gap(bx1, kx0, kx1));
+  const int max_y = std::max(gap(by0, ky0, ky1), gap(by1, ky0, ky1));
+  return {std::max(min_x, min_y), std::max(max_x, max_y)};
+}
+
+bool overlaps(const cv::Rect& r, const std::vector<cv::Rect>& taken, int margin) {
+  const cv::Rect grown(r.x - margin, r.y - margin, r.width + 2 * margin, r.height + 2 * margin);
+  for (const cv::Rect& t : taken) {
+    if ((grown & t).area() > 0) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 const std::vector<std::string>& synthetic_class_names() {
@@ -56,17 +106,7 @@ SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& 
   scene.image = cv::Mat(h, w, CV_8UC3);
   scene.mask = cv::Mat(h, w, CV_8UC1, cv::Scalar(kBackground));
 
-  // Background: a low-saturation gradient between two random greys-with-tint.
-  const cv::Scalar a = jitter(rng, cv::Scalar(110, 110, 110), 20);
-  const cv::Scalar b = jitter(rng, cv::Scalar(150, 150, 150), 20);
-  const bool vertical = rng.chance(0.5);
-  for (int y = 0; y < h; ++y) {
-    for (int x = 0; x < w; ++x) {
-      const double t = vertical ? static_cast<double>(y) / (h - 1) : static_cast<double>(x) / (w - 1);
-      cv::Vec3b& px = scene.image.at<cv::Vec3b>(y, x);
-      for (int c = 0; c < 3; ++c) px[c] = cv::saturate_cast<uint8_t>(a[c] * (1 - t) + b[c] * t);
-    }
-  }
+  paint_background(scene.image, rng);
 
   // Beacon: a band across the left or right end, h wide, warm (red) or cool (blue).
   scene.side = rng.chance(0.5) ? 1 : 3;
@@ -114,6 +154,97 @@ SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& 
   return scene;
 }
 
+const std::vector<std::string>& reach_class_names() {
+  static const std::vector<std::string> names{"background", "key_checker", "key_stripes",
+                                              "lamp",       "tri_checker", "tri_stripes"};
+  return names;
+}
+
+std::vector<int> reach_bin_edges(int64_t size) {
+  const double h = static_cast<double>(size);
+  return {static_cast<int>(std::lround(h / 4)), static_cast<int>(size), static_cast<int>(std::lround(2.5 * h)),
+          static_cast<int>(5 * size), static_cast<int>(std::lround(6.5 * h))};
+}
+
+std::vector<std::string> reach_bin_names(int64_t size) {
+  const std::vector<int> e = reach_bin_edges(size);
+  std::vector<std::string> names;
+  for (size_t k = 1; k < e.size(); ++k) names.push_back(std::to_string(e[k - 1]) + "-" + std::to_string(e[k]) + " px");
+  return names;
+}
+
+ReachScene make_reach_scene(int64_t size, uint64_t seed, const std::string& split, int64_t index) {
+  if (size < 16) throw Error("synthetic image size must be at least 16, got " + std::to_string(size));
+  const uint64_t split_id = split == "train" ? 1 : 2;
+  // Its own stream: the reach family never shares draws with the beacon family.
+  Rng rng{seed, split_id, static_cast<uint64_t>(index), 0x7265616368ull};
+  const int h = static_cast<int>(size), w = kReachWidthFactor * h;
+  ReachScene scene;
+  scene.image = cv::Mat(h, w, CV_8UC3);
+  scene.mask = cv::Mat(h, w, CV_8UC1, cv::Scalar(kReachBackground));
+  scene.regions = cv::Mat(h, w, CV_8UC1, cv::Scalar(0));
+  paint_background(scene.image, rng);
+
+  // The key: a square of h/2..3h/4 within the first 1.25·h of one end, checkerboard or
+  // horizontal stripes of the same two greys (the same mean either way).
+  const int k = static_cast<int>(rng.integer(h / 2, 3 * h / 4));
+  int x0 = static_cast<int>(rng.integer(0, h / 2));
+  if (rng.chance(0.5)) x0 = w - x0 - k;
+  scene.key = cv::Rect(x0, static_cast<int>(rng.integer(0, h - k)), k, k);
+  scene.checker = rng.chance(0.5);
+  const int cell = std::max(2, h / 16);
+  const double dark = rng.uniform(50, 70), light = rng.uniform(190, 210);
+  for (int y = 0; y < k; ++y) {
+    for (int x = 0; x < k; ++x) {
+      const bool on = scene.checker ? ((x / cell + y / cell) % 2 == 0) : ((y / cell) % 2 == 0);
+      scene.image.at<cv::Vec3b>(scene.key.y + y, scene.key.x + x) = cv::Vec3b::all(cv::saturate_cast<uint8_t>(on ? light : dark));
+    }
+  }
+  scene.mask(scene.key).setTo(scene.checker ? kKeyChecker : kKeyStripes);
+  std::vector<cv::Rect> taken{scene.key};
+
+  // Places a square of side `side` whose every pixel is within [lo, hi) of the key (any
+  // distance when hi is 0) and clear of everything placed before.
+  auto place = [&](int side, int lo, int hi) {
+    for (int attempt = 0; attempt < 10000; ++attempt) {
+      const cv::Rect r(static_cast<int>(rng.integer(0, w - side)), static_cast<int>(rng.integer(0, h - side)), side,
+                       side);
+      if (overlaps(r, taken, 2)) continue;
+      const auto [near, far] = box_distance(r, scene.key);
+      if (hi > 0 && (near < lo || far >= hi)) continue;
+      taken.push_back(r);
+      return r;
+    }
+    throw Error("reach scene " + split + " " + std::to_string(index) + ": no room for an object of " +
+                std::to_string(side) + " px at distance " + std::to_string(lo) + "-" + std::to_string(hi));
+  };
+
+  // One triangle per distance bin, the same grey whatever the key.
+  const std::vector<int> edges = reach_bin_edges(size);
+  const uint8_t tri_class = scene.checker ? kTriChecker : kTriStripes;
+  for (size_t bin = 1; bin < edges.size(); ++bin) {
+    const int side = static_cast<int>(rng.integer(h / 4, h / 3));
+    const cv::Rect r = place(side, edges[bin - 1], edges[bin]);
+    const std::vector<cv::Point> corners{{r.x, r.y + side - 1}, {r.x + side - 1, r.y + side - 1}, {r.x + (side - 1) / 2, r.y}};
+    cv::fillConvexPoly(scene.image, corners, jitter(rng, cv::Scalar(185, 185, 185), 10), cv::LINE_8);
+    cv::fillConvexPoly(scene.mask, corners, cv::Scalar(tri_class), cv::LINE_8);
+    cv::fillConvexPoly(scene.regions, corners, cv::Scalar(static_cast<double>(bin)), cv::LINE_8);
+  }
+
+  // Lamps: filled yellow discs, anywhere; recognisable on their own.
+  const int lamps = static_cast<int>(rng.integer(1, 2));
+  for (int i = 0; i < lamps; ++i) {
+    const int radius = static_cast<int>(rng.integer(h / 8, h / 5));
+    const cv::Rect r = place(2 * radius + 1, 0, 0);
+    const cv::Point centre(r.x + radius, r.y + radius);
+    cv::circle(scene.image, centre, radius, jitter(rng, cv::Scalar(40, 200, 220), 20), cv::FILLED, cv::LINE_8);
+    cv::circle(scene.mask, centre, radius, cv::Scalar(kLamp), cv::FILLED, cv::LINE_8);
+  }
+
+  add_noise(scene.image, rng, 6.0);
+  return scene;
+}
+
 void write_synthetic_dataset(const fs::path& out, const SynthOptions& options) {
   if (options.train <= 0 || options.val <= 0) {
     throw Error("synthetic dataset: the train and val splits need at least one scene each, got " +
@@ -125,15 +256,33 @@ void write_synthetic_dataset(const fs::path& out, const SynthOptions& options) {
   if (ec || !fs::is_directory(out / "images")) {
     throw Error("cannot create dataset directory " + (out / "images").string());
   }
+  const bool reach = options.task == "reach";
+  if (!reach && options.task != "beacon") {
+    throw Error("synthetic dataset: unknown task '" + options.task + "' (beacon or reach)");
+  }
+  if (reach) {
+    fs::create_directories(out / "regions", ec);
+    if (ec || !fs::is_directory(out / "regions")) throw Error("cannot create dataset directory " + (out / "regions").string());
+    std::string names;
+    for (const std::string& name : reach_bin_names(options.size)) names += name + "\n";
+    write_text_atomically(out / "regions.txt", names);
+  }
   for (const std::string split : {"train", "val"}) {
     const int64_t count = split == "train" ? options.train : options.val;
     std::string names;
     for (int64_t i = 0; i < count; ++i) {
       char name[64];
       std::snprintf(name, sizeof(name), "%s_%05lld", split.c_str(), static_cast<long long>(i));
-      const SynthScene scene = make_synthetic_scene(options.size, options.seed, split, i);
-      write_png_atomically(out / "images" / (std::string(name) + ".png"), scene.image);
-      write_png_atomically(out / "masks" / (std::string(name) + ".png"), scene.mask);
+      if (reach) {
+        const ReachScene scene = make_reach_scene(options.size, options.seed, split, i);
+        write_png_atomically(out / "images" / (std::string(name) + ".png"), scene.image);
+        write_png_atomically(out / "masks" / (std::string(name) + ".png"), scene.mask);
+        write_png_atomically(out / "regions" / (std::string(name) + ".png"), scene.regions);
+      } else {
+        const SynthScene scene = make_synthetic_scene(options.size, options.seed, split, i);
+        write_png_atomically(out / "images" / (std::string(name) + ".png"), scene.image);
+        write_png_atomically(out / "masks" / (std::string(name) + ".png"), scene.mask);
+      }
       names += std::string(name) + "\n";
     }
     write_text_atomically(out / (split + ".txt"), names);

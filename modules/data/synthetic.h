@@ -15,14 +15,16 @@
 
 namespace attnseg {
 
-// Scene width in multiples of its height.
+// Scene width in multiples of its height: beacon scenes, reach scenes.
 constexpr int kSynthWidthFactor = 6;
+constexpr int kReachWidthFactor = 8;
 
 struct SynthOptions {
   int64_t train = 1000;
   int64_t val = 200;
-  int64_t size = 64;  // scene height; the width is kSynthWidthFactor times that
+  int64_t size = 64;  // scene height; the width is kSynthWidthFactor (reach: kReachWidthFactor) times that
   uint64_t seed = 0;
+  std::string task = "beacon";  // "beacon" or "reach"
 };
 
 // Class ids of the synthetic dataset, in order.
@@ -39,8 +41,31 @@ struct SynthScene {
 SynthScene make_synthetic_scene(int64_t size, uint64_t seed, const std::string& split,
                                 int64_t index);
 
-// Writes the folder layout (images/, masks/, train.txt, val.txt) under `out`. Files are
-// written under temporary names and renamed, so an interrupted run leaves no half image.
+// The second family, `reach` (size × 8·size): a textured key patch (checkerboard or stripes of
+// the same two greys, so no colour tells them apart) near one end, and one grey triangle in
+// each of four distance bins from it; a triangle is `tri_checker` or `tri_stripes` after the
+// key's texture. Yellow lamps (filled discs) anywhere are a purely local class. Distances are L∞ (Chebyshev)
+// from the key's square, the shape of a convolution's receptive field, and every pixel of a
+// bin's triangle lies in that bin: the per-bin IoU is a block's reach curve.
+const std::vector<std::string>& reach_class_names();
+// Bin edges in pixels for scene height `size`: bin k (1-based) is [edges[k-1], edges[k]).
+// At 64: 16, 64, 160, 320, 416.
+std::vector<int> reach_bin_edges(int64_t size);
+// Region names as `regions.txt` lists them ("16-64 px", ...).
+std::vector<std::string> reach_bin_names(int64_t size);
+
+struct ReachScene {
+  cv::Mat image;    // 8-bit BGR
+  cv::Mat mask;     // 8-bit class ids
+  cv::Mat regions;  // 8-bit: the distance bin (1..4) on each triangle's pixels, 0 elsewhere
+  cv::Rect key;
+  bool checker;     // the key's texture
+};
+ReachScene make_reach_scene(int64_t size, uint64_t seed, const std::string& split, int64_t index);
+
+// Writes the folder layout (images/, masks/, train.txt, val.txt; for `reach` also regions/
+// and regions.txt, which `eval` reads for per-region IoU) under `out`. Files are written under
+// temporary names and renamed, so an interrupted run leaves no half image.
 void write_synthetic_dataset(const std::filesystem::path& out, const SynthOptions& options);
 
 }  // namespace attnseg

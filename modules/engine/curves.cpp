@@ -89,7 +89,8 @@ Band band_of(const CurveSet& set) {
 
 }  // namespace
 
-void draw_curves(const std::vector<CurveSet>& sets, const std::string& title, const fs::path& png) {
+void draw_curves(const std::vector<CurveSet>& sets, const std::string& title, const fs::path& png,
+                 const CurveAxes& axes) {
   using namespace plot;  // NOLINT(google-build-using-namespace): the drawing helpers
   cv::Mat image(720, 1100, CV_8UC3, kWhite);
   std::vector<Band> bands;
@@ -106,11 +107,17 @@ void draw_curves(const std::vector<CurveSet>& sets, const std::string& title, co
   if (y1 <= y0) y0 = 0, y1 = 100;
   Axes a;
   a.plot = cv::Rect(100, 50, 830, 570);
-  a.x0 = 0, a.x1 = x1 * 1.02;
+  const bool named = !axes.x_names.empty();
+  a.x0 = named ? 0.5 : 0, a.x1 = named ? static_cast<double>(axes.x_names.size()) + 0.5 : x1 * 1.02;
   a.y0 = std::max(0.0, y0 - 0.05 * (y1 - y0)), a.y1 = std::min(100.0, y1 + 0.05 * (y1 - y0));
   if (a.y1 <= a.y0) a.y1 = a.y0 + 1;
-  draw_axes(image, a, nice_ticks(a.x0, a.x1, 8), nice_ticks(a.y0, a.y1, 7), "training iteration",
-            "mIoU, % (validation subset)", title);
+  std::vector<double> x_ticks;
+  if (named) {
+    for (size_t k = 1; k <= axes.x_names.size(); ++k) x_ticks.push_back(static_cast<double>(k));
+  } else {
+    x_ticks = nice_ticks(a.x0, a.x1, 8);
+  }
+  draw_axes(image, a, x_ticks, nice_ticks(a.y0, a.y1, 7), axes.x_title, axes.y_title, title, axes.x_names);
   // Bands first, blended, so that every line stays visible above them.
   cv::Mat overlay = image.clone();
   for (size_t i = 0; i < bands.size(); ++i) {

@@ -30,8 +30,16 @@ struct CurveSet {
   std::string label;
   std::vector<LearningCurve> seeds;
 };
+// What the axes say. With `x_names`, the points' x values are 1..N and named so (the reach
+// curve: IoU per distance bin).
+struct CurveAxes {
+  std::string x_title = "training iteration";
+  std::string y_title = "mIoU, % (validation subset)";
+  std::vector<std::string> x_names;
+};
 // mIoU against iteration: per set the mean over seeds at each iteration that every seed logged,
 // drawn as a line, and the band between the lowest and the highest seed. Written atomically.
-void draw_curves(const std::vector<CurveSet>& sets, const std::string& title, const std::filesystem::path& png);
+void draw_curves(const std::vector<CurveSet>& sets, const std::string& title, const std::filesystem::path& png,
+                 const CurveAxes& axes = {});
 
 }  // namespace attnseg

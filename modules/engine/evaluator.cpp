@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
@@ -10,6 +11,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
+#include <fstream>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -24,7 +27,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct EvalItem {
-  at::Tensor image, label;
+  at::Tensor image, label, regions;
   cv::Mat rgb;
   std::string name;
 };
@@ -50,7 +53,80 @@ void measure_erf(Segmentor& model, const FolderDataset& dataset, const Experimen
   result.erf_feature = {features.front().size(2), features.front().size(3)};
 }
 
+// Which pixels of `mask` hold one of `names` (class names of the experiment), as a bool tensor.
+at::Tensor pixels_of(const cv::Mat& mask, const std::vector<std::string>& names, const std::vector<std::string>& classes) {
+  const at::Tensor m = mask_to_tensor(mask);
+  at::Tensor in = at::zeros_like(m, m.options().dtype(at::kBool));
+  for (const std::string& name : names) {
+    in |= m.eq(static_cast<int64_t>(std::find(classes.begin(), classes.end(), name) - classes.begin()));
+  }
+  return in;
+}
+
+void measure_cue(Segmentor& model, const FolderDataset& dataset, const Experiment& x, const Runtime& runtime,
+                 EvalResult& result) {
+  if (x.eval.cue_classes.empty() || x.eval.context_classes.empty()) return;
+  double share = 0, area = 0;
+  for (size_t k = 0; k < dataset.size() && result.cue_images < kErfImages; ++k) {
+    const Sample sample = dataset.load(k);
+    const at::Tensor cue = pixels_of(sample.mask, x.eval.cue_classes, x.data.class_names);
+    const at::Tensor context = pixels_of(sample.mask, x.eval.context_classes, x.data.class_names);
+    if (!cue.any().item<bool>() || !context.any().item<bool>()) continue;
+    c10::AutoGradMode grad(true);
+    const at::Tensor image =
+        image_to_tensor(sample.image, x.norm).unsqueeze(0).to(runtime.device).set_requires_grad(true);
+    const at::Tensor label = mask_to_tensor(sample.mask).masked_fill(context.logical_not(), 0).to(runtime.device);
+    // Each context pixel's logit of its own class: what the rule decides.
+    const at::Tensor own = model->predict(image).squeeze(0).gather(0, label.unsqueeze(0)).squeeze(0);
+    (own * context.to(runtime.device, own.scalar_type())).sum().backward();
+    const at::Tensor g = image.grad().abs().sum(at::IntArrayRef{0, 1}).to(at::kCPU, at::kDouble);
+    const double total = g.sum().item<double>();
+    share += total > 0 ? (g * cue.to(at::kDouble)).sum().item<double>() / total : 0.0;
+    area += cue.to(at::kDouble).mean().item<double>();
+    ++result.cue_images;
+  }
+  if (result.cue_images == 0) return;
+  result.cue_share = share / static_cast<double>(result.cue_images);
+  result.cue_area = area / static_cast<double>(result.cue_images);
+}
+
+// The region map of one sample: 8-bit, one channel, the mask's size, ids up to `regions`.
+cv::Mat load_region_map(const fs::path& file, const cv::Size& size, size_t regions) {
+  if (!fs::exists(file)) throw Error("region map " + file.string() + " does not exist");
+  const cv::Mat map = cv::imread(file.string(), cv::IMREAD_UNCHANGED);
+  if (map.empty()) throw Error("region map " + file.string() + " cannot be decoded");
+  if (map.type() != CV_8UC1) throw Error("region map " + file.string() + " is not a single-channel 8-bit image");
+  if (map.size() != size) {
+    throw Error("region map " + file.string() + " is " + std::to_string(map.cols) + "x" + std::to_string(map.rows) +
+                ", its mask " + std::to_string(size.width) + "x" + std::to_string(size.height));
+  }
+  double top = 0;
+  cv::Point where;
+  cv::minMaxLoc(map, nullptr, &top, nullptr, &where);
+  if (top > static_cast<double>(regions)) {
+    throw Error("region map " + file.string() + " holds region " + std::to_string(static_cast<int>(top)) + " at (" +
+                std::to_string(where.x) + ", " + std::to_string(where.y) + "), regions.txt names " +
+                std::to_string(regions));
+  }
+  return map;
+}
+
 }  // namespace
+
+std::vector<std::string> read_region_names(const fs::path& root) {
+  const fs::path list = root / "regions.txt";
+  if (!fs::exists(list) || !fs::is_directory(root / "regions")) return {};
+  std::vector<std::string> names;
+  std::ifstream lines(list);
+  if (!lines) throw Error(list.string() + " cannot be read");
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) names.push_back(line);
+  }
+  if (names.empty()) throw Error(list.string() + " names no region");
+  if (names.size() > 254) throw Error(list.string() + " names more than 254 regions");
+  return names;
+}
 
 EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path& checkpoint,
                     const fs::path& show_dir) {
@@ -64,13 +140,23 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
     if (!fs::is_directory(show_dir)) throw Error("cannot create the overlay directory " + show_dir.string());
   }
   const auto palette = class_palette(x.data);
-  ConfusionMatrix confusion(static_cast<int64_t>(x.data.class_names.size()));
+  const int64_t num_classes = static_cast<int64_t>(x.data.class_names.size());
+  ConfusionMatrix confusion(num_classes);
+  const std::vector<std::string> region_names = read_region_names(x.data.val.root);
+  // One matrix each (copies of one would share its tensor).
+  std::vector<ConfusionMatrix> region_confusion;
+  for (size_t r = 0; r < region_names.size(); ++r) region_confusion.emplace_back(num_classes);
   Prefetcher<EvalItem> loader(
       [&](int64_t k) {
         Sample sample = dataset.load(static_cast<size_t>(k));
         at::Tensor image = image_to_tensor(sample.image, x.norm).unsqueeze(0);
         if (runtime.cuda()) image = image.pin_memory();
-        return EvalItem{image, mask_to_tensor(sample.mask), sample.image, sample.name};
+        at::Tensor regions;
+        if (!region_names.empty()) {
+          regions = mask_to_tensor(load_region_map(x.data.val.root / "regions" / (sample.name + ".png"),
+                                                   sample.mask.size(), region_names.size()));
+        }
+        return EvalItem{image, mask_to_tensor(sample.mask), regions, sample.image, sample.name};
       },
       0, static_cast<int64_t>(dataset.size()), static_cast<int>(x.train.workers),
       static_cast<int>(2 * x.train.workers));
@@ -85,6 +171,10 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
       if (!first_image.defined()) first_image = image;
       const at::Tensor pred = segment(model, image, x.eval, runtime).argmax(1).squeeze(0);
       confusion.update(pred, item.label);
+      for (size_t r = 0; r < region_confusion.size(); ++r) {
+        const at::Tensor outside = item.regions.ne(static_cast<int64_t>(r + 1));
+        region_confusion[r].update(pred, item.label.masked_fill(outside.to(item.label.device()), 255));
+      }
       if (!show_dir.empty()) {
         const at::Tensor p8 = pred.to(at::kCPU, at::kByte).contiguous();
         const cv::Mat labels(static_cast<int>(p8.size(0)), static_cast<int>(p8.size(1)), CV_8UC1,
@@ -100,8 +190,31 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   result.confusion = confusion.matrix().to(at::kCPU);
   result.class_names = x.data.class_names;
   result.checkpoint = checkpoint.string();
+  std::vector<size_t> scored;  // the classes a region's IoU averages
+  for (const std::string& name : x.eval.context_classes) {
+    scored.push_back(static_cast<size_t>(std::find(x.data.class_names.begin(), x.data.class_names.end(), name) -
+                                         x.data.class_names.begin()));
+  }
+  if (scored.empty()) {
+    for (size_t c = 0; c < x.data.class_names.size(); ++c) scored.push_back(c);
+  }
+  for (size_t c : scored) result.region_classes.push_back(x.data.class_names[c]);
+  for (size_t r = 0; r < region_confusion.size(); ++r) {
+    const at::Tensor m = region_confusion[r].matrix().to(at::kCPU);
+    const SegMetrics metrics = compute_metrics(m);
+    RegionScore score{region_names[r], m.sum().item<int64_t>(), 0, {}};
+    double sum = 0;
+    int defined = 0;
+    for (size_t c : scored) {
+      score.class_iou.push_back(metrics.iou[c]);
+      if (!std::isnan(metrics.iou[c])) sum += metrics.iou[c], ++defined;
+    }
+    score.iou = defined > 0 ? sum / defined : std::numeric_limits<double>::quiet_NaN();
+    result.regions.push_back(score);
+  }
   result.speed = measure_speed(model, first_image, x.eval.speed_warmup, x.eval.speed_runs, runtime);
   measure_erf(model, dataset, x, runtime, result);
+  measure_cue(model, dataset, x, runtime, result);
   return result;
 }
 
@@ -154,6 +267,20 @@ std::string format_report(const EvalResult& r) {
                 r.speed.device.c_str(), r.speed.precision.c_str(), r.speed.threads, r.speed.median_ms, r.speed.p25_ms,
                 r.speed.p75_ms, r.speed.fps);
   out += line;
+  if (!r.regions.empty()) {
+    std::string classes;
+    for (size_t c = 0; c < r.region_classes.size(); ++c) classes += (c == 0 ? "" : ", ") + r.region_classes[c];
+    out += "IoU of " + classes + " by region:";
+    for (const RegionScore& s : r.regions) out += "  " + s.name + " " + pct(s.iou).substr(pct(s.iou).find_first_not_of(' '));
+    out += "\n";
+  }
+  if (r.cue_images > 0) {
+    std::snprintf(line, sizeof(line),
+                  "cue influence: %.2f%% of the input gradient of the context classes' outputs falls on the cue "
+                  "(%.1f%% of the pixels; %lld images)\n",
+                  100 * r.cue_share, 100 * r.cue_area, static_cast<long long>(r.cue_images));
+    out += line;
+  }
   if (r.erf_images > 0) {
     std::snprintf(line, sizeof(line),
                   "effective receptive field of the block: %.1f%% of its %lldx%lld input map (5 positions, %lld images, "
@@ -181,6 +308,12 @@ nlohmann::json report_json(const EvalResult& r) {
       confusion.push_back(row);
     }
   }
+  nlohmann::json regions = nlohmann::json::array();
+  for (const RegionScore& s : r.regions) {
+    nlohmann::json classes_there = nlohmann::json::object();
+    for (size_t c = 0; c < r.region_classes.size(); ++c) classes_there[r.region_classes[c]] = num(s.class_iou[c]);
+    regions.push_back({{"name", s.name}, {"pixels", s.pixels}, {"iou", num(s.iou)}, {"classes", classes_there}});
+  }
   return {{"checkpoint", r.checkpoint},
           {"images", r.images},
           {"aAcc", num(r.metrics.aacc)},
@@ -188,6 +321,11 @@ nlohmann::json report_json(const EvalResult& r) {
           {"mAcc", num(r.metrics.macc)},
           {"classes", classes},
           {"confusion", {{"rows", "ground truth"}, {"columns", "prediction"}, {"pixels", confusion}}},
+          {"regions", regions},
+          {"cue",
+           {{"share", r.cue_images > 0 ? num(r.cue_share) : nlohmann::json(nullptr)},
+            {"area", r.cue_images > 0 ? num(r.cue_area) : nlohmann::json(nullptr)},
+            {"images", r.cue_images}}},
           {"erf",
            {{"share", r.erf_images > 0 ? num(r.erf) : nlohmann::json(nullptr)},
             {"images", r.erf_images},

@@ -18,6 +18,17 @@
 
 namespace attnseg {
 
+// IoU of the context classes (eval.context_classes; every class when none is named) over the
+// pixels of one region of the dataset's region maps (`<root>/regions/<name>.png`, 8-bit region
+// ids, 0 = no region; `<root>/regions.txt` names region 1, 2, ... one per line). The reach
+// dataset's regions are its distance bins, so these are a block's reach curve.
+struct RegionScore {
+  std::string name;
+  int64_t pixels = 0;
+  double iou = 0;                 // mean over the context classes defined there; NaN if none is
+  std::vector<double> class_iou;  // per context class, NaN where undefined
+};
+
 struct EvalResult {
   SegMetrics metrics;
   // Pixels counted per (ground truth, prediction): int64 [K, K] on the CPU, rows = ground truth.
@@ -32,7 +43,19 @@ struct EvalResult {
   double erf = 0;
   int64_t erf_images = 0;
   std::array<int64_t, 2> erf_feature{0, 0};
+  // Cue influence (eval.cue_classes): over the first few validation images holding both cue
+  // and context pixels, the share of the input gradient of the context pixels' own-class logits
+  // that falls on the cue's pixels (0 exactly when the cue is out of reach), and the share of the
+  // pixels the cue covers, for scale.
+  double cue_share = 0, cue_area = 0;
+  int64_t cue_images = 0;
+  std::vector<std::string> region_classes;  // the classes each RegionScore averages
+  std::vector<RegionScore> regions;         // empty when the dataset has no region maps
 };
+
+// The region names of a dataset whose root holds regions.txt and regions/, else none; an
+// empty or unreadable regions.txt is an Error naming it.
+std::vector<std::string> read_region_names(const std::filesystem::path& root);
 
 // mIoU, per-class IoU and accuracy of `checkpoint` on the validation split, and the model's
 // speed on the first validation image, on the runtime's device and precision; with

@@ -86,9 +86,12 @@ EvalSettings read_eval(const ConfigNode& e, const std::vector<std::string>& clas
   s.interval = e.get<int64_t>("interval", s.interval);
   s.subset = e.get<int64_t>("subset", s.subset);
   s.context_classes = e.get<std::vector<std::string>>("context_classes", s.context_classes);
-  for (const std::string& name : s.context_classes) {
-    if (std::find(class_names.begin(), class_names.end(), name) == class_names.end()) {
-      throw Error("config key " + e.where("context_classes") + " names '" + name + "', which is not one of data.classes");
+  s.cue_classes = e.get<std::vector<std::string>>("cue_classes", s.cue_classes);
+  for (const char* key : {"context_classes", "cue_classes"}) {
+    for (const std::string& name : std::string(key) == "cue_classes" ? s.cue_classes : s.context_classes) {
+      if (std::find(class_names.begin(), class_names.end(), name) == class_names.end()) {
+        throw Error("config key " + e.where(key) + " names '" + name + "', which is not one of data.classes");
+      }
     }
   }
   s.learned_iou = e.get<double>("learned_iou", s.learned_iou);

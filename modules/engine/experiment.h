@@ -47,6 +47,9 @@ struct EvalSettings {
   // leaderboard's "learned at" is the first curve point where all of them pass.
   std::vector<std::string> context_classes;
   double learned_iou = 80;
+  // The classes that carry the cue (the beacon, the key): `eval` reports the cue's share of the
+  // input gradient of the context classes' outputs, i.e. whether the rule's information reaches them.
+  std::vector<std::string> cue_classes;
 };
 
 struct Experiment {

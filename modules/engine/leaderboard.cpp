@@ -105,12 +105,34 @@ const LeaderboardRow* find_row(const Leaderboard& board, const std::string& bloc
 
 std::string size_text(const std::array<int64_t, 2>& s) { return std::to_string(s[0]) + "x" + std::to_string(s[1]); }
 
+// "98 / 97 / 61 / 35": the mean reach curve in percent, "-" where undefined.
+std::string reach_text(const LeaderboardRow& r, const char* separator) {
+  std::string text;
+  for (double v : mean_reach(r)) {
+    text += (text.empty() ? "" : separator) + (std::isnan(v) ? std::string("-") : format("%.0f", 100 * v));
+  }
+  return text.empty() ? "-" : text;
+}
+
 }  // namespace
+
+std::vector<double> mean_reach(const LeaderboardRow& row) {
+  size_t regions = 0;
+  for (const auto& seed : row.reach) regions = std::max(regions, seed.size());
+  std::vector<double> out;
+  for (size_t k = 0; k < regions; ++k) {
+    std::vector<double> v;
+    for (const auto& seed : row.reach) v.push_back(k < seed.size() ? seed[k] : std::numeric_limits<double>::quiet_NaN());
+    out.push_back(mean(v));
+  }
+  return out;
+}
 
 std::string leaderboard_csv(const Leaderboard& board) {
   std::string out =
       "rank,block,miou_mean,miou_std,seeds,miou_per_seed,fps,median_ms,p25_ms,p75_ms,model_parameters,"
       "block_parameters,model_macs,block_macs,peak_bytes,block_time_exponent,pareto,tie_rank,learned_at_per_seed,erf";
+  for (const auto& name : board.region_names) out += ",reach_" + csv_field(name);
   const std::vector<std::string>& classes = board.rows.empty() ? std::vector<std::string>{} : board.rows[0].class_names;
   for (const auto& name : classes) out += ",iou_" + csv_field(name);
   out += ",note\n";
@@ -132,6 +154,10 @@ std::string leaderboard_csv(const Leaderboard& board) {
            (std::isnan(r.time_exponent) ? std::string() : format("%.4f", r.time_exponent)) + "," +
            (on_front ? "1" : "0") + "," + ranks[i] + "," + learned + "," +
            (std::isnan(r.erf) ? std::string() : format("%.6f", r.erf));
+    const std::vector<double> reach = mean_reach(r);
+    for (size_t k = 0; k < board.region_names.size(); ++k) {
+      out += "," + (k < reach.size() && !std::isnan(reach[k]) ? format("%.6f", reach[k]) : "");
+    }
     for (size_t c = 0; c < classes.size(); ++c) {
       out += "," + (c < r.class_iou.size() && !std::isnan(r.class_iou[c]) ? format("%.6f", r.class_iou[c]) : "");
     }
@@ -170,11 +196,21 @@ std::string leaderboard_markdown(const Leaderboard& b) {
            "% IoU; median over the seeds that did, (k/n) when not all did.\n";
   }
   out += "ERF: share of the block's input map that reaches a central output (gradient above 1% of the "
-         "largest elsewhere), trained block on validation features, mean over seeds.\n\n";
-  out += "| # | block | mIoU %" + std::string(seeds ? " (mean ± std)" : "") +
-         " | Δ none | learned at | FPS | ms (p25-p75) | GMAC model | MMAC block | params model | params block | "
+         "largest elsewhere), trained block on validation features, mean over seeds.\n";
+  const bool reach = !b.region_names.empty();
+  std::string regions;
+  for (const auto& name : b.region_names) regions += (regions.empty() ? "" : " / ") + name;
+  if (reach) {
+    std::string classes;
+    for (size_t k = 0; k < b.context_classes.size(); ++k) classes += (k == 0 ? "" : ", ") + b.context_classes[k];
+    out += "Reach: IoU % of " + (classes.empty() ? std::string("every class") : classes) +
+           " on the objects in each region of the dataset (" + regions + "), mean over seeds.\n";
+  }
+  out += "\n| # | block | mIoU %" + std::string(seeds ? " (mean ± std)" : "") + " | Δ none | learned at | " +
+         (reach ? "reach IoU % | " : "") +
+         "FPS | ms (p25-p75) | GMAC model | MMAC block | params model | params block | "
          "peak MB | block time ~ N^k | ERF % | Pareto |\n";
-  out += "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
+  out += std::string("|---|---|---:|---:|---:|") + (reach ? "---:|" : "") + "---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
   const LeaderboardRow* none = find_row(b, "none");
   const std::vector<size_t> front = pareto_front(b.rows);
   const std::vector<std::string> ranks = tie_ranks(b.rows);
@@ -185,7 +221,7 @@ std::string leaderboard_markdown(const Leaderboard& b) {
     const std::string delta = none ? format("%+.2f", 100 * (mean(r.miou) - mean(none->miou))) : "-";
     const bool on_front = std::find(front.begin(), front.end(), i) != front.end();
     out += "| " + ranks[i] + " | " + r.block + " | " + miou + " | " + delta + " | " + learned_text(r) + " | " +
-           format("%.1f", r.fps) + " | " + format("%.2f", r.median_ms) + " (" + format("%.2f", r.p25_ms) + "-" +
+           (reach ? reach_text(r, " / ") + " | " : "") + format("%.1f", r.fps) + " | " + format("%.2f", r.median_ms) + " (" + format("%.2f", r.p25_ms) + "-" +
            format("%.2f", r.p75_ms) + ") | " + format("%.3f", r.model_macs / 1e9) + " | " +
            format("%.2f", r.block_macs / 1e6) + " | " + format("%.3fM", r.model_parameters / 1e6) + " | " +
            format("%.1fk", r.block_parameters / 1e3) + " | " + format("%.2f", r.peak_bytes / 1048576.0) + " | " +
@@ -391,6 +427,31 @@ void draw_learning_curves(const Leaderboard& b, const fs::path& png) {
               "Validation mIoU during training: " + std::to_string(b.rows.size()) + " blocks, same model, data, " +
                   "schedule and " + (b.seeds > 1 ? std::to_string(b.seeds) + " seeds" : "seed"),
               png);
+}
+
+void draw_reach(const Leaderboard& b, const fs::path& png) {
+  std::vector<CurveSet> sets;
+  for (const auto& r : b.rows) {
+    CurveSet set{r.block, {}};
+    for (const auto& seed : r.reach) {
+      LearningCurve curve;
+      for (size_t k = 0; k < seed.size(); ++k) {
+        if (!std::isnan(seed[k])) curve.push_back({static_cast<int64_t>(k + 1), seed[k], {}});
+      }
+      set.seeds.push_back(curve);
+    }
+    sets.push_back(set);
+  }
+  std::string classes;
+  for (size_t k = 0; k < b.context_classes.size(); ++k) classes += (k == 0 ? "" : ", ") + b.context_classes[k];
+  CurveAxes axes;
+  axes.x_title = "distance from the cue (L-inf, px)";
+  axes.y_title = "IoU %, " + (classes.empty() ? std::string("every class") : classes);
+  axes.x_names = b.region_names;
+  draw_curves(sets,
+              "Reach: IoU by distance from the cue, " + std::to_string(b.rows.size()) + " blocks, " +
+                  (b.seeds > 1 ? std::to_string(b.seeds) + " seeds" : "one seed"),
+              png, axes);
 }
 
 }  // namespace attnseg

@@ -38,6 +38,9 @@ struct LeaderboardRow {
   // Effective receptive field of the trained block (engine/erf.h, threshold 1%) as `eval`
   // measures it, mean over seeds; NaN when a run's eval.json has none.
   double erf = std::numeric_limits<double>::quiet_NaN();
+  // Reach: per seed, the context classes' IoU in each region of the dataset (its distance
+  // bins; evaluator.h RegionScore), fractions, NaN where undefined; empty without regions.
+  std::vector<std::vector<double>> reach;
   std::string note;          // what could not be measured, and why
 };
 
@@ -53,6 +56,7 @@ struct Leaderboard {
   int64_t eval_interval = 0;                 // iterations between curve points; 0: no curves
   std::vector<std::string> context_classes;  // the classes "learned at" waits for
   double learned_iou = 0.8;                  // fraction each must reach
+  std::vector<std::string> region_names;     // the reach curve's points; empty: no regions
   std::vector<LeaderboardRow> rows;  // best mean mIoU first
 };
 
@@ -84,5 +88,10 @@ void draw_leaderboard(const Leaderboard& board, const std::filesystem::path& png
 // Validation mIoU against iteration, one line per block, the seeds' range as a band.
 void draw_learning_curves(const Leaderboard& board, const std::filesystem::path& png);
 void draw_scaling(const Leaderboard& board, const std::filesystem::path& png);
+// The context classes' IoU in each region (the reach curve), one line per block, seeds as bands.
+void draw_reach(const Leaderboard& board, const std::filesystem::path& png);
+
+// Mean over seeds of each region's IoU (NaN where a seed has none).
+std::vector<double> mean_reach(const LeaderboardRow& row);
 
 }  // namespace attnseg

@@ -80,11 +80,13 @@ std::string tick_text(double v) {
 }
 
 void draw_axes(cv::Mat& image, const Axes& a, const std::vector<double>& xt, const std::vector<double>& yt,
-               const std::string& x_title, const std::string& y_title, const std::string& title) {
-  for (double t : xt) {
+               const std::string& x_title, const std::string& y_title, const std::string& title,
+               const std::vector<std::string>& x_names) {
+  for (size_t k = 0; k < xt.size(); ++k) {
+    const double t = xt[k];
     const cv::Point p = a.map(t, a.y0);
     cv::line(image, {p.x, a.plot.y}, {p.x, a.plot.y + a.plot.height}, kGrid, 1);
-    const std::string text = tick_text(t);
+    const std::string text = k < x_names.size() ? x_names[k] : tick_text(t);
     const cv::Size s = text_size(text, 0.45);
     put_text(image, text, {p.x - s.width / 2, a.plot.y + a.plot.height + 8}, 0.45, kAxis);
   }

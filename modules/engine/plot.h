@@ -42,8 +42,10 @@ struct Axes {
   }
 };
 
+// With `x_names`, tick k is labelled x_names[k] instead of its value.
 void draw_axes(cv::Mat& image, const Axes& a, const std::vector<double>& xt, const std::vector<double>& yt,
-               const std::string& x_title, const std::string& y_title, const std::string& title);
+               const std::string& x_title, const std::string& y_title, const std::string& title,
+               const std::vector<std::string>& x_names = {});
 // Small boxes along a polyline, for labels to keep clear of it.
 void add_line_obstacles(const std::vector<cv::Point>& line, std::vector<cv::Rect>& obstacles);
 

@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <chrono>
@@ -58,11 +59,22 @@ class QuietRun {
   spdlog::level::level_enum level_;
 };
 
+// A config as YAML text without the keys that only say how finished runs are reported
+// (which classes need context or carry the cue, the "learned" threshold): changing those
+// leaves what was trained and evaluated the same.
+std::string trained_part(const std::string& config_yaml) {
+  YAML::Node tree = YAML::Load(config_yaml);
+  if (tree["eval"]) {
+    for (const char* key : {"context_classes", "cue_classes", "learned_iou"}) tree["eval"].remove(key);
+  }
+  return YAML::Dump(tree);
+}
+
 // The run's eval.json, training it first (or resuming it) when it is missing.
 nlohmann::json finished_run(const Run& run, const Runtime& runtime) {
   const fs::path eval_file = run.dir / "eval.json", config_file = run.dir / "config.yaml";
   const std::string config_yaml = run.config.dump() + "\n";
-  if (fs::exists(config_file) && read_text(config_file) != config_yaml) {
+  if (fs::exists(config_file) && trained_part(read_text(config_file)) != trained_part(config_yaml)) {
     throw Error(run.dir.string() + " holds a run made with another config (its config.yaml differs): remove it "
                 "or sweep into another work directory");
   }
@@ -153,6 +165,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
   board.eval_interval = first.eval.interval;
   board.context_classes = first.eval.context_classes;
   board.learned_iou = first.eval.learned_iou / 100;
+  board.region_names = read_region_names(first.data.val.root);
   std::vector<size_t> context;
   for (const std::string& name : first.eval.context_classes) {
     const auto& names = first.data.class_names;
@@ -176,6 +189,19 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
       class_iou.push_back(ious);
       if (eval.contains("erf") && eval["erf"].value("share", nlohmann::json()).is_number()) {
         erfs.push_back(eval["erf"]["share"].get<double>());
+      }
+      if (!board.region_names.empty()) {
+        std::vector<double> reach;
+        for (const auto& region : eval.value("regions", nlohmann::json::array())) {
+          reach.push_back(region.at("iou").is_null() ? std::numeric_limits<double>::quiet_NaN()
+                                                     : region.at("iou").get<double>());
+        }
+        if (reach.size() != board.region_names.size()) {
+          throw Error((run.dir / "eval.json").string() + " has " + std::to_string(reach.size()) +
+                      " region scores, the dataset names " + std::to_string(board.region_names.size()) +
+                      ": remove it to evaluate again");
+        }
+        row.reach.push_back(reach);
       }
       if (first.eval.interval > 0) {
         row.curves.push_back(read_learning_curve(run.dir / "metrics.jsonl", first.data.class_names));
@@ -278,6 +304,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
   draw_leaderboard(board, s.work_dir / "leaderboard.png");
   draw_scaling(board, s.work_dir / "scaling.png");
   if (board.eval_interval > 0) draw_learning_curves(board, s.work_dir / "curves.png");
+  if (!board.region_names.empty()) draw_reach(board, s.work_dir / "reach.png");
   return board;
 }
 
