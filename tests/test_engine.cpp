@@ -346,6 +346,29 @@ TEST_F(EngineTest, EvalScoresTheContextClassesOnEachRegionOfTheRegionMaps) {
   EXPECT_NE(m.find("region 7 at (5, 3)"), std::string::npos) << m;
 }
 
+// The cue influence on the default scenes (64x384), where every disc pixel lies beyond the
+// convolutions' reach of the beacon: exactly zero for the attention-free model, positive once a
+// global block (nonlocal) sits in the head, even after one step.
+TEST_F(EngineTest, CueInfluenceIsExactlyZeroBeyondTheConvolutionsAndPositiveThroughAGlobalBlock) {
+  TempDir scenes;
+  write_synthetic_dataset(scenes.path(), {/*train=*/2, /*val=*/4, /*size=*/64, /*seed=*/0});
+  auto cue = [&](const std::string& block) {
+    const Config c = Config::load(ATTNSEG_SOURCE_DIR "/configs/none_r18_synthetic.yaml",
+                                  {"model.attention.type=" + block, "data.root=" + scenes.path().string(),
+                                   "data.batch_size=2", "data.workers=1", "train.iters=1", "train.checkpoint_interval=1",
+                                   "eval.speed_runs=1", "runtime.threads=1"});
+    test::train_config(c, dir / block, false);
+    return test::evaluate_config(c, dir / block / "iter_1.pt");
+  };
+  const EvalResult none = cue("none");
+  EXPECT_EQ(none.cue_images, 4);
+  EXPECT_EQ(none.cue_share, 0.0);
+  EXPECT_NEAR(none.cue_area, 1.0 / 6.0, 1e-12);  // the beacon band: 64 of 384 columns
+  const EvalResult nonlocal = cue("nonlocal");
+  EXPECT_GT(nonlocal.cue_share, 0.0);
+  EXPECT_LT(nonlocal.cue_share, 1.0);
+}
+
 TEST_F(EngineTest, NaNLossStopsAndKeepsTheLastGoodCheckpoint) {
   // Two sane iterations, then the same run resumed with a learning rate that must diverge.
   test::train_config(config({"train.iters=2", "train.checkpoint_interval=1"}), dir / "nan", false);
