@@ -1,5 +1,7 @@
 #include <spdlog/spdlog.h>
 
+#include <cmath>
+
 #include <filesystem>
 
 #include "commands.h"
@@ -25,7 +27,11 @@ int run_train(const TrainOptions& options) {
           ? std::filesystem::path("work_dirs") / std::filesystem::path(options.config).stem()
           : std::filesystem::path(options.work_dir);
   const TrainResult r = train(experiment, config.dump(), runtime, work_dir, options.resume);
-  spdlog::info("final loss {:.4f}; checkpoint {}", r.final_loss, r.checkpoint.string());
+  if (std::isnan(r.final_loss)) {
+    spdlog::info("nothing left to train; checkpoint {}", r.checkpoint.string());
+  } else {
+    spdlog::info("final loss {:.4f}; checkpoint {}", r.final_loss, r.checkpoint.string());
+  }
   return 0;
 }
 

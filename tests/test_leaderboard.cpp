@@ -80,8 +80,8 @@ TEST(Leaderboard, CsvHasOneRowPerBlockWithSeedsAndClasses) {
   EXPECT_EQ(lines[0].rfind("1,nonlocal,0.940000,0.014142,2,0.950000;0.930000,130.000,", 0), 0u) << lines[0];
   EXPECT_EQ(lines[4].rfind("5,none,0.730000,0.000000,2,", 0), 0u) << lines[4];
   // Pareto column, then the tie rank: nonlocal, gcnet and none on the front; nonlocal and
-  // ccnet tied (0.01 apart, nonlocal's std 0.014).
-  const std::vector<std::string> tail{",1,1=,,,0.9", ",0,1=,,,0.9", ",1,3,,,0.9", ",0,4,,,0.9", ",1,5,,,0.9"};
+  // ccnet tied (0.01 apart, nonlocal's std 0.014); then learned at, ERF and cue (none here).
+  const std::vector<std::string> tail{",1,1=,,,,0.9", ",0,1=,,,,0.9", ",1,3,,,,0.9", ",0,4,,,,0.9", ",1,5,,,,0.9"};
   for (size_t i = 0; i < 5; ++i) EXPECT_NE(lines[i].find(tail[i]), std::string::npos) << lines[i];
 }
 
@@ -215,6 +215,25 @@ TEST(Leaderboard, ReachIsTheMeanOverSeedsOfEachRegionsIoU) {
   EXPECT_FALSE(cv::imread((dir / "reach.png").string()).empty());
   // Without regions the table has no reach column.
   EXPECT_EQ(leaderboard_markdown(fixture()).find("reach IoU"), std::string::npos);
+}
+
+// The cue column: the mean over seeds that eval measured, in percent, "-" for a row without it;
+// without any cue figure the legend line is left out.
+TEST(Leaderboard, CueColumnShowsTheMeasuredShareOrADash) {
+  Leaderboard b = fixture();
+  EXPECT_EQ(leaderboard_markdown(b).find("Cue: share"), std::string::npos);
+  b.rows[0].cue = 0.0563;
+  const std::string md = leaderboard_markdown(b);
+  EXPECT_NE(md.find("Cue: share"), std::string::npos) << md;
+  EXPECT_NE(md.find("| ERF % | cue % | Pareto |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 5.63 | yes |"), std::string::npos) << md;  // nonlocal, on the front
+  EXPECT_NE(md.find("| - | - | yes |"), std::string::npos) << md;  // gcnet: neither ERF nor cue
+  std::istringstream csv(leaderboard_csv(b));
+  std::string header, first;
+  std::getline(csv, header);
+  std::getline(csv, first);
+  EXPECT_NE(header.find(",erf,cue,"), std::string::npos) << header;
+  EXPECT_NE(first.find(",0.056300,"), std::string::npos) << first;
 }
 
 TEST(Leaderboard, PicturesAreWrittenAsPngs) {

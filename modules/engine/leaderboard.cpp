@@ -131,7 +131,7 @@ std::vector<double> mean_reach(const LeaderboardRow& row) {
 std::string leaderboard_csv(const Leaderboard& board) {
   std::string out =
       "rank,block,miou_mean,miou_std,seeds,miou_per_seed,fps,median_ms,p25_ms,p75_ms,model_parameters,"
-      "block_parameters,model_macs,block_macs,peak_bytes,block_time_exponent,pareto,tie_rank,learned_at_per_seed,erf";
+      "block_parameters,model_macs,block_macs,peak_bytes,block_time_exponent,pareto,tie_rank,learned_at_per_seed,erf,cue";
   for (const auto& name : board.region_names) out += ",reach_" + csv_field(name);
   const std::vector<std::string>& classes = board.rows.empty() ? std::vector<std::string>{} : board.rows[0].class_names;
   for (const auto& name : classes) out += ",iou_" + csv_field(name);
@@ -153,7 +153,8 @@ std::string leaderboard_csv(const Leaderboard& board) {
            std::to_string(r.block_macs) + "," + std::to_string(r.peak_bytes) + "," +
            (std::isnan(r.time_exponent) ? std::string() : format("%.4f", r.time_exponent)) + "," +
            (on_front ? "1" : "0") + "," + ranks[i] + "," + learned + "," +
-           (std::isnan(r.erf) ? std::string() : format("%.6f", r.erf));
+           (std::isnan(r.erf) ? std::string() : format("%.6f", r.erf)) + "," +
+           (std::isnan(r.cue) ? std::string() : format("%.6f", r.cue));
     const std::vector<double> reach = mean_reach(r);
     for (size_t k = 0; k < board.region_names.size(); ++k) {
       out += "," + (k < reach.size() && !std::isnan(reach[k]) ? format("%.6f", reach[k]) : "");
@@ -197,6 +198,10 @@ std::string leaderboard_markdown(const Leaderboard& b) {
   }
   out += "ERF: share of the block's input map that reaches a central output (gradient above 1% of the "
          "largest elsewhere), trained block on validation features, mean over seeds.\n";
+  if (std::any_of(b.rows.begin(), b.rows.end(), [](const LeaderboardRow& r) { return !std::isnan(r.cue); })) {
+    out += "Cue: share of the input gradient of the context classes' outputs that falls on the cue's pixels "
+           "(eval.cue_classes), trained model, mean over seeds.\n";
+  }
   const bool reach = !b.region_names.empty();
   std::string regions;
   for (const auto& name : b.region_names) regions += (regions.empty() ? "" : " / ") + name;
@@ -209,8 +214,8 @@ std::string leaderboard_markdown(const Leaderboard& b) {
   out += "\n| # | block | mIoU %" + std::string(seeds ? " (mean ± std)" : "") + " | Δ none | learned at | " +
          (reach ? "reach IoU % | " : "") +
          "FPS | ms (p25-p75) | GMAC model | MMAC block | params model | params block | "
-         "peak MB | block time ~ N^k | ERF % | Pareto |\n";
-  out += std::string("|---|---|---:|---:|---:|") + (reach ? "---:|" : "") + "---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
+         "peak MB | block time ~ N^k | ERF % | cue % | Pareto |\n";
+  out += std::string("|---|---|---:|---:|---:|") + (reach ? "---:|" : "") + "---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   const LeaderboardRow* none = find_row(b, "none");
   const std::vector<size_t> front = pareto_front(b.rows);
   const std::vector<std::string> ranks = tie_ranks(b.rows);
@@ -226,7 +231,8 @@ std::string leaderboard_markdown(const Leaderboard& b) {
            format("%.2f", r.block_macs / 1e6) + " | " + format("%.3fM", r.model_parameters / 1e6) + " | " +
            format("%.1fk", r.block_parameters / 1e3) + " | " + format("%.2f", r.peak_bytes / 1048576.0) + " | " +
            (std::isnan(r.time_exponent) ? std::string("-") : format("%.2f", r.time_exponent)) + " | " +
-           (std::isnan(r.erf) ? std::string("-") : format("%.1f", 100 * r.erf)) + " | " + (on_front ? "yes" : "") +
+           (std::isnan(r.erf) ? std::string("-") : format("%.1f", 100 * r.erf)) + " | " +
+           (std::isnan(r.cue) ? std::string("-") : format("%.2f", 100 * r.cue)) + " | " + (on_front ? "yes" : "") +
            " |\n";
   }
   for (const auto& r : b.rows) {

@@ -38,6 +38,9 @@ struct LeaderboardRow {
   // Effective receptive field of the trained block (engine/erf.h, threshold 1%) as `eval`
   // measures it, mean over seeds; NaN when a run's eval.json has none.
   double erf = std::numeric_limits<double>::quiet_NaN();
+  // Cue influence (evaluator.h; eval.cue_classes) of the trained model, mean over seeds; NaN
+  // when a run's eval.json has none.
+  double cue = std::numeric_limits<double>::quiet_NaN();
   // Reach: per seed, the context classes' IoU in each region of the dataset (its distance
   // bins; evaluator.h RegionScore), fractions, NaN where undefined; empty without regions.
   std::vector<std::vector<double>> reach;

@@ -107,8 +107,10 @@ nlohmann::json finished_run(const Run& run, const Runtime& runtime) {
   const nlohmann::json eval = report_json(result);
   write_text_atomically(eval_file, eval.dump(2) + "\n");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("{} seed {}: {} iterations, final loss {:.4f}, mIoU {:.2f}, {:.0f} s", run.block, run.seed,
-               trained.iterations, trained.final_loss, 100 * result.metrics.miou, seconds);
+  const std::string loss = std::isnan(trained.final_loss) ? std::string("trained earlier")
+                                                          : fmt::format("final loss {:.4f}", trained.final_loss);
+  spdlog::info("{} seed {}: {} iterations, {}, mIoU {:.2f}, {:.0f} s", run.block, run.seed, trained.iterations, loss,
+               100 * result.metrics.miou, seconds);
   return eval;
 }
 
@@ -175,7 +177,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
     LeaderboardRow row;
     row.block = block;
     std::vector<std::vector<double>> class_iou;
-    std::vector<double> erfs;
+    std::vector<double> erfs, cues;
     for (const Run& run : runs) {
       if (run.block != block) continue;
       const nlohmann::json eval = finished_run(run, runtime);
@@ -189,6 +191,9 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
       class_iou.push_back(ious);
       if (eval.contains("erf") && eval["erf"].value("share", nlohmann::json()).is_number()) {
         erfs.push_back(eval["erf"]["share"].get<double>());
+      }
+      if (eval.contains("cue") && eval["cue"].value("share", nlohmann::json()).is_number()) {
+        cues.push_back(eval["cue"]["share"].get<double>());
       }
       if (!board.region_names.empty()) {
         std::vector<double> reach;
@@ -214,6 +219,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
       row.class_iou.push_back(mean(v));
     }
     row.erf = erfs.size() == row.miou.size() ? mean(erfs) : std::numeric_limits<double>::quiet_NaN();
+    row.cue = cues.size() == row.miou.size() ? mean(cues) : std::numeric_limits<double>::quiet_NaN();
     board.rows.push_back(row);
   }
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -332,7 +333,8 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   progress.finish();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
   result.iterations = s.iters;
-  result.final_loss = loss_value;
+  // A resumed run with no iteration left has no loss of its own to report.
+  result.final_loss = start < s.iters ? loss_value : std::numeric_limits<double>::quiet_NaN();
   result.checkpoint = checkpoints.last_good();
   result.images_per_second = seconds > 0 ? (s.iters - start) * s.batch_size / seconds : 0;
   result.data_wait_fraction = seconds > 0 ? loader.wait_seconds() / seconds : 0;
