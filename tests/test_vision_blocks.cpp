@@ -2,6 +2,8 @@
 // reference implementation's numbers (tests/fixtures/, recorded by tools/reference/), the
 // cheap order of products equal to the expensive one, and each block's defining property.
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -253,6 +255,26 @@ TEST(Axial, RunsAtResolutionsOtherThanItsEmbeddingSize) {
     EXPECT_EQ(y.size(3), size.second);
     EXPECT_TRUE(torch::isfinite(y).all().item<bool>());
   }
+}
+
+// embedding_std scales the reference's randn initialisation of the positional embeddings and
+// nothing else: the same draws (the same seed gives embeddings in ratio 1/50 exactly), the
+// same attention weights; 0 gives no positional term; a negative or non-finite value is refused.
+TEST(Axial, EmbeddingStdScalesTheReferenceInitialisationAlone) {
+  torch::manual_seed(3);
+  Axial reference(AxialOptions(64).heads(4).embedding_size({8, 48}));
+  torch::manual_seed(3);
+  Axial small(AxialOptions(64).heads(4).embedding_size({8, 48}).embedding_std(0.02));
+  EXPECT_TRUE(torch::allclose(small->height_embedding, reference->height_embedding * 0.02, 0, 1e-7));
+  EXPECT_TRUE(torch::allclose(small->width_embedding, reference->width_embedding * 0.02, 0, 1e-7));
+  EXPECT_NEAR(reference->positions(8, 48).pow(2).mean().sqrt().item<double>(), std::sqrt(2.0), 0.1);
+  for (const char* name : {"height_q.weight", "width_kv.weight", "width_out.bias"}) {
+    EXPECT_TRUE(torch::equal(*small->named_parameters().find(name), *reference->named_parameters().find(name))) << name;
+  }
+  Axial none(AxialOptions(16).heads(4).embedding_std(0));
+  EXPECT_EQ(none->positions(5, 7).abs().max().item<double>(), 0.0);
+  EXPECT_THROW(Axial(AxialOptions(16).heads(4).embedding_std(-1)), c10::Error);
+  EXPECT_THROW(Axial(AxialOptions(16).heads(4).embedding_std(std::nan(""))), c10::Error);
 }
 
 TEST(Axial, MultiplyAddsMatchHandCount) {

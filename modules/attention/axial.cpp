@@ -25,6 +25,8 @@ void AxialOptions::check() const {
               " must be divisible by heads=", heads());
   const auto& size = embedding_size();
   TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0, "axial: embedding_size must be [height, width] > 0");
+  TORCH_CHECK(std::isfinite(embedding_std()) && embedding_std() >= 0,
+              "axial: embedding_std must be finite and not negative, got ", embedding_std());
 }
 
 AxialImpl::AxialImpl(const AxialOptions& options_) : options(options_) { reset(); }
@@ -33,9 +35,10 @@ void AxialImpl::reset() {
   options.check();
   const int64_t c = options.channels();
   const auto& size = options.embedding_size();
-  // The reference initialises the embeddings with randn.
-  height_embedding = register_parameter("height_embedding", torch::randn({1, c, size[0], 1}));
-  width_embedding = register_parameter("width_embedding", torch::randn({1, c, 1, size[1]}));
+  // The reference initialises the embeddings with randn (embedding_std 1).
+  const double std = options.embedding_std();
+  height_embedding = register_parameter("height_embedding", torch::randn({1, c, size[0], 1}) * std);
+  width_embedding = register_parameter("width_embedding", torch::randn({1, c, 1, size[1]}) * std);
   for (int i = 0; i < 2; ++i) {
     const std::string axis = i == 0 ? "height" : "width";
     to_q_[i] = register_module(axis + "_q", torch::nn::Linear(torch::nn::LinearOptions(c, c).bias(false)));

@@ -30,12 +30,17 @@ struct AxialOptions {
   TORCH_ARG(int64_t, channels);
   TORCH_ARG(int64_t, heads) = 8;
   TORCH_ARG(std::vector<int64_t>, embedding_size) = std::vector<int64_t>{32, 32};  // height, width
+  // Standard deviation of the embeddings' normal initialisation: 1 as the reference (randn),
+  // which makes their sum twice the RMS of the default model's features (README, "The blocks
+  // that do not learn the rule").
+  TORCH_ARG(double, embedding_std) = 1.0;
 
  public:
   template <typename Field>
   void fields(Field&& field) {
     field("heads", heads_);
     field("embedding_size", embedding_size_);
+    field("embedding_std", embedding_std_);
   }
   void check() const;
 };
