@@ -41,6 +41,7 @@ int run_sweep(const SweepOptions& options) {
     spdlog::info("wrote {}", (s.work_dir / name).string());
   }
   if (board.eval_interval > 0) spdlog::info("wrote {}", (s.work_dir / "curves.png").string());
+  if (!board.region_names.empty()) spdlog::info("wrote {}", (s.work_dir / "reach.png").string());
   return 0;
 }
 
