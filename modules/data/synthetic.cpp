@@ -273,16 +273,18 @@ void write_synthetic_dataset(const fs::path& out, const SynthOptions& options) {
     for (int64_t i = 0; i < count; ++i) {
       char name[64];
       std::snprintf(name, sizeof(name), "%s_%05lld", split.c_str(), static_cast<long long>(i));
+      cv::Mat image, mask, regions;
       if (reach) {
         const ReachScene scene = make_reach_scene(options.size, options.seed, split, i);
-        write_png_atomically(out / "images" / (std::string(name) + ".png"), scene.image);
-        write_png_atomically(out / "masks" / (std::string(name) + ".png"), scene.mask);
-        write_png_atomically(out / "regions" / (std::string(name) + ".png"), scene.regions);
+        image = scene.image, mask = scene.mask, regions = scene.regions;
       } else {
         const SynthScene scene = make_synthetic_scene(options.size, options.seed, split, i);
-        write_png_atomically(out / "images" / (std::string(name) + ".png"), scene.image);
-        write_png_atomically(out / "masks" / (std::string(name) + ".png"), scene.mask);
+        image = scene.image, mask = scene.mask;
       }
+      const std::string file = std::string(name) + ".png";
+      write_png_atomically(out / "images" / file, image);
+      write_png_atomically(out / "masks" / file, mask);
+      if (reach) write_png_atomically(out / "regions" / file, regions);
       names += std::string(name) + "\n";
     }
     write_text_atomically(out / (split + ".txt"), names);

@@ -11,8 +11,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <limits>
 #include <fstream>
+#include <limits>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -53,29 +53,28 @@ void measure_erf(Segmentor& model, const FolderDataset& dataset, const Experimen
   result.erf_feature = {features.front().size(2), features.front().size(3)};
 }
 
-// Which pixels of `mask` hold one of `names` (class names of the experiment), as a bool tensor.
-at::Tensor pixels_of(const cv::Mat& mask, const std::vector<std::string>& names, const std::vector<std::string>& classes) {
-  const at::Tensor m = mask_to_tensor(mask);
+// Which pixels of the label map `m` hold one of the classes `ids`, as a bool tensor.
+at::Tensor pixels_of(const at::Tensor& m, const std::vector<size_t>& ids) {
   at::Tensor in = at::zeros_like(m, m.options().dtype(at::kBool));
-  for (const std::string& name : names) {
-    in |= m.eq(static_cast<int64_t>(std::find(classes.begin(), classes.end(), name) - classes.begin()));
-  }
+  for (size_t id : ids) in |= m.eq(static_cast<int64_t>(id));
   return in;
 }
 
 void measure_cue(Segmentor& model, const FolderDataset& dataset, const Experiment& x, const Runtime& runtime,
                  EvalResult& result) {
   if (x.eval.cue_classes.empty() || x.eval.context_classes.empty()) return;
+  const std::vector<size_t> cue_ids = class_ids(x.eval.cue_classes, x.data.class_names);
+  const std::vector<size_t> context_ids = class_ids(x.eval.context_classes, x.data.class_names);
   double share = 0, area = 0;
   for (size_t k = 0; k < dataset.size() && result.cue_images < kErfImages; ++k) {
     const Sample sample = dataset.load(k);
-    const at::Tensor cue = pixels_of(sample.mask, x.eval.cue_classes, x.data.class_names);
-    const at::Tensor context = pixels_of(sample.mask, x.eval.context_classes, x.data.class_names);
+    const at::Tensor labels = mask_to_tensor(sample.mask);
+    const at::Tensor cue = pixels_of(labels, cue_ids), context = pixels_of(labels, context_ids);
     if (!cue.any().item<bool>() || !context.any().item<bool>()) continue;
     c10::AutoGradMode grad(true);
     const at::Tensor image =
         image_to_tensor(sample.image, x.norm).unsqueeze(0).to(runtime.device).set_requires_grad(true);
-    const at::Tensor label = mask_to_tensor(sample.mask).masked_fill(context.logical_not(), 0).to(runtime.device);
+    const at::Tensor label = labels.masked_fill(context.logical_not(), 0).to(runtime.device);
     // Each context pixel's logit of its own class: what the rule decides.
     const at::Tensor own = model->predict(image).squeeze(0).gather(0, label.unsqueeze(0)).squeeze(0);
     (own * context.to(runtime.device, own.scalar_type())).sum().backward();
@@ -112,6 +111,14 @@ cv::Mat load_region_map(const fs::path& file, const cv::Size& size, size_t regio
 }
 
 }  // namespace
+
+std::vector<size_t> class_ids(const std::vector<std::string>& names, const std::vector<std::string>& classes) {
+  std::vector<size_t> ids;
+  for (const std::string& name : names) {
+    ids.push_back(static_cast<size_t>(std::find(classes.begin(), classes.end(), name) - classes.begin()));
+  }
+  return ids;
+}
 
 std::vector<std::string> read_region_names(const fs::path& root) {
   const fs::path list = root / "regions.txt";
@@ -190,11 +197,8 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   result.confusion = confusion.matrix().to(at::kCPU);
   result.class_names = x.data.class_names;
   result.checkpoint = checkpoint.string();
-  std::vector<size_t> scored;  // the classes a region's IoU averages
-  for (const std::string& name : x.eval.context_classes) {
-    scored.push_back(static_cast<size_t>(std::find(x.data.class_names.begin(), x.data.class_names.end(), name) -
-                                         x.data.class_names.begin()));
-  }
+  // The classes a region's IoU averages.
+  std::vector<size_t> scored = class_ids(x.eval.context_classes, x.data.class_names);
   if (scored.empty()) {
     for (size_t c = 0; c < x.data.class_names.size(); ++c) scored.push_back(c);
   }

@@ -53,6 +53,9 @@ struct EvalResult {
   std::vector<RegionScore> regions;         // empty when the dataset has no region maps
 };
 
+// The class id of each of `names` in `classes` (names the config has already checked).
+std::vector<size_t> class_ids(const std::vector<std::string>& names, const std::vector<std::string>& classes);
+
 // The region names of a dataset whose root holds regions.txt and regions/, else none; an
 // empty or unreadable regions.txt is an Error naming it.
 std::vector<std::string> read_region_names(const std::filesystem::path& root);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace attnseg {
 namespace {
@@ -87,8 +88,8 @@ EvalSettings read_eval(const ConfigNode& e, const std::vector<std::string>& clas
   s.subset = e.get<int64_t>("subset", s.subset);
   s.context_classes = e.get<std::vector<std::string>>("context_classes", s.context_classes);
   s.cue_classes = e.get<std::vector<std::string>>("cue_classes", s.cue_classes);
-  for (const char* key : {"context_classes", "cue_classes"}) {
-    for (const std::string& name : std::string(key) == "cue_classes" ? s.cue_classes : s.context_classes) {
+  for (const auto& [key, names] : {std::pair{"context_classes", &s.context_classes}, std::pair{"cue_classes", &s.cue_classes}}) {
+    for (const std::string& name : *names) {
       if (std::find(class_names.begin(), class_names.end(), name) == class_names.end()) {
         throw Error("config key " + e.where(key) + " names '" + name + "', which is not one of data.classes");
       }

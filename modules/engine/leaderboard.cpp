@@ -106,12 +106,19 @@ const LeaderboardRow* find_row(const Leaderboard& board, const std::string& bloc
 std::string size_text(const std::array<int64_t, 2>& s) { return std::to_string(s[0]) + "x" + std::to_string(s[1]); }
 
 // "98 / 97 / 61 / 35": the mean reach curve in percent, "-" where undefined.
-std::string reach_text(const LeaderboardRow& r, const char* separator) {
+std::string reach_text(const LeaderboardRow& r) {
   std::string text;
   for (double v : mean_reach(r)) {
-    text += (text.empty() ? "" : separator) + (std::isnan(v) ? std::string("-") : format("%.0f", 100 * v));
+    text += (text.empty() ? "" : " / ") + (std::isnan(v) ? std::string("-") : format("%.0f", 100 * v));
   }
   return text.empty() ? "-" : text;
+}
+
+// "tri_checker, tri_stripes", or `none` for an empty list.
+std::string comma_list(const std::vector<std::string>& names, const std::string& none) {
+  std::string text;
+  for (const auto& name : names) text += (text.empty() ? "" : ", ") + name;
+  return text.empty() ? none : text;
 }
 
 }  // namespace
@@ -206,10 +213,7 @@ std::string leaderboard_markdown(const Leaderboard& b) {
   std::string regions;
   for (const auto& name : b.region_names) regions += (regions.empty() ? "" : " / ") + name;
   if (reach) {
-    std::string classes;
-    for (size_t k = 0; k < b.context_classes.size(); ++k) classes += (k == 0 ? "" : ", ") + b.context_classes[k];
-    out += "Reach: IoU % of " + (classes.empty() ? std::string("every class") : classes) +
-           " on the objects in each region of the dataset (" + regions + "), mean over seeds.\n";
+    out += "Reach: IoU % of " + comma_list(b.context_classes, "every class") + " on the objects in each region of the dataset (" + regions + "), mean over seeds.\n";
   }
   out += "\n| # | block | mIoU %" + std::string(seeds ? " (mean ± std)" : "") + " | Δ none | learned at | " +
          (reach ? "reach IoU % | " : "") +
@@ -226,7 +230,7 @@ std::string leaderboard_markdown(const Leaderboard& b) {
     const std::string delta = none ? format("%+.2f", 100 * (mean(r.miou) - mean(none->miou))) : "-";
     const bool on_front = std::find(front.begin(), front.end(), i) != front.end();
     out += "| " + ranks[i] + " | " + r.block + " | " + miou + " | " + delta + " | " + learned_text(r) + " | " +
-           (reach ? reach_text(r, " / ") + " | " : "") + format("%.1f", r.fps) + " | " + format("%.2f", r.median_ms) + " (" + format("%.2f", r.p25_ms) + "-" +
+           (reach ? reach_text(r) + " | " : "") + format("%.1f", r.fps) + " | " + format("%.2f", r.median_ms) + " (" + format("%.2f", r.p25_ms) + "-" +
            format("%.2f", r.p75_ms) + ") | " + format("%.3f", r.model_macs / 1e9) + " | " +
            format("%.2f", r.block_macs / 1e6) + " | " + format("%.3fM", r.model_parameters / 1e6) + " | " +
            format("%.1fk", r.block_parameters / 1e3) + " | " + format("%.2f", r.peak_bytes / 1048576.0) + " | " +
@@ -448,11 +452,9 @@ void draw_reach(const Leaderboard& b, const fs::path& png) {
     }
     sets.push_back(set);
   }
-  std::string classes;
-  for (size_t k = 0; k < b.context_classes.size(); ++k) classes += (k == 0 ? "" : ", ") + b.context_classes[k];
   CurveAxes axes;
   axes.x_title = "distance from the cue (L-inf, px)";
-  axes.y_title = "IoU %, " + (classes.empty() ? std::string("every class") : classes);
+  axes.y_title = "IoU %, " + comma_list(b.context_classes, "every class");
   axes.x_names = b.region_names;
   draw_curves(sets,
               "Reach: IoU by distance from the cue, " + std::to_string(b.rows.size()) + " blocks, " +

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <utility>
 
 #include "attention/registry.h"
 #include "core/atomic_file.h"
@@ -168,11 +169,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
   board.context_classes = first.eval.context_classes;
   board.learned_iou = first.eval.learned_iou / 100;
   board.region_names = read_region_names(first.data.val.root);
-  std::vector<size_t> context;
-  for (const std::string& name : first.eval.context_classes) {
-    const auto& names = first.data.class_names;
-    context.push_back(static_cast<size_t>(std::find(names.begin(), names.end(), name) - names.begin()));
-  }
+  const std::vector<size_t> context = class_ids(first.eval.context_classes, first.data.class_names);
   for (const std::string& block : s.blocks) {
     LeaderboardRow row;
     row.block = block;
@@ -189,11 +186,11 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
         ious.push_back(c.at("iou").is_null() ? std::numeric_limits<double>::quiet_NaN() : c.at("iou").get<double>());
       }
       class_iou.push_back(ious);
-      if (eval.contains("erf") && eval["erf"].value("share", nlohmann::json()).is_number()) {
-        erfs.push_back(eval["erf"]["share"].get<double>());
-      }
-      if (eval.contains("cue") && eval["cue"].value("share", nlohmann::json()).is_number()) {
-        cues.push_back(eval["cue"]["share"].get<double>());
+      // eval.json's "erf" and "cue" shares, where the run's evaluation measured them.
+      for (auto [key, shares] : {std::pair{"erf", &erfs}, std::pair{"cue", &cues}}) {
+        if (eval.contains(key) && eval[key].value("share", nlohmann::json()).is_number()) {
+          shares->push_back(eval[key]["share"].get<double>());
+        }
       }
       if (!board.region_names.empty()) {
         std::vector<double> reach;
