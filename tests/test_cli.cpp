@@ -415,6 +415,29 @@ TEST_F(Cli, SweepRejectsBadInputBeforeTraining) {
   EXPECT_NE(r.output.find("not retrained"), std::string::npos) << r.output;
 }
 
+// A sweep kept as its reports only (README, "Recorded runs": config.yaml, eval.json,
+// metrics.jsonl per run, no checkpoint) still gives its leaderboard, nothing retrained, each
+// model timed at its initial weights and said so.
+TEST_F(Cli, SweepOfRunsKeptWithoutCheckpointsIsNotRetrainedAndSaysItsModelsAreTimedAtInitialWeights) {
+  const std::string args = "sweep " + config() + " --blocks ccnet --rounds 1 --iters 1 " + work("kept") +
+                           " train.iters=4 train.checkpoint_interval=2";
+  ASSERT_EQ(run_attnseg(args).exit_code, 0);
+  const fs::path run = dir / "kept/ccnet/seed0";
+  const std::string eval = read_file(run / "eval.json");
+  int removed = 0;
+  for (const auto& entry : fs::directory_iterator(run)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() == ".pt" || name == "last_checkpoint") removed += fs::remove(entry.path()) ? 1 : 0;
+  }
+  ASSERT_GE(removed, 2);
+  const auto r = run_attnseg(args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ccnet seed 0: finished earlier"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("note: ccnet: timed at its initial weights (no checkpoint in"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(run / "eval.json"), eval);
+  EXPECT_FALSE(fs::exists(run / "iter_4.pt")) << "trained again";
+}
+
 TEST_F(Cli, SweepRunsEveryRegisteredBlock) {
   const auto r = run_attnseg("sweep " + config() + " --blocks all --rounds 1 --iters 1 " + work("all") + " train.iters=2");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -227,11 +227,18 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
   std::vector<Timed> timed;
   for (const Run& run : runs) {
     if (run.seed != first.train.seed) continue;
+    // A run kept as its reports only (config.yaml, eval.json, metrics.jsonl; see README,
+    // "Recorded runs") is timed at its initial weights: no block's cost depends on its values.
     Segmentor model = build_model(run.experiment, runtime);
-    load_checkpoint(latest_checkpoint(run.dir), model);
+    const fs::path checkpoint = latest_checkpoint(run.dir);
+    Timed t;
+    if (checkpoint.empty() || !fs::exists(checkpoint)) {
+      t.note = "timed at its initial weights (no checkpoint in " + run.dir.string() + ")";
+    } else {
+      load_checkpoint(checkpoint, model);
+    }
     model->eval();
     FolderDataset val(run.experiment.data.val);
-    Timed t;
     t.image = image_to_tensor(val.load(0).image, run.experiment.norm).unsqueeze(0).to(runtime.device);
     t.model = model_subject(run.block, model);
     board.block_channels = model->head()->options.channels();
