@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "attention/registry.h"
+#include "core/cpu_bf16.h"
 #include "core/error.h"
 #include "core/runtime.h"
 
@@ -15,6 +16,7 @@ Runtime begin_command(const std::string& command, const RuntimeSettings& setting
   const Runtime runtime = start_runtime(settings);
   spdlog::info("{}: {}", command, describe_runtime(runtime));
   warn_if_slow_blas();
+  warn_if_bf16_sums_in_bf16(runtime);
   return runtime;
 }
 
