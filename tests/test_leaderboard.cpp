@@ -8,6 +8,8 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <tuple>
+#include <utility>
 
 #include "engine/leaderboard.h"
 #include "test_util.h"
@@ -234,6 +236,62 @@ TEST(Leaderboard, CueColumnShowsTheMeasuredShareOrADash) {
   std::getline(csv, first);
   EXPECT_NE(header.find(",erf,cue,"), std::string::npos) << header;
   EXPECT_NE(first.find(",0.056300,"), std::string::npos) << first;
+}
+
+// tools/block_table.py, the README's trained-block table, reads the CSVs this writer produces:
+// per block and sweep the mean ± spread, "learned at" as the leaderboard gives it, the reach
+// curve where the sweep had regions, ERF and cue; a sweep without a block's row is refused.
+std::pair<int, std::string> run_block_table(const std::string& args) {
+  const std::string command = "/usr/bin/python3 '" ATTNSEG_SOURCE_DIR "/tools/block_table.py' " + args + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return {-1, ""};
+  std::string output;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST(BlockTable, JoinsTheSweepsCsvsPerBlockWithTheLeaderboardsLearnedAtAndReach) {
+  test::TempDir dir;
+  Leaderboard beacon = fixture();
+  beacon.rows[0].learned_at = {500, 1000};
+  beacon.rows[1].learned_at = {750, -1};
+  beacon.rows[2].learned_at = {-1, -1};
+  beacon.rows[0].erf = 1.0;
+  beacon.rows[0].cue = 0.0563;
+  Leaderboard reach = fixture();
+  reach.region_names = {"16-64 px", "64-160 px"};
+  for (auto& r : reach.rows) r.reach = {{0.99, 0.51}, {0.97, 0.55}};
+  std::swap(reach.rows[0], reach.rows[4]);  // another ranking: rows are joined by name
+  fs::create_directories(dir / "b");
+  fs::create_directories(dir / "r");
+  test::write_file(dir / "b" / "leaderboard.csv", leaderboard_csv(beacon));
+  test::write_file(dir / "r" / "leaderboard.csv", leaderboard_csv(reach));
+  const std::string boards = "beacon='" + (dir / "b").string() + "' reach='" + (dir / "r").string() + "'";
+  auto [code, out] = run_block_table(boards + " --order none,nonlocal,ccnet,gcnet,isa");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("| block | beacon mIoU % (2 seeds) | beacon learned at | beacon ERF % | beacon cue % | "
+                     "reach mIoU % (2 seeds) | reach learned at | reach IoU % by distance |"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("| `none` |"), out.find("| `"));  // the order asked for
+  EXPECT_NE(out.find("| `nonlocal` | 94.00 ± 1.41 | 750 | 100.0 | 5.63 | 94.00 ± 1.41 | - | 98 / 53 | - | - |"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("| `ccnet` | 93.00 ± 0.00 | 750 (1/2) | "), std::string::npos) << out;
+  EXPECT_NE(out.find("| `gcnet` | 92.00 ± 0.00 | never | "), std::string::npos) << out;
+  reach.rows.pop_back();  // nonlocal, swapped to the end, is gone
+  test::write_file(dir / "r" / "leaderboard.csv", leaderboard_csv(reach));
+  std::tie(code, out) = run_block_table(boards);
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("error: " + (dir / "r" / "leaderboard.csv").string() + " has no row for nonlocal"),
+            std::string::npos)
+      << out;
+  std::tie(code, out) = run_block_table("beacon='" + (dir / "missing").string() + "'");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("error: cannot read " + (dir / "missing" / "leaderboard.csv").string()), std::string::npos)
+      << out;
 }
 
 TEST(Leaderboard, PicturesAreWrittenAsPngs) {
