@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "engine/leaderboard.h"
+#include "engine/plot.h"
 #include "test_util.h"
 
 namespace attnseg {
@@ -175,7 +176,7 @@ TEST(Leaderboard, LabelsNeverOverlapEachOtherOrAnyMarker) {
     sizes.push_back({70 + 5 * i, 16});
   }
   const cv::Rect area(100, 50, 900, 600);
-  const std::vector<cv::Rect> boxes = place_labels(anchors, sizes, area, 6);
+  const std::vector<cv::Rect> boxes = plot::place_labels(anchors, sizes, area, 6);
   ASSERT_EQ(boxes.size(), anchors.size());
   for (size_t i = 0; i < boxes.size(); ++i) {
     EXPECT_EQ(boxes[i] & area, boxes[i]) << i;
@@ -184,7 +185,7 @@ TEST(Leaderboard, LabelsNeverOverlapEachOtherOrAnyMarker) {
     for (const auto& p : anchors) EXPECT_FALSE(boxes[i].contains(p)) << i;
   }
   // A wall right of every point: the labels go elsewhere.
-  const std::vector<cv::Rect> walled = place_labels(anchors, sizes, area, 6, {cv::Rect(440, 50, 5, 600)});
+  const std::vector<cv::Rect> walled = plot::place_labels(anchors, sizes, area, 6, {cv::Rect(440, 50, 5, 600)});
   for (const auto& box : walled) EXPECT_EQ((box & cv::Rect(440, 50, 5, 600)).area(), 0) << box;
 }
 

@@ -5,8 +5,6 @@
 // against token count on log-log axes.
 #pragma once
 
-#include <opencv2/core.hpp>
-
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -78,13 +76,6 @@ std::vector<size_t> pareto_front(const std::vector<LeaderboardRow>& rows);
 
 std::string leaderboard_csv(const Leaderboard& board);
 std::string leaderboard_markdown(const Leaderboard& board);
-
-// Label boxes for points: for each anchor, the first of several positions around it whose box
-// of the given size stays inside `area` and overlaps neither an earlier box, nor any anchor's
-// marker, nor an obstacle (e.g. the drawn lines); pushed further out when all of those are taken.
-std::vector<cv::Rect> place_labels(const std::vector<cv::Point>& anchors, const std::vector<cv::Size>& sizes,
-                                   const cv::Rect& area, int marker_radius,
-                                   const std::vector<cv::Rect>& obstacles = {});
 
 // PNG pictures, written atomically.
 void draw_leaderboard(const Leaderboard& board, const std::filesystem::path& png);

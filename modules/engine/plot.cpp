@@ -117,4 +117,54 @@ void add_line_obstacles(const std::vector<cv::Point>& line, std::vector<cv::Rect
   }
 }
 
+std::vector<cv::Rect> place_labels(const std::vector<cv::Point>& anchors, const std::vector<cv::Size>& sizes,
+                                   const cv::Rect& area, int marker_radius, const std::vector<cv::Rect>& obstacles) {
+  std::vector<cv::Rect> placed;
+  const int gap = marker_radius + 3;
+  for (size_t i = 0; i < anchors.size(); ++i) {
+    const cv::Point p = anchors[i];
+    const cv::Size s = sizes[i];
+    auto free = [&](const cv::Rect& box) {
+      if ((box & area) != box) return false;
+      for (const auto& other : placed) {
+        if ((box & other).area() > 0) return false;
+      }
+      for (const auto& o : obstacles) {
+        if ((box & o).area() > 0) return false;
+      }
+      for (const auto& q : anchors) {
+        const cv::Rect marker(q.x - marker_radius, q.y - marker_radius, 2 * marker_radius + 1, 2 * marker_radius + 1);
+        if ((box & marker).area() > 0) return false;
+      }
+      return true;
+    };
+    cv::Rect chosen;
+    bool found = false;
+    // Rings of candidate positions, nearest first: right, left, above, below, then diagonals.
+    for (int ring = 0; ring < 40 && !found; ++ring) {
+      const int dx = gap + ring * 6, dy = gap + ring * 6;
+      const std::vector<cv::Point> corners{
+          {p.x + dx, p.y - s.height / 2},          {p.x - dx - s.width, p.y - s.height / 2},
+          {p.x - s.width / 2, p.y - dy - s.height}, {p.x - s.width / 2, p.y + dy},
+          {p.x + dx, p.y - dy - s.height},          {p.x + dx, p.y + dy},
+          {p.x - dx - s.width, p.y - dy - s.height}, {p.x - dx - s.width, p.y + dy}};
+      for (const auto& c : corners) {
+        const cv::Rect box(c, s);
+        if (free(box)) {
+          chosen = box;
+          found = true;
+          break;
+        }
+      }
+    }
+    if (!found) {  // nowhere free: keep it inside the area, right of the point
+      chosen = cv::Rect(cv::Point(std::clamp(p.x + gap, area.x, area.x + area.width - s.width),
+                                  std::clamp(p.y - s.height / 2, area.y, area.y + area.height - s.height)),
+                        s);
+    }
+    placed.push_back(chosen);
+  }
+  return placed;
+}
+
 }  // namespace attnseg::plot

@@ -46,6 +46,12 @@ struct Axes {
 void draw_axes(cv::Mat& image, const Axes& a, const std::vector<double>& xt, const std::vector<double>& yt,
                const std::string& x_title, const std::string& y_title, const std::string& title,
                const std::vector<std::string>& x_names = {});
+// Label boxes for points: for each anchor, the first of several positions around it whose box
+// of the given size stays inside `area` and overlaps neither an earlier box, nor any anchor's
+// marker, nor an obstacle (e.g. the drawn lines); pushed further out when all of those are taken.
+std::vector<cv::Rect> place_labels(const std::vector<cv::Point>& anchors, const std::vector<cv::Size>& sizes,
+                                   const cv::Rect& area, int marker_radius,
+                                   const std::vector<cv::Rect>& obstacles = {});
 // Small boxes along a polyline, for labels to keep clear of it.
 void add_line_obstacles(const std::vector<cv::Point>& line, std::vector<cv::Rect>& obstacles);
 
