@@ -103,6 +103,26 @@ TEST(Leaderboard, RowsWithinTheSeedSpreadShareARank) {
   EXPECT_EQ(tie_ranks(wide), (std::vector<std::string>{"1=", "1=", "3"}));
 }
 
+TEST(Leaderboard, RowsAreOrderedByTieRankThenMeanSoTheRankNeverFallsDownTheTable) {
+  // The recorded beacon sweep's shape: a wide-spread row (one seed of three did not learn)
+  // ties with the best, and steady rows below it beat each other by their small spreads.
+  std::vector<LeaderboardRow> rows{row("steady3", {0.9410, 0.9400, 0.9390}, 100, 0),
+                                   row("wide", {0.94, 0.94, 0.72}, 100, 0),
+                                   row("best", {0.9450, 0.9448, 0.9446}, 100, 0),
+                                   row("steady2", {0.9430, 0.9428, 0.9426}, 100, 0),
+                                   row("none", {0.60, 0.59, 0.61}, 100, 0)};
+  order_rows(rows);
+  std::vector<std::string> names;
+  for (const auto& r : rows) names.push_back(r.block);
+  EXPECT_EQ(names, (std::vector<std::string>{"best", "wide", "steady2", "steady3", "none"}));
+  const std::vector<std::string> ranks = tie_ranks(rows);
+  EXPECT_EQ(ranks, (std::vector<std::string>{"1=", "1=", "2", "3", "5"}));
+  // One seed: the mean alone orders, equal means keep their given order.
+  std::vector<LeaderboardRow> one{row("c", {0.8}, 100, 0), row("a", {0.9}, 100, 0), row("b", {0.9}, 100, 0)};
+  order_rows(one);
+  EXPECT_EQ(one[0].block + one[1].block + one[2].block, "abc");
+}
+
 TEST(Leaderboard, LearnedAtIsTheMedianOverTheSeedsThatLearned) {
   Leaderboard b = fixture();
   b.eval_interval = 250;

@@ -49,7 +49,10 @@ std::vector<size_t> pareto_front(const std::vector<LeaderboardRow>& rows) {
   return front;
 }
 
-std::vector<std::string> tie_ranks(const std::vector<LeaderboardRow>& rows) {
+namespace {
+
+// One more than the number of rows that beat each row (see tie_ranks).
+std::vector<int64_t> tie_rank_numbers(const std::vector<LeaderboardRow>& rows) {
   std::vector<int64_t> rank(rows.size(), 1);
   for (size_t i = 0; i < rows.size(); ++i) {
     for (size_t j = 0; j < rows.size(); ++j) {
@@ -62,12 +65,33 @@ std::vector<std::string> tie_ranks(const std::vector<LeaderboardRow>& rows) {
       if (beats) ++rank[i];
     }
   }
+  return rank;
+}
+
+}  // namespace
+
+std::vector<std::string> tie_ranks(const std::vector<LeaderboardRow>& rows) {
+  const std::vector<int64_t> rank = tie_rank_numbers(rows);
   std::vector<std::string> text;
   for (size_t i = 0; i < rows.size(); ++i) {
     const bool shared = std::count(rank.begin(), rank.end(), rank[i]) > 1;
     text.push_back(std::to_string(rank[i]) + (shared ? "=" : ""));
   }
   return text;
+}
+
+void order_rows(std::vector<LeaderboardRow>& rows) {
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const LeaderboardRow& a, const LeaderboardRow& b) { return mean(a.miou) > mean(b.miou); });
+  // A row whose seeds disagree widely is beaten by few and ranks above steadier rows with a
+  // higher mean; ordering by rank keeps the rank column from going down the table.
+  const std::vector<int64_t> rank = tie_rank_numbers(rows);
+  std::vector<size_t> order(rows.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rank[a] < rank[b]; });
+  std::vector<LeaderboardRow> sorted;
+  for (size_t i : order) sorted.push_back(std::move(rows[i]));
+  rows = std::move(sorted);
 }
 
 namespace {
@@ -190,7 +214,7 @@ std::string leaderboard_markdown(const Leaderboard& b) {
          std::to_string(b.feature[1]) + " and its 2x, 4x enlargements.\n";
   const bool seeds = b.seeds > 1;
   out += seeds ? "Rank: rows that no other row beats by at least the seed spread (the larger std of the two) "
-                 "share a rank, shown 2=.\n"
+                 "share a rank, shown 2=; rows in rank order, then by mean.\n"
                : "Rank: one seed gives no spread, so ties cannot be judged; run --seeds 3 or more.\n";
   if (b.eval_interval > 0 && !b.context_classes.empty()) {
     std::string classes;

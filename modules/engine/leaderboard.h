@@ -58,18 +58,22 @@ struct Leaderboard {
   std::vector<std::string> context_classes;  // the classes "learned at" waits for
   double learned_iou = 0.8;                  // fraction each must reach
   std::vector<std::string> region_names;     // the reach curve's points; empty: no regions
-  std::vector<LeaderboardRow> rows;  // best mean mIoU first
+  std::vector<LeaderboardRow> rows;  // in order_rows' order
 };
 
 double mean(const std::vector<double>& v);
 // Sample standard deviation; 0 with fewer than two values.
 double spread(const std::vector<double>& v);
 
-// Rank of each row (rows sorted by mean mIoU, best first): one more than the number of rows that
+// Rank of each row: one more than the number of rows that
 // beat it by at least the seed spread, i.e. by max(std of either) in mean mIoU; rows sharing a
 // rank are tied and shown "2=". With one seed per block there is no spread: every row has its
 // own place.
 std::vector<std::string> tie_ranks(const std::vector<LeaderboardRow>& rows);
+
+// The table's order: by tie rank, best first, and by mean mIoU within a rank (a row whose seeds
+// disagree widely can share the first rank with a lower mean than rows it does not lose to).
+void order_rows(std::vector<LeaderboardRow>& rows);
 
 // Indices of the rows no other row beats on both mean mIoU and FPS, fastest first.
 std::vector<size_t> pareto_front(const std::vector<LeaderboardRow>& rows);

@@ -306,8 +306,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
     row.time_exponent = growth_exponent(tokens, times);
     row.note = t.note;
   }
-  std::stable_sort(board.rows.begin(), board.rows.end(),
-                   [](const LeaderboardRow& a, const LeaderboardRow& b) { return mean(a.miou) > mean(b.miou); });
+  order_rows(board.rows);
 
   write_text_atomically(s.work_dir / "leaderboard.csv", leaderboard_csv(board));
   write_text_atomically(s.work_dir / "leaderboard.md", leaderboard_markdown(board));
