@@ -19,7 +19,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-constexpr int64_t kQueryGrain = 64, kChannelGrain = 8;
+constexpr int64_t kQueryGrain = 64, kScatterGrain = 8;
 
 // The k best (score, index) pairs of one query, best first, indices distinct.
 struct TopK {
@@ -131,7 +131,7 @@ class SparseAttentionFunction : public torch::autograd::Function<SparseAttention
       });
       // Scatter to keys and values: each task owns a range of channels of every row.
       auto scatter = [&](scalar_t* target, int64_t width, const scalar_t* source, const scalar_t* factor, double mul) {
-        at::parallel_for(0, b * width, kChannelGrain, [&](int64_t begin, int64_t end) {
+        at::parallel_for(0, b * width, kScatterGrain, [&](int64_t begin, int64_t end) {
           for (int64_t task = begin; task < end;) {
             const int64_t bi = task / width, c0 = task % width, c1 = std::min(width, c0 + (end - task));
             for (int64_t i = bi * n; i < (bi + 1) * n; ++i) {
