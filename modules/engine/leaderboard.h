@@ -65,10 +65,9 @@ double mean(const std::vector<double>& v);
 // Sample standard deviation; 0 with fewer than two values.
 double spread(const std::vector<double>& v);
 
-// Rank of each row: one more than the number of rows that
-// beat it by at least the seed spread, i.e. by max(std of either) in mean mIoU; rows sharing a
-// rank are tied and shown "2=". With one seed per block there is no spread: every row has its
-// own place.
+// Rank of each row: one more than the number of rows that beat it by at least the seed spread,
+// i.e. by max(std of either) in mean mIoU; rows sharing a rank are tied and shown "2=". With one
+// seed per block there is no spread: every row has its own place.
 std::vector<std::string> tie_ranks(const std::vector<LeaderboardRow>& rows);
 
 // The table's order: by tie rank, best first, and by mean mIoU within a rank (a row whose seeds
