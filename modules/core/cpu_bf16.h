@@ -7,7 +7,7 @@
 
 namespace attnseg {
 
-// Measured once per process: 1024 ones summed by a [2, 1024] x [1024, 2] bf16 product give
+// Measured once per process: 1024 ones summed by a [16, 1024] x [1024, 16] bf16 product give
 // 1024 when the sums stay in float and stall at 256 when they are kept in bf16 (whose spacing
 // there is 2).
 bool cpu_bf16_products_accumulate_in_float();

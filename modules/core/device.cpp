@@ -90,7 +90,10 @@ void warn_if_bf16_sums_in_bf16(const Runtime& rt) {
 bool cpu_bf16_products_accumulate_in_float() {
   static const bool in_float = [] {
     c10::InferenceMode guard;
-    const at::Tensor a = at::ones({2, 1024}, at::kBFloat16), b = at::ones({1024, 2}, at::kBFloat16);
+    // 16×1024×16, above the size (16³) under which LibTorch 1.13 keeps even an AVX-512 bf16
+    // CPU's products off oneDNN: a smaller probe answers for tiny products only (on a Zen 5 it
+    // said "bf16 sums" while every product a block runs summed in float).
+    const at::Tensor a = at::ones({16, 1024}, at::kBFloat16), b = at::ones({1024, 16}, at::kBFloat16);
     return at::mm(a, b).to(at::kFloat).min().item<float>() == 1024.0f;
   }();
   return in_float;
