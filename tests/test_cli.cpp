@@ -413,6 +413,11 @@ TEST_F(Cli, SweepRejectsBadInputBeforeTraining) {
                              " eval.cue_classes=[beacon_warm] eval.learned_iou=50");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("not retrained"), std::string::npos) << r.output;
+  // Nor are the options of blocks the run does not use (read and checked, never built).
+  const auto other = run_attnseg("sweep " + config() + " --blocks none --rounds 1 --iters 1 " + work("s4") +
+                                 " model.attention.ccnet.recurrence=1");
+  ASSERT_EQ(other.exit_code, 0) << other.output;
+  EXPECT_NE(other.output.find("not retrained"), std::string::npos) << other.output;
 }
 
 // A sweep kept as its reports only (README, "Recorded runs": config.yaml, eval.json,

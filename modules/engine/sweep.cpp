@@ -12,7 +12,9 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "attention/registry.h"
 #include "core/atomic_file.h"
@@ -61,12 +63,23 @@ class QuietRun {
 };
 
 // A config as YAML text without the keys that only say how finished runs are reported
-// (which classes need context or carry the cue, the "learned" threshold): changing those
-// leaves what was trained and evaluated the same.
+// (which classes need context or carry the cue, the "learned" threshold) and without the
+// options of blocks other than the run's (checked, never built: README, "Configs"): changing
+// those leaves what was trained and evaluated the same, so a block added to the configs, or
+// another block's option changed, does not orphan the recorded runs.
 std::string trained_part(const std::string& config_yaml) {
   YAML::Node tree = YAML::Load(config_yaml);
   if (tree["eval"]) {
     for (const char* key : {"context_classes", "cue_classes", "learned_iou"}) tree["eval"].remove(key);
+  }
+  if (YAML::Node attention = tree["model"]["attention"]; attention && attention.IsMap() && attention["type"]) {
+    const std::string active = attention["type"].as<std::string>();
+    std::vector<std::string> inactive;
+    for (const auto& item : attention) {
+      const std::string key = item.first.as<std::string>();
+      if (key != "type" && key != "start" && key != "gate_init" && key != active) inactive.push_back(key);
+    }
+    for (const std::string& key : inactive) attention.remove(key);
   }
   return YAML::Dump(tree);
 }
