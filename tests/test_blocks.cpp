@@ -18,8 +18,11 @@
 #include "attention/fast_l2.h"
 #include "attention/gcnet.h"
 #include "attention/isa.h"
+#include "attention/linear.h"
+#include "attention/linformer.h"
 #include "attention/functional.h"
 #include "attention/nonlocal.h"
+#include "attention/performer.h"
 #include "attention/permutohedral.h"
 #include "attention/registry.h"
 #include "attention/scram.h"
@@ -27,6 +30,7 @@
 #include "core/device.h"
 #include "fixture.h"
 #include "permutohedral_reference.h"
+#include "sequence_reference.h"
 
 namespace attnseg {
 namespace {
@@ -395,6 +399,31 @@ const std::map<std::string, CoreCheck>& core_checks() {
                     v = torch::randn({2, 6, 5, 7});
          return relative_error(functional::permutohedral_attention(q, k, v),
                                test::permutohedral_reference(q, k, v, 1.0, true));
+       }},
+      // The sequence cores on [B, heads, N, d] with N odd (31 tokens); the causal linear form in
+      // chunks of 4, so the last chunk is padded.
+      {"linear",
+       [] {
+         torch::manual_seed(13);
+         const auto q = torch::randn({2, 3, 31, 5}), k = torch::randn({2, 3, 31, 5}), v = torch::randn({2, 3, 31, 6});
+         return std::max(relative_error(functional::linear_attention(q, k, v, false, 1e-6),
+                                        test::linear_attention_reference(q, k, v, false, 1e-6)),
+                         relative_error(functional::linear_attention(q, k, v, true, 1e-6, 4),
+                                        test::linear_attention_reference(q, k, v, true, 1e-6)));
+       }},
+      {"performer",
+       [] {
+         torch::manual_seed(14);
+         const auto q = torch::randn({2, 3, 31, 5}), k = torch::randn({2, 3, 31, 5}), v = torch::randn({2, 3, 31, 6});
+         const at::Tensor w = functional::orthogonal_random_features(12, 5);
+         return relative_error(functional::performer_attention(q, k, v, w), test::performer_reference(q, k, v, w));
+       }},
+      {"linformer",
+       [] {
+         torch::manual_seed(15);
+         const auto q = torch::randn({2, 3, 31, 5}), k = torch::randn({2, 3, 31, 5}), v = torch::randn({2, 3, 31, 6});
+         const auto e = torch::randn({7, 31}) * 0.3, f = torch::randn({7, 31}) * 0.3;
+         return relative_error(functional::linformer_attention(q, k, v, e, f), test::linformer_reference(q, k, v, e, f));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.

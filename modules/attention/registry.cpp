@@ -14,9 +14,12 @@
 #include "attention/fast_l2.h"
 #include "attention/gcnet.h"
 #include "attention/isa.h"
+#include "attention/linear.h"
+#include "attention/linformer.h"
 #include "attention/none.h"
 #include "attention/nonlocal.h"
 #include "attention/options.h"
+#include "attention/performer.h"
 #include "attention/permutohedral.h"
 #include "attention/scram.h"
 #include "core/error.h"
@@ -74,6 +77,9 @@ std::vector<BlockSpec> make_registry() {
       row<ScramImpl, ScramOptions>("scram", "vision", "1905.10308", "O(N k C iters)", kNoFp16),
       row<PermutohedralImpl, PermutohedralOptions>("permutohedral", "vision", "1907.00641", "O(N d^2 C)",
                                                    kNoFp16),
+      row<LinearAttentionImpl, LinearAttentionOptions>("linear", "sequence", "2006.16236", "O(N C^2)"),
+      row<PerformerImpl, PerformerOptions>("performer", "sequence", "2006.03555", "O(N m C)", kHasState),
+      row<LinformerImpl, LinformerOptions>("linformer", "sequence", "2006.04768", "O(N k C)"),
   };
   std::set<std::string> seen;
   for (const auto& spec : specs) {

@@ -1,0 +1,120 @@
+#include "attention/sequence.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+#include <limits>
+
+namespace attnseg {
+
+void TokenHostOptions::check(const std::string& block) const {
+  TORCH_CHECK(channels() > 0, block, ": channels must be positive, got ", channels());
+  TORCH_CHECK(heads() >= 1, block, ": heads must be at least 1, got ", heads());
+  TORCH_CHECK(dim_head() >= 0, block, ": dim_head must be positive (or 0: channels / heads), got ", dim_head());
+  TORCH_CHECK(dim_head() > 0 || channels() % heads() == 0, block, ": heads=", heads(), " do not divide channels (",
+              channels(), "); set dim_head");
+  TORCH_CHECK(positional() == "sinusoidal" || positional() == "learned" || positional() == "none", block,
+              ": positional must be sinusoidal, learned or none, got '", positional(), "'");
+  TORCH_CHECK(map_size().size() == 2 && map_size()[0] > 0 && map_size()[1] > 0, block,
+              ": map_size must be [height, width] with positive sizes");
+  TORCH_CHECK(order() == "raster" || order() == "tiles", block, ": order must be raster or tiles, got '", order(),
+              "'");
+  TORCH_CHECK(tile() >= 1, block, ": tile must be at least 1, got ", tile());
+}
+
+at::Tensor token_permutation(int64_t height, int64_t width, TokenOrder order, int64_t tile) {
+  if (order == TokenOrder::raster) return at::arange(height * width, at::kLong);
+  std::vector<int64_t> pixels;
+  pixels.reserve(height * width);
+  for (int64_t ty = 0; ty < height; ty += tile) {
+    for (int64_t tx = 0; tx < width; tx += tile) {
+      for (int64_t y = ty; y < std::min(ty + tile, height); ++y) {
+        for (int64_t x = tx; x < std::min(tx + tile, width); ++x) pixels.push_back(y * width + x);
+      }
+    }
+  }
+  return at::tensor(pixels, at::kLong);
+}
+
+namespace functional {
+at::Tensor sinusoidal_position_2d(int64_t channels, int64_t height, int64_t width) {
+  // One 1-D encoding of `size` positions on `m` channels: [m, size].
+  auto axis = [](int64_t m, int64_t size) {
+    const at::Tensor pos = at::arange(size, at::kDouble).unsqueeze(0);                  // [1, size]
+    const at::Tensor pair = at::floor_divide(at::arange(m, at::kDouble), 2).unsqueeze(1);  // [m, 1]
+    const at::Tensor angle = pos * at::pow(10000.0, -2.0 * pair / static_cast<double>(m));
+    const at::Tensor even = (at::arange(m, at::kLong).remainder(2) == 0).unsqueeze(1);
+    return at::where(even, angle.sin(), angle.cos());
+  };
+  const int64_t cy = channels / 2, cx = channels - cy;
+  const at::Tensor ey = axis(cy, height).unsqueeze(2).expand({cy, height, width});
+  const at::Tensor ex = axis(cx, width).unsqueeze(1).expand({cx, height, width});
+  return at::cat({ey, ex}, 0).to(at::kFloat);
+}
+
+at::Tensor full_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& key_mask) {
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
+  if (key_mask.defined()) scores = scores.masked_fill(key_mask.logical_not(), -std::numeric_limits<double>::infinity());
+  return at::matmul(scores.softmax(-1), v);
+}
+}  // namespace functional
+
+TokenHostImpl::TokenHostImpl(const TokenHostOptions& host) : host_(host) {}
+
+void TokenHostImpl::reset_host() {
+  const int64_t c = host_.channels(), inner = host_.inner();
+  norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c})));
+  to_q_ = register_module("to_q", torch::nn::Linear(c, inner));
+  to_k_ = register_module("to_k", torch::nn::Linear(c, inner));
+  to_v_ = register_module("to_v", torch::nn::Linear(c, inner));
+  to_out_ = register_module("to_out", torch::nn::Linear(inner, c));
+  if (host_.positional() == "learned") {
+    const auto& size = host_.map_size();
+    // ViT's initialisation of its position table (truncated normal, std 0.02).
+    learned_positions_ = register_parameter("positions", torch::randn({c, size[0], size[1]}) * 0.02);
+  }
+}
+
+at::Tensor TokenHostImpl::positions(int64_t height, int64_t width) const {
+  if (host_.positional() == "none") return {};
+  if (host_.positional() == "sinusoidal") {
+    return functional::sinusoidal_position_2d(host_.channels(), height, width);
+  }
+  if (learned_positions_.size(1) == height && learned_positions_.size(2) == width) return learned_positions_;
+  return at::upsample_bilinear2d(learned_positions_.unsqueeze(0), {height, width}, /*align_corners=*/false)
+      .squeeze(0);
+}
+
+torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
+  const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), n = h * w;
+  const int64_t heads = host_.heads(), d = host_.head_width();
+  TokenGrid grid{h, w, host_.token_order(), {}};
+  grid.pixel_of = token_permutation(h, w, grid.order, host_.tile()).to(x.device());
+  const bool raster = grid.order == TokenOrder::raster;
+
+  at::Tensor tokens = x.flatten(2);  // [B, C, N], raster
+  if (!raster) tokens = tokens.index_select(2, grid.pixel_of);
+  // LayerNorm in its parameters' type: CPU autocast leaves it to the input's, and a bf16 input
+  // with float weights is an error there.
+  const at::Tensor normed = norm_(tokens.transpose(1, 2).to(norm_->weight.scalar_type()));  // [B, N, C]
+  at::Tensor qk_in = normed;
+  // As DETR adds them: to the queries' and keys' input, so values carry content only.
+  if (at::Tensor pe = positions(h, w); pe.defined()) {
+    pe = pe.to(x.device()).flatten(1);
+    if (!raster) pe = pe.index_select(1, grid.pixel_of);
+    qk_in = normed + pe.transpose(0, 1).to(normed.scalar_type());
+  }
+  auto split = [&](const at::Tensor& t) { return t.view({b, n, heads, d}).transpose(1, 2); };
+  const at::Tensor attended = attend(split(to_q_(qk_in)), split(to_k_(qk_in)), split(to_v_(normed)), grid);
+  at::Tensor y = to_out_(attended.transpose(1, 2).reshape({b, n, heads * d})).transpose(1, 2);  // [B, C, N]
+  if (!raster) y = y.index_select(2, at::argsort(grid.pixel_of));
+  return x + y.reshape({b, c, h, w});
+}
+
+int64_t TokenHostImpl::macs(const std::vector<int64_t>& shape) const {
+  const int64_t b = shape[0], c = shape[1], n = shape[2] * shape[3];
+  return 4 * b * n * c * host_.inner() + core_macs(b, n);
+}
+
+}  // namespace attnseg

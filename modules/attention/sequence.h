@@ -1,0 +1,114 @@
+// The token host of the sequence blocks (../shared/ATTENTION_CATALOG.md, "Sequence blocks"):
+// what every mechanism written for 1-D token sequences needs to run on a feature map, written
+// once. The map [B, C, H, W] becomes N = H·W tokens in an explicit 2-D order, a pre-norm
+// transformer attention layer projects them to multi-head queries, keys and values
+// [B, heads, N, dim_head], the block's core attends, and the output projection is added back
+// to the map. Positional encodings work at any resolution, so every block trains at one size
+// and runs at another (sliding windows, the demo's 640×480). A block only writes its core
+// (`attend`) and its options; its residual branch starts under the project's one start rule
+// (no sequence block's reference code starts as the identity, so none has a zero_init).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+#include <vector>
+
+#include "attention/block.h"
+
+namespace attnseg {
+
+// How the map's pixels are laid out as a sequence. Raster: row by row. Tiles: raster order of
+// tile×tile squares, raster inside each, so that consecutive tokens are 2-D neighbours (for
+// the blocks whose mechanism is about locality in the sequence: chunks, windows, memories).
+enum class TokenOrder { raster, tiles };
+
+// The options every sequence block shares; a block's Options struct holds one and lists its
+// fields beside its own, so the config keys are the same for every block.
+struct TokenHostOptions {
+  explicit TokenHostOptions(int64_t channels) : channels_(channels) {}
+  TORCH_ARG(int64_t, channels);
+  TORCH_ARG(int64_t, heads) = 4;
+  TORCH_ARG(int64_t, dim_head) = 0;  // 0: channels / heads
+  // sinusoidal (2-D, fixed, any size), learned (a grid of map_size, resampled bilinearly to
+  // the map it meets) or none
+  TORCH_ARG(std::string, positional) = "sinusoidal";
+  // The map the block is trained on (the default: the 64×384 synthetic scenes at output
+  // stride 8): the size of the learned positions and of any size-dependent parameter
+  // (linformer's projections), which are resampled at other sizes.
+  TORCH_ARG(std::vector<int64_t>, map_size) = std::vector<int64_t>{8, 48};
+  TORCH_ARG(std::string, order) = "raster";  // raster or tiles
+  TORCH_ARG(int64_t, tile) = 4;              // tile side for order=tiles
+
+ public:
+  template <typename Field>
+  void fields(Field&& field) {
+    field("heads", heads_);
+    field("dim_head", dim_head_);
+    field("positional", positional_);
+    field("map_size", map_size_);
+    field("order", order_);
+    field("tile", tile_);
+  }
+  // `block` names the block in the messages.
+  void check(const std::string& block) const;
+  int64_t head_width() const { return dim_head_ > 0 ? dim_head_ : channels_ / heads_; }
+  int64_t inner() const { return heads_ * head_width(); }
+  TokenOrder token_order() const { return order_ == "tiles" ? TokenOrder::tiles : TokenOrder::raster; }
+};
+
+// Where the tokens came from: the map's size and the order they were laid out in. A core that
+// needs the 2-D position of token t reads it from `pixel_of`.
+struct TokenGrid {
+  int64_t height = 0, width = 0;
+  TokenOrder order = TokenOrder::raster;
+  at::Tensor pixel_of;  // [N] long: the raster index (y·W + x) of token t
+  int64_t length() const { return height * width; }
+};
+
+// pixel_of for a map of height × width laid out in `order` (tile side `tile`): a permutation
+// of 0..H·W−1. Edge tiles are cut to the map, so any size works.
+at::Tensor token_permutation(int64_t height, int64_t width, TokenOrder order, int64_t tile);
+
+namespace functional {
+// pe[c, y, x]: the first C/2 channels encode y, the rest x, each as sin/cos pairs at
+// frequencies 10000^(−2i/(C/2)) (the transformer's 1-D encoding per axis). [C, H, W].
+at::Tensor sinusoidal_position_2d(int64_t channels, int64_t height, int64_t width);
+// out = softmax(q kᵀ / √d) v over the last two dimensions, keys where `key_mask` is false
+// excluded (undefined mask: all keys): the dense reference the sequence cores reduce to.
+at::Tensor full_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const at::Tensor& key_mask = {});
+}  // namespace functional
+
+class TokenHostImpl : public AttentionBlockImpl {
+ public:
+  explicit TokenHostImpl(const TokenHostOptions& host);
+  torch::Tensor forward(const torch::Tensor& x) override;
+  int64_t macs(const std::vector<int64_t>& shape) const override;
+
+  // q, k: [B, heads, N, dim_head], v: [B, heads, N, dim_head] in the grid's order → the
+  // attended values, same shape as v.
+  virtual at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const TokenGrid& grid) = 0;
+  // Multiply-adds of `attend` for batch b on a grid of n tokens (projections excluded).
+  virtual int64_t core_macs(int64_t b, int64_t n) const = 0;
+
+  const TokenHostOptions& host_options() const { return host_; }
+
+ protected:
+  // Registers the layer's modules; a block calls it from its constructor.
+  void reset_host();
+
+ private:
+  at::Tensor positions(int64_t height, int64_t width) const;  // [C, H, W] or undefined
+
+  TokenHostOptions host_;
+  torch::nn::LayerNorm norm_{nullptr};
+  torch::nn::Linear to_q_{nullptr}, to_k_{nullptr}, to_v_{nullptr}, to_out_{nullptr};
+  at::Tensor learned_positions_;  // [C, h0, w0] for positional=learned
+};
+
+}  // namespace attnseg
