@@ -43,14 +43,13 @@ void LinearAttentionOptions::check() const {
   TORCH_CHECK(chunk_ >= 1, "linear: chunk must be at least 1, got ", chunk_);
 }
 
-LinearAttentionImpl::LinearAttentionImpl(const LinearAttentionOptions& options_)
-    : TokenHostImpl(options_.host()), options(options_) {
+LinearAttentionImpl::LinearAttentionImpl(const LinearAttentionOptions& options_) : options(options_) {
   reset();
 }
 
 void LinearAttentionImpl::reset() {
   options.check();
-  reset_host();
+  reset_host(options.host());
 }
 
 at::Tensor LinearAttentionImpl::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -4,12 +4,15 @@
 
 #include <cmath>
 
+#include "core/torch_compat.h"
+
 namespace attnseg {
 
 namespace functional {
 at::Tensor linformer_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& e,
                                const at::Tensor& f) {
-  return full_attention(q, at::matmul(e.to(k.scalar_type()), k), at::matmul(f.to(v.scalar_type()), v));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  return compat::dense_attention(q, at::matmul(e.to(k.scalar_type()), k), at::matmul(f.to(v.scalar_type()), v), scale);
 }
 }  // namespace functional
 
@@ -18,13 +21,13 @@ void LinformerOptions::check() const {
   TORCH_CHECK(k_ >= 1, "linformer: k must be at least 1, got ", k_);
 }
 
-LinformerImpl::LinformerImpl(const LinformerOptions& options_) : TokenHostImpl(options_.host()), options(options_) {
+LinformerImpl::LinformerImpl(const LinformerOptions& options_) : options(options_) {
   reset();
 }
 
 void LinformerImpl::reset() {
   options.check();
-  reset_host();
+  reset_host(options.host());
   const auto& size = options.host().map_size();
   const int64_t n0 = size[0] * size[1], k = options.k();
   // tatp22's default: each projection an N×k linear map with Xavier-normal weights.

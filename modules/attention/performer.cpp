@@ -22,9 +22,9 @@ at::Tensor orthogonal_random_features(int64_t m, int64_t d) {
 
 at::Tensor softmax_kernel_features(const at::Tensor& x, const at::Tensor& projection, bool is_query) {
   const int64_t d = x.size(-1), m = projection.size(0);
-  const double normalizer = std::pow(static_cast<double>(d), -0.25);
-  const at::Tensor dash = at::matmul(x * normalizer, projection.t().to(x.scalar_type()));  // [..., N, m]
-  const at::Tensor diagonal = (x * normalizer).pow(2).sum(-1, /*keepdim=*/true) / 2;
+  const at::Tensor scaled = x * std::pow(static_cast<double>(d), -0.25);
+  const at::Tensor dash = at::matmul(scaled, projection.t().to(x.scalar_type()));  // [..., N, m]
+  const at::Tensor diagonal = scaled.pow(2).sum(-1, /*keepdim=*/true) / 2;
   // The stabiliser is a constant per query (or one for all keys): it cancels in the ratio.
   const at::Tensor stabiliser =
       is_query ? std::get<0>(dash.max(-1, /*keepdim=*/true)) : dash.amax({-2, -1}, /*keepdim=*/true);
@@ -48,13 +48,13 @@ void PerformerOptions::check() const {
               redraw_interval_);
 }
 
-PerformerImpl::PerformerImpl(const PerformerOptions& options_) : TokenHostImpl(options_.host()), options(options_) {
+PerformerImpl::PerformerImpl(const PerformerOptions& options_) : options(options_) {
   reset();
 }
 
 void PerformerImpl::reset() {
   options.check();
-  reset_host();
+  reset_host(options.host());
   projection_ = register_buffer(
       "projection", functional::orthogonal_random_features(options.features(), options.host().head_width()));
   training_calls_ = register_buffer("training_calls", at::zeros({1}, at::kLong));

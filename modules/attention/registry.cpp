@@ -110,6 +110,8 @@ const BlockSpec& find_block(const std::string& name, const std::string& where) {
   throw Error("unknown attention block '" + name + "' in " + where + "; accepted: " + accepted);
 }
 
+bool is_attention_setting(const std::string& key) { return key == "type" || key == "start" || key == "gate_init"; }
+
 ConfiguredBlock configure_block(const ConfigNode& node, int64_t channels) {
   const std::string type = node.require<std::string>("type");
   const BlockSpec& active = find_block(type, "config key " + node.where("type"));
@@ -121,7 +123,7 @@ ConfiguredBlock configure_block(const ConfigNode& node, int64_t channels) {
   result.start.paper = start == "paper";
   result.start.gate_init = node.get<double>("gate_init", kDefaultGateInit);
   for (const std::string& key : node.keys()) {
-    if (key == "type" || key == "start" || key == "gate_init") continue;
+    if (is_attention_setting(key)) continue;
     const BlockSpec& spec = find_block(key, "config key " + node.where(key));
     try {
       BlockFactory factory = spec.configure(channels, node.child(key), result.start.paper);

@@ -65,6 +65,10 @@ inline constexpr double kDefaultGateInit = 1.0;
 //   attention: {type: ccnet, start: gate, gate_init: 1.0, ccnet: {recurrence: 2}, nonlocal: {reduction: 2}}
 // Options of blocks other than the active one are read and checked too (unknown names and
 // keys are errors), without building anything, so they cannot change the model's weights.
+// The keys of a `model.attention` node that are settings of the rule, not a block's options:
+// type, start, gate_init. Every other key names a block.
+bool is_attention_setting(const std::string& key);
+
 struct ConfiguredBlock {
   std::string name;
   BlockFactory build;

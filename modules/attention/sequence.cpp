@@ -1,10 +1,8 @@
 #include "attention/sequence.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/init.h>
 
-#include <cmath>
-#include <limits>
+#include <algorithm>
 
 namespace attnseg {
 
@@ -52,17 +50,10 @@ at::Tensor sinusoidal_position_2d(int64_t channels, int64_t height, int64_t widt
   const at::Tensor ex = axis(cx, width).unsqueeze(1).expand({cx, height, width});
   return at::cat({ey, ex}, 0).to(at::kFloat);
 }
-
-at::Tensor full_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& key_mask) {
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
-  if (key_mask.defined()) scores = scores.masked_fill(key_mask.logical_not(), -std::numeric_limits<double>::infinity());
-  return at::matmul(scores.softmax(-1), v);
-}
 }  // namespace functional
 
-TokenHostImpl::TokenHostImpl(const TokenHostOptions& host) : host_(host) {}
-
-void TokenHostImpl::reset_host() {
+void TokenHostImpl::reset_host(const TokenHostOptions& host) {
+  host_ = host;
   const int64_t c = host_.channels(), inner = host_.inner();
   norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c})));
   to_q_ = register_module("to_q", torch::nn::Linear(c, inner));
@@ -76,10 +67,15 @@ void TokenHostImpl::reset_host() {
   }
 }
 
-at::Tensor TokenHostImpl::positions(int64_t height, int64_t width) const {
+at::Tensor TokenHostImpl::positions(int64_t height, int64_t width, c10::Device device) {
   if (host_.positional() == "none") return {};
   if (host_.positional() == "sinusoidal") {
-    return functional::sinusoidal_position_2d(host_.channels(), height, width);
+    // Fixed: built once per map size and device, not every forward.
+    if (!sinusoidal_.defined() || sinusoidal_.size(1) != height || sinusoidal_.size(2) != width ||
+        sinusoidal_.device() != device) {
+      sinusoidal_ = functional::sinusoidal_position_2d(host_.channels(), height, width).to(device);
+    }
+    return sinusoidal_;
   }
   if (learned_positions_.size(1) == height && learned_positions_.size(2) == width) return learned_positions_;
   return at::upsample_bilinear2d(learned_positions_.unsqueeze(0), {height, width}, /*align_corners=*/false)
@@ -90,8 +86,8 @@ torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), n = h * w;
   const int64_t heads = host_.heads(), d = host_.head_width();
   TokenGrid grid{h, w, host_.token_order(), {}};
-  grid.pixel_of = token_permutation(h, w, grid.order, host_.tile()).to(x.device());
   const bool raster = grid.order == TokenOrder::raster;
+  if (!raster) grid.pixel_of = token_permutation(h, w, grid.order, host_.tile()).to(x.device());
 
   at::Tensor tokens = x.flatten(2);  // [B, C, N], raster
   if (!raster) tokens = tokens.index_select(2, grid.pixel_of);
@@ -100,8 +96,8 @@ torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
   const at::Tensor normed = norm_(tokens.transpose(1, 2).to(norm_->weight.scalar_type()));  // [B, N, C]
   at::Tensor qk_in = normed;
   // As DETR adds them: to the queries' and keys' input, so values carry content only.
-  if (at::Tensor pe = positions(h, w); pe.defined()) {
-    pe = pe.to(x.device()).flatten(1);
+  if (at::Tensor pe = positions(h, w, x.device()); pe.defined()) {
+    pe = pe.flatten(1);
     if (!raster) pe = pe.index_select(1, grid.pixel_of);
     qk_in = normed + pe.transpose(0, 1).to(normed.scalar_type());
   }

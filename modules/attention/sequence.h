@@ -65,7 +65,7 @@ struct TokenHostOptions {
 struct TokenGrid {
   int64_t height = 0, width = 0;
   TokenOrder order = TokenOrder::raster;
-  at::Tensor pixel_of;  // [N] long: the raster index (y·W + x) of token t
+  at::Tensor pixel_of;  // [N] long: the raster index (y·W + x) of token t; undefined in raster order
   int64_t length() const { return height * width; }
 };
 
@@ -77,15 +77,10 @@ namespace functional {
 // pe[c, y, x]: the first C/2 channels encode y, the rest x, each as sin/cos pairs at
 // frequencies 10000^(−2i/(C/2)) (the transformer's 1-D encoding per axis). [C, H, W].
 at::Tensor sinusoidal_position_2d(int64_t channels, int64_t height, int64_t width);
-// out = softmax(q kᵀ / √d) v over the last two dimensions, keys where `key_mask` is false
-// excluded (undefined mask: all keys): the dense reference the sequence cores reduce to.
-at::Tensor full_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                          const at::Tensor& key_mask = {});
 }  // namespace functional
 
 class TokenHostImpl : public AttentionBlockImpl {
  public:
-  explicit TokenHostImpl(const TokenHostOptions& host);
   torch::Tensor forward(const torch::Tensor& x) override;
   int64_t macs(const std::vector<int64_t>& shape) const override;
 
@@ -99,16 +94,18 @@ class TokenHostImpl : public AttentionBlockImpl {
   const TokenHostOptions& host_options() const { return host_; }
 
  protected:
-  // Registers the layer's modules; a block calls it from its constructor.
-  void reset_host();
+  // Registers the layer's modules for `host` (the block's options.host()); a block's reset()
+  // calls it, so options changed before a reset() take effect as LibTorch's modules do.
+  void reset_host(const TokenHostOptions& host);
 
  private:
-  at::Tensor positions(int64_t height, int64_t width) const;  // [C, H, W] or undefined
+  at::Tensor positions(int64_t height, int64_t width, c10::Device device);  // [C, H, W] or undefined
 
-  TokenHostOptions host_;
+  TokenHostOptions host_{1};
   torch::nn::LayerNorm norm_{nullptr};
   torch::nn::Linear to_q_{nullptr}, to_k_{nullptr}, to_v_{nullptr}, to_out_{nullptr};
   at::Tensor learned_positions_;  // [C, h0, w0] for positional=learned
+  at::Tensor sinusoidal_;         // the fixed encoding of the last map size met, on its device
 };
 
 }  // namespace attnseg

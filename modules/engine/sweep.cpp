@@ -77,7 +77,7 @@ std::string trained_part(const std::string& config_yaml) {
     std::vector<std::string> inactive;
     for (const auto& item : attention) {
       const std::string key = item.first.as<std::string>();
-      if (key != "type" && key != "start" && key != "gate_init" && key != active) inactive.push_back(key);
+      if (!is_attention_setting(key) && key != active) inactive.push_back(key);
     }
     for (const std::string& key : inactive) attention.remove(key);
   }
