@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace attnseg {
 
@@ -33,6 +34,15 @@ at::Tensor token_permutation(int64_t height, int64_t width, TokenOrder order, in
     }
   }
   return at::tensor(pixels, at::kLong);
+}
+
+TokenGrid padded_grid(TokenGrid grid, int64_t padding, c10::Device device) {
+  grid.padding = padding;
+  grid.key_valid = {};
+  if (padding > 0) {
+    grid.key_valid = at::arange(grid.length() + padding, at::TensorOptions(at::kLong).device(device)) < grid.length();
+  }
+  return grid;
 }
 
 namespace functional {
@@ -85,7 +95,7 @@ at::Tensor TokenHostImpl::positions(int64_t height, int64_t width, c10::Device d
 torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), n = h * w;
   const int64_t heads = host_.heads(), d = host_.head_width();
-  TokenGrid grid{h, w, host_.token_order(), {}};
+  TokenGrid grid{h, w, host_.token_order(), {}, 0, {}};
   const bool raster = grid.order == TokenOrder::raster;
   if (!raster) grid.pixel_of = token_permutation(h, w, grid.order, host_.tile()).to(x.device());
 
@@ -101,8 +111,15 @@ torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
     if (!raster) pe = pe.index_select(1, grid.pixel_of);
     qk_in = normed + pe.transpose(0, 1).to(normed.scalar_type());
   }
-  auto split = [&](const at::Tensor& t) { return t.view({b, n, heads, d}).transpose(1, 2); };
-  const at::Tensor attended = attend(split(to_q_(qk_in)), split(to_k_(qk_in)), split(to_v_(normed)), grid);
+  const int64_t multiple = token_multiple(), padding = (multiple - n % multiple) % multiple;
+  grid = padded_grid(std::move(grid), padding, x.device());
+  // [B, N, inner] → [B, heads, N + padding, d], the padded tokens zero.
+  auto split = [&](const at::Tensor& t) {
+    const at::Tensor heads_first = t.view({b, n, heads, d}).transpose(1, 2);
+    return padding == 0 ? heads_first : at::constant_pad_nd(heads_first, {0, 0, 0, padding});
+  };
+  at::Tensor attended = attend(split(to_q_(qk_in)), split(to_k_(qk_in)), split(to_v_(normed)), grid);
+  if (padding > 0) attended = attended.narrow(2, 0, n);
   at::Tensor y = to_out_(attended.transpose(1, 2).reshape({b, n, heads * d})).transpose(1, 2);  // [B, C, N]
   if (!raster) y = y.index_select(2, at::argsort(grid.pixel_of));
   return x + y.reshape({b, c, h, w});
@@ -110,7 +127,8 @@ torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
 
 int64_t TokenHostImpl::macs(const std::vector<int64_t>& shape) const {
   const int64_t b = shape[0], c = shape[1], n = shape[2] * shape[3];
-  return 4 * b * n * c * host_.inner() + core_macs(b, n);
+  const int64_t multiple = token_multiple(), padded = (n + multiple - 1) / multiple * multiple;
+  return 4 * b * n * c * host_.inner() + core_macs(b, padded);
 }
 
 }  // namespace attnseg

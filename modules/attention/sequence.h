@@ -61,13 +61,22 @@ struct TokenHostOptions {
 };
 
 // Where the tokens came from: the map's size and the order they were laid out in. A core that
-// needs the 2-D position of token t reads it from `pixel_of`.
+// needs the 2-D position of token t reads it from `pixel_of`. A core whose mechanism needs a
+// token count divisible by some length (TokenHostImpl::token_multiple) gets its q, k, v padded
+// at the end with `padding` tokens; `key_valid` marks the real ones, and the core must never let
+// a real query attend to a padded key (its output at padded queries is dropped).
 struct TokenGrid {
   int64_t height = 0, width = 0;
   TokenOrder order = TokenOrder::raster;
   at::Tensor pixel_of;  // [N] long: the raster index (y·W + x) of token t; undefined in raster order
+  int64_t padding = 0;  // tokens appended after the H·W real ones
+  at::Tensor key_valid;  // [H·W + padding] bool, true at real tokens; undefined when padding is 0
   int64_t length() const { return height * width; }
+  int64_t padded_length() const { return height * width + padding; }
 };
+
+// The grid of a map with `padding` tokens appended (key_valid on `device`).
+TokenGrid padded_grid(TokenGrid grid, int64_t padding, c10::Device device);
 
 // pixel_of for a map of height × width laid out in `order` (tile side `tile`): a permutation
 // of 0..H·W−1. Edge tiles are cut to the map, so any size works.
@@ -88,8 +97,12 @@ class TokenHostImpl : public AttentionBlockImpl {
   // attended values, same shape as v.
   virtual at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const TokenGrid& grid) = 0;
-  // Multiply-adds of `attend` for batch b on a grid of n tokens (projections excluded).
+  // Multiply-adds of `attend` for batch b on a grid of n tokens (projections excluded; n is the
+  // padded length when the block pads).
   virtual int64_t core_macs(int64_t b, int64_t n) const = 0;
+  // The core needs a token count divisible by this (chunks, blocks, segments): the host pads q,
+  // k and v with zero tokens up to the next multiple and marks them in TokenGrid::key_valid.
+  virtual int64_t token_multiple() const { return 1; }
 
   const TokenHostOptions& host_options() const { return host_; }
 
