@@ -38,7 +38,7 @@ at::Tensor token_permutation(int64_t height, int64_t width, TokenOrder order, in
 
 TokenGrid padded_grid(TokenGrid grid, int64_t padding, c10::Device device) {
   grid.padding = padding;
-  grid.key_valid = {};
+  grid.key_valid = at::Tensor();
   if (padding > 0) {
     grid.key_valid = at::arange(grid.length() + padding, at::TensorOptions(at::kLong).device(device)) < grid.length();
   }
