@@ -45,6 +45,13 @@ void setup_demo(CLI::App& app, DemoOptions& options) {
       ->check(non_negative());
   app.add_option("--save-dir", options.save_dir,
                  "where the window's `s` key saves frame, mask and view");
+  app.add_flag("--temporal", options.temporal,
+               "blocks with memory (compressive) carry it from frame to frame, forgetting it on a "
+               "scene cut or block switch; the overlay says which");
+  app.add_option("--scene-cut", options.scene_cut,
+                 "with --temporal: mean absolute difference of 64x48 grey thumbnails (0-255) "
+                 "above which consecutive frames are a scene cut")
+      ->check(CLI::Range(0.0, 255.0));
 }
 
 int run_demo(const DemoOptions& options) {
@@ -56,6 +63,11 @@ int run_demo(const DemoOptions& options) {
     throw Error("demo: --loop with --headless never ends; give --max-frames N");
   }
   const Experiment experiment = read_experiment(Config::load(options.config));
+  if (options.temporal && (experiment.eval.mode != "whole" || experiment.eval.flip)) {
+    // Sliding windows and the flipped pass are several forwards of one frame: a memory would
+    // carry from window to window, not from frame to frame.
+    throw Error("demo: --temporal needs eval.mode=whole and eval.flip=false in " + options.config);
+  }
   const auto more = parse_demo_blocks(options.blocks, experiment.model.block.name);
   if (!options.headless) {
     const std::string problem = display_problem();
@@ -82,6 +94,8 @@ int run_demo(const DemoOptions& options) {
   DemoRunOptions run;
   run.max_frames = options.max_frames;
   run.loop = options.loop;
+  run.temporal = options.temporal;
+  run.scene_cut = options.scene_cut;
   std::unique_ptr<DemoView> view;
   VideoFileView* file = nullptr;
   if (options.headless) {

@@ -63,7 +63,8 @@ int run_sweep(const SweepOptions& options);
 
 struct DemoOptions {
   std::string config, checkpoint, blocks, source = "0", output, save_dir = "demo_saves";
-  bool headless = false, realtime = false, loop = false;
+  bool headless = false, realtime = false, loop = false, temporal = false;
+  double scene_cut = 40.0;  // DemoRunOptions::scene_cut
   std::vector<int> point;
   int64_t max_frames = 0, compare = 0;
   double opacity = 0.5;

@@ -1,11 +1,13 @@
 // The live demo's window-free parts: the newest-value hand-off between its threads, the keys,
 // the capture → inference → display pipeline on a scripted source (dropping frames under slow
-// inference, losing none when asked to, reconnecting a live source that stops), and the
-// influence map of a clicked pixel.
+// inference, losing none when asked to, reconnecting a live source that stops), the
+// influence map of a clicked pixel, and temporal mode's memory across frames.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "demo/pipeline.h"
 #include "demo/slot.h"
 #include "engine/experiment.h"
+#include "head/segmentor.h"
 #include "test_util.h"
 
 namespace attnseg {
@@ -346,6 +349,143 @@ TEST(DemoPipeline, AFileEndsWithoutRetriesOrLoopsWhenAsked) {
   stats = run_demo(models, looped, again, fresh, run);
   EXPECT_EQ(stats.shown, 15);
   EXPECT_EQ(looped.reopen_calls, 2) << "6 + 6 + 3 frames";
+}
+
+// --- temporal mode ------------------------------------------------------------------------
+
+// A block with state across frames: the identity that counts the forwards since its last
+// reset, and records each count. The demo names it `none` (a registered name, for the demo's
+// look-up of what a block needs), which is what it computes.
+class FrameCountingBlock : public AttentionBlockImpl {
+ public:
+  torch::Tensor forward(const torch::Tensor& x) override {
+    counts.push_back(temporal_ ? ++since_reset_ : 0);
+    return x;
+  }
+  int64_t macs(const std::vector<int64_t>&) const override { return 0; }
+  bool temporal_capable() const override { return true; }
+  void set_temporal(bool on) override { temporal_ = on; }
+  void reset_temporal() override { since_reset_ = 0; }
+  bool temporal() const { return temporal_; }
+  std::vector<int64_t> counts;
+
+ private:
+  bool temporal_ = false;
+  int64_t since_reset_ = 0;
+};
+
+Segmentor model_around(const std::shared_ptr<AttentionBlockImpl>& block, const test::TempDir& dir) {
+  model_with("", dir);  // writes model.yaml
+  ModelSettings settings = read_experiment(Config::load(dir / "model.yaml")).model;
+  settings.block.build = [block] { return AttentionBlock(block); };
+  Segmentor model = build_segmentor(settings);
+  model->eval();
+  return model;
+}
+
+// Frames of one grey level, a brighter one from frame `cut` on: a scene cut there.
+class CutSource : public FrameSource {
+ public:
+  CutSource(int frames, int cut) : frames_(frames), cut_(cut) {}
+  bool read(cv::Mat& bgr) override {
+    if (next_ >= frames_) return false;
+    bgr = cv::Mat(64, 384, CV_8UC3, cv::Scalar::all(next_ < cut_ ? 60 : 200));
+    bgr.at<cv::Vec3b>(0, 0) = cv::Vec3b(static_cast<uint8_t>(next_), 0, 0);
+    ++next_;
+    return true;
+  }
+  bool reopen() override { return false; }
+  bool live() const override { return false; }
+  double fps() const override { return 100; }
+  std::string name() const override { return "cut"; }
+
+ private:
+  int frames_, cut_, next_ = 0;
+};
+
+class MemoryView : public DemoView {
+ public:
+  void show(const Segmented& f, const DemoStatus&) override {
+    lines.push_back(f.memory);
+    blocks.push_back(f.block);
+    if (on_show) on_show(f);
+  }
+  std::vector<std::string> lines;
+  std::vector<int> blocks;
+  std::function<void(const Segmented&)> on_show;
+};
+
+TEST(DemoTemporal, MemoryCarriesFromFrameToFrameAndIsForgottenAtASceneCut) {
+  test::TempDir dir;
+  auto block = std::make_shared<FrameCountingBlock>();
+  DemoModels models{read_experiment(Config::load([&] {
+                      model_with("", dir);
+                      return dir / "model.yaml";
+                    }())),
+                    Runtime{}, {{"none", "", model_around(block, dir)}}};
+  CutSource source(9, /*cut=*/5);
+  MemoryView view;
+  DemoControls controls;
+  DemoRunOptions run;
+  run.lossless = true;
+  run.temporal = true;
+  run_demo(models, source, view, controls, run);
+  EXPECT_EQ(block->counts, (std::vector<int64_t>{1, 2, 3, 4, 5, 1, 2, 3, 4}));
+  ASSERT_EQ(view.lines.size(), 9u);
+  EXPECT_EQ(view.lines[0], "memory reset: first frame");
+  EXPECT_EQ(view.lines[3], "memory: carried over 3 frames");
+  EXPECT_EQ(view.lines[5], "memory reset: scene cut");
+  EXPECT_EQ(view.lines[6], "memory: carried over 1 frame");
+  EXPECT_FALSE(block->temporal()) << "temporal mode is switched off when the run ends";
+
+  // Without --temporal the block never carries anything and the overlay says nothing.
+  block->counts.clear();
+  CutSource again(4, 2);
+  MemoryView quiet;
+  DemoControls fresh;
+  run.temporal = false;
+  run_demo(models, again, quiet, fresh, run);
+  EXPECT_EQ(block->counts, (std::vector<int64_t>{0, 0, 0, 0}));
+  EXPECT_EQ(quiet.lines, (std::vector<std::string>(4, "")));
+}
+
+TEST(DemoTemporal, ABlockSwitchForgetsTheMemoryAndABlockWithoutStateSaysSo) {
+  test::TempDir dir, other;
+  auto first = std::make_shared<FrameCountingBlock>(), second = std::make_shared<FrameCountingBlock>();
+  DemoModels models{read_experiment(Config::load([&] {
+                      model_with("", dir);
+                      return dir / "model.yaml";
+                    }())),
+                    Runtime{},
+                    {{"none", "", model_around(first, dir)},
+                     {"none", "", model_around(second, dir)},
+                     {"ccnet", "", model_with("", other)}}};
+  CutSource source(15, /*cut=*/100);
+  MemoryView view;
+  DemoControls controls;
+  view.on_show = [&](const Segmented& f) {
+    if (f.index == 2) controls.block = 1;
+    if (f.index == 6) controls.block = 2;
+    if (f.index == 9) controls.block = 1;
+  };
+  DemoRunOptions run;
+  run.lossless = true;
+  run.temporal = true;
+  run_demo(models, source, view, controls, run);
+  ASSERT_EQ(view.lines.size(), 15u);
+  // Where each switch lands depends on how far ahead capture and inference are; the frame
+  // after each switch says why the memory was forgotten.
+  for (size_t i = 1; i < view.blocks.size(); ++i) {
+    if (view.blocks[i] == view.blocks[i - 1]) continue;
+    if (view.blocks[i] == 2) {
+      EXPECT_EQ(view.lines[i], "memory: none (ccnet keeps no state across frames)") << i;
+    } else {
+      EXPECT_EQ(view.lines[i], "memory reset: block switch") << i;
+    }
+  }
+  EXPECT_EQ(view.blocks.back(), 1);
+  // Block 1 ran twice, with a reset between: its counts start again at 1.
+  EXPECT_EQ(std::count(second->counts.begin(), second->counts.end(), 1), 2);
 }
 
 }  // namespace

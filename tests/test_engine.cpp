@@ -238,6 +238,50 @@ TEST_F(EngineTest, TheLossLinesCarryTheBlocksGateBranchScaleAndGradientNorm) {
   EXPECT_GT(first["grad_norm"].get<double>(), 0.0) << first.dump();  // gamma's own gradient
 }
 
+// A block with a loss of its own (routing's commitment loss is one): the identity scaled by a
+// parameter s, whose loss after a training-mode forward is (s·x)² averaged, undefined after an
+// evaluation-mode one.
+class OwnLossBlock : public AttentionBlockImpl {
+ public:
+  OwnLossBlock() { scale = register_parameter("scale", torch::ones({1})); }
+  torch::Tensor forward(const torch::Tensor& x) override {
+    const torch::Tensor y = x * scale;
+    last_ = is_training() ? y.pow(2).mean() : torch::Tensor();
+    return y;
+  }
+  int64_t macs(const std::vector<int64_t>&) const override { return 0; }
+  torch::Tensor aux_loss() const override { return last_; }
+  torch::Tensor scale;
+
+ private:
+  torch::Tensor last_;
+};
+
+TEST_F(EngineTest, TheBlocksOwnLossIsAddedToTheTotalAndCarriesItsGradient) {
+  ModelSettings settings = read_experiment(config()).model;
+  auto block = std::make_shared<OwnLossBlock>();
+  settings.block.build = [block] { return AttentionBlock(block); };
+  torch::manual_seed(0);
+  Segmentor model = build_segmentor(settings);
+  model->train();
+  const at::Tensor images = torch::randn({2, 3, 32, 32});
+  const at::Tensor labels = torch::randint(0, 3, {2, 32, 32}, torch::kLong);
+  const SegmentorOutput out = model->forward(images);
+  const SegmentorLoss loss = model->loss(out, labels);
+  ASSERT_TRUE(loss.block.defined());
+  EXPECT_NEAR(loss.block.item<double>(), block->aux_loss().item<double>(), 1e-7);
+  EXPECT_NEAR(loss.total.item<double>(),
+              (loss.decode + settings.aux_weight * loss.aux + loss.block).item<double>(), 1e-5);
+  // The block loss's own gradient on s, 2·mean(x²)·s, is part of s's gradient: the total's
+  // gradient less the gradient of the losses without it.
+  const at::Tensor total_grad = torch::autograd::grad({loss.total}, {block->scale}, {}, true)[0];
+  const at::Tensor rest_grad = torch::autograd::grad({loss.total - loss.block}, {block->scale})[0];
+  EXPECT_GT((total_grad - rest_grad).abs().item<double>(), 0);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_FALSE(model->loss(model->forward(images), labels).block.defined());
+}
+
 // eval measures the trained block's effective receptive field on validation features: the
 // identity reaches exactly its own pixel, criss-cross attention (two passes) most of the map.
 TEST_F(EngineTest, EvalReportsTheTrainedBlocksEffectiveReceptiveField) {

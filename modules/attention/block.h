@@ -19,6 +19,14 @@ class AttentionBlockImpl : public torch::nn::Module {
   // a scalar the segmentor adds with `model.attention.aux_weight`; undefined for blocks that have
   // none (BlockCaps::has_aux_loss says which do) and after an evaluation-mode forward.
   virtual torch::Tensor aux_loss() const { return {}; }
+
+  // State that can carry from one video frame to the next (compressive's memories): with
+  // temporal mode on, each forward continues from the state the last one left, until
+  // reset_temporal() forgets it (the demo's `--temporal` resets it on a scene cut or a block
+  // switch). Off by default: training and evaluation see frames that are not a sequence.
+  virtual bool temporal_capable() const { return false; }
+  virtual void set_temporal(bool /*on*/) {}
+  virtual void reset_temporal() {}
 };
 
 using AttentionBlock = std::shared_ptr<AttentionBlockImpl>;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/autograd.h>
 
@@ -113,6 +114,74 @@ Segmented segment_frame(DemoModels& m, int block, const Captured& f, std::option
   return s;
 }
 
+// Temporal mode's bookkeeping, kept by the inference thread: when a block's state across
+// frames must be forgotten, and the line the display shows about it.
+class FrameMemory {
+ public:
+  explicit FrameMemory(double scene_cut) : scene_cut_(scene_cut) {}
+
+  // Before `block` segments frame f: forgets the block's state when it must not carry over
+  // (another block ran last, the same frame again, a scene cut); the status line.
+  std::string before(DemoModels& m, int block, const Captured& f) {
+    const DemoBlock& chosen = m.blocks[static_cast<size_t>(block)];
+    cv::Mat thumb;
+    cv::cvtColor(f.bgr, thumb, cv::COLOR_BGR2GRAY);
+    cv::resize(thumb, thumb, {64, 48}, 0, 0, cv::INTER_AREA);
+    thumb.convertTo(thumb, CV_32F);
+    std::string reason;
+    if (block != block_) {
+      reason = block_ < 0 ? "first frame" : "block switch";
+    } else if (f.index == index_) {
+      reason = "same frame again";
+    } else if (cv::norm(thumb, thumb_, cv::NORM_L1) / static_cast<double>(thumb.total()) > scene_cut_) {
+      reason = "scene cut";
+    }
+    block_ = block;
+    index_ = f.index;
+    thumb_ = thumb;
+    const AttentionBlock attention = chosen.model->head()->block();
+    if (!attention->temporal_capable()) return "memory: none (" + chosen.name + " keeps no state across frames)";
+    if (!reason.empty()) {
+      attention->reset_temporal();
+      carried_ = 0;
+      return "memory reset: " + reason;
+    }
+    ++carried_;
+    return "memory: carried over " + std::to_string(carried_) + (carried_ == 1 ? " frame" : " frames");
+  }
+
+ private:
+  double scene_cut_;
+  int block_ = -1;
+  int64_t index_ = -1;
+  cv::Mat thumb_;
+  int64_t carried_ = 0;
+};
+
+// Temporal mode on for the run's blocks that have it, and off again when the run ends, so that
+// the models the caller keeps are left as they came.
+class TemporalModeGuard {
+ public:
+  TemporalModeGuard(DemoModels& m, bool on) : models_(m), on_(on) { apply(on_); }
+  ~TemporalModeGuard() {
+    if (on_) apply(false);
+  }
+  TemporalModeGuard(const TemporalModeGuard&) = delete;
+  TemporalModeGuard& operator=(const TemporalModeGuard&) = delete;
+
+ private:
+  void apply(bool on) {
+    for (auto& b : models_.blocks) {
+      const AttentionBlock attention = b.model->head()->block();
+      if (!attention->temporal_capable()) continue;
+      attention->set_temporal(on);
+      attention->reset_temporal();
+    }
+  }
+  DemoModels& models_;
+  bool on_;
+};
+
 double median_of(std::vector<double> v) {
   return v.empty() ? 0.0 : percentile(std::move(v), 0.5);
 }
@@ -128,6 +197,7 @@ DemoStats run_demo(DemoModels& models, FrameSource& source, DemoView& view, Demo
   std::vector<double> read_ms, model_ms, prepost_ms, show_ms, latency_ms;
   int64_t read = 0, reconnects = 0;
   const int blocks = static_cast<int>(models.blocks.size());
+  const TemporalModeGuard temporal(models, o.temporal);
 
   std::thread capture([&] {
     try {
@@ -190,8 +260,13 @@ DemoStats run_demo(DemoModels& models, FrameSource& source, DemoView& view, Demo
   std::thread inference([&] {
     try {
       set_threads(models.runtime.threads);  // OpenMP's thread count is per calling thread
+      std::optional<FrameMemory> memory;
+      if (o.temporal) memory.emplace(o.scene_cut);
       while (auto f = frames.take()) {
-        Segmented s = segment_frame(models, controls.block, *f, controls.pinned());
+        const int block = controls.block;
+        const std::string memory_line = memory ? memory->before(models, block, *f) : "";
+        Segmented s = segment_frame(models, block, *f, controls.pinned());
+        s.memory = memory_line;
         model_ms.push_back(s.model_ms);
         prepost_ms.push_back(s.prepost_ms);
         results.put(std::move(s));

@@ -36,6 +36,7 @@ struct Segmented {
   int64_t index = 0;      // frame number in the source, from 0
   double model_ms = 0;    // the model's forward alone (what `attnseg bench --model` times)
   double prepost_ms = 0;  // colour conversion, normalisation, arg-max (and the influence map)
+  std::string memory;     // temporal mode: what the block remembered of earlier frames ("" when off)
   std::chrono::steady_clock::time_point captured;
 };
 
@@ -67,6 +68,12 @@ struct DemoRunOptions {
   bool loop = false;       // start a file again at its end
   int retries = 5;         // reconnection attempts of a live source that stops
   double retry_wait_s = 1.0;
+  // Blocks with temporal state (AttentionBlockImpl::temporal_capable) carry it from frame to
+  // frame, forgetting it on a block switch, on the same frame segmented again (paused) and on
+  // a scene cut: a mean absolute difference of the frames' 64×48 grey thumbnails above
+  // `scene_cut` (0–255).
+  bool temporal = false;
+  double scene_cut = 40.0;
 };
 
 struct DemoStats {

@@ -62,10 +62,12 @@ void draw_caption(cv::Mat& bgr, const Segmented& f, const DemoStatus& status,
     cv::putText(bgr, t, at, cv::FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv::LINE_AA);
   };
   put(text, {8, line}, cv::Scalar(255, 255, 255));
+  const int first_class = f.memory.empty() ? 2 : 3;
+  if (!f.memory.empty()) put(f.memory, {8, 2 * line}, cv::Scalar(255, 255, 255));
   for (size_t c = 0; c < classes.size(); ++c) {
     const cv::Vec3b rgb = palette[c];
     const cv::Scalar colour(rgb[2], rgb[1], rgb[0]);
-    const int y = line * static_cast<int>(c + 2);
+    const int y = line * static_cast<int>(c + first_class);
     cv::rectangle(bgr, {8, y - line / 2 - 2}, {8 + line / 2, y - 2}, colour, cv::FILLED);
     put(classes[c], {14 + line / 2, y}, cv::Scalar(255, 255, 255));
   }

@@ -128,7 +128,8 @@ StepLosses train_step(TrainingState& state, const Batch& batch, double lr, const
   const bool step = !state.scaler || state.scaler->unscale_and_update(state.model->parameters());
   if (step) state.optimizer->step();
   ++state.iteration;
-  return {loss.total.detach(), loss.decode.detach(), loss.aux.defined() ? loss.aux.detach() : torch::Tensor()};
+  auto detached = [](const torch::Tensor& t) { return t.defined() ? t.detach() : torch::Tensor(); };
+  return {loss.total.detach(), loss.decode.detach(), detached(loss.aux), detached(loss.block)};
 }
 
 CheckpointPolicy::CheckpointPolicy(fs::path work_dir, const TrainSettings& s, const Runtime& runtime)
@@ -297,6 +298,7 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
       nlohmann::json line{{"iter", done}, {"loss", loss_value}, {"decode_loss", loss.decode.item<double>()},
                           {"lr", lr}, {"img_per_s", ips}, {"data_wait_s", loader.wait_seconds()}};
       if (loss.aux.defined()) line["aux_loss"] = loss.aux.item<double>();
+      if (loss.block.defined()) line["block_loss"] = loss.block.item<double>();
       const nlohmann::json block = block_stats(state.model);
       if (!block.empty()) line["block"] = block;
       metrics.write(line);

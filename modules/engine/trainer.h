@@ -59,6 +59,7 @@ using GradientHook = std::function<void(Segmentor&)>;
 // The losses of one step, detached and left on the device (reading them waits for it).
 struct StepLosses {
   torch::Tensor total, decode, aux;  // aux undefined without the auxiliary head
+  torch::Tensor block;               // the attention block's own loss; undefined for most blocks
 };
 
 // One optimizer step at learning rate `lr` on a batch already on the model's device: the

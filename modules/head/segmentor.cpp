@@ -70,6 +70,10 @@ SegmentorLoss SegmentorImpl::loss(const SegmentorOutput& out, const torch::Tenso
     loss.aux = segmentation_loss(out.aux, labels);
     loss.total = loss.total + aux_weight_ * loss.aux;
   }
+  if (at::Tensor block = head_->block()->aux_loss(); block.defined()) {
+    loss.block = block.to(at::kFloat);
+    loss.total = loss.total + loss.block;
+  }
   return loss;
 }
 

@@ -22,6 +22,7 @@ struct SegmentorOutput {
 
 struct SegmentorLoss {
   torch::Tensor total, decode, aux;
+  torch::Tensor block;  // the attention block's own loss (AttentionBlockImpl::aux_loss), or undefined
 };
 
 // Class scores and, from the same pass, what the attention block received.
@@ -39,7 +40,8 @@ class SegmentorImpl : public torch::nn::Module {
   // predict() that also keeps the attention block's input (the demo's influence map).
   Prediction predict_with_block_input(const torch::Tensor& images);
   // Cross-entropy with kIgnoreIndex, on logits upsampled to the label size; the auxiliary
-  // loss is added with its weight.
+  // loss is added with its weight, and the attention block's own loss of the last forward
+  // (routing's commitment loss), weighted by the block's options, as it is.
   SegmentorLoss loss(const SegmentorOutput& out, const torch::Tensor& labels) const;
 
   // Parameter and buffer names with shapes: two models with the same signature can share a
