@@ -40,13 +40,18 @@ def main():
     results = []
     for block in args.blocks.split(","):
         module = importlib.import_module(block)
-        if not hasattr(module, "build"):
+        if not hasattr(module, "build") and not hasattr(module, "build_for"):
             continue
         src, commit = common.reference_tree(args.refs, module.REPO)
-        net = module.build(src, args.channels).eval()
+        # A reference whose parameters depend on the token count (linformer's Linear(N, k))
+        # is built for each size.
+        per_size = hasattr(module, "build_for")
+        net = module.build_for(src, args.channels, *sizes[0]) if per_size else module.build(src, args.channels)
         entry = {"block": block, "reference": f"{module.REPO}@{commit}",
-                 "parameters": sum(p.numel() for p in net.parameters()), "sizes": []}
+                 "parameters": sum(p.numel() for p in net.eval().parameters()), "sizes": []}
         for h, w in sizes:
+            if per_size:
+                net = module.build_for(src, args.channels, h, w).eval()
             torch.manual_seed(0)
             x = torch.randn(args.batch, args.channels, h, w)
             ms = []
