@@ -14,7 +14,8 @@ namespace attnseg::test {
 
 // Softmax attention of one query over a list of (key, value) rows, all [h·d] with head `h` at
 // channels h·d .. h·d + d − 1; adds the result for head `h` into out.
-inline void attend_rows(const std::vector<double>& query, const std::vector<std::vector<double>>& keys,
+inline void attend_rows(const std::vector<double>& query,
+                        const std::vector<std::vector<double>>& keys,
                         const std::vector<std::vector<double>>& values, int64_t head, int64_t d,
                         std::vector<double>& out) {
   std::vector<double> w(keys.size());
@@ -32,7 +33,8 @@ inline void attend_rows(const std::vector<double>& query, const std::vector<std:
 
 // The compression f_c of a list of rows (oldest first): zero rows prepended to a multiple of c,
 // then slot p, channel o = bias[o] + Σ_i Σ_t weight[o][i][t] · row[p·c + t][i].
-inline std::vector<std::vector<double>> compress_rows(std::vector<std::vector<double>> rows, const at::Tensor& weight,
+inline std::vector<std::vector<double>> compress_rows(std::vector<std::vector<double>> rows,
+                                                      const at::Tensor& weight,
                                                       const at::Tensor& bias) {
   const at::Tensor wd = weight.to(at::kDouble), bd = bias.to(at::kDouble);
   const auto wa = wd.accessor<double, 3>();
@@ -60,16 +62,18 @@ inline std::vector<std::vector<double>> compress_rows(std::vector<std::vector<do
 // first, are compressed (f_c, separately for keys and values) and appended to the compressed
 // memory, which keeps its newest cmem_len slots. Memories start empty. Outputs at padded
 // queries are compared too (they attend like any query in their segment).
-inline at::Tensor compressive_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t real,
-                                        int64_t segment, int64_t mem_len, int64_t cmem_len, const at::Tensor& k_weight,
-                                        const at::Tensor& k_bias, const at::Tensor& v_weight,
-                                        const at::Tensor& v_bias) {
+inline at::Tensor compressive_reference(const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, int64_t real, int64_t segment,
+                                        int64_t mem_len, int64_t cmem_len,
+                                        const at::Tensor& k_weight, const at::Tensor& k_bias,
+                                        const at::Tensor& v_weight, const at::Tensor& v_bias) {
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3);
   // rows[b][n] = the token's channels over all heads.
   auto rows_of = [&](const at::Tensor& x) {
     const at::Tensor xd = x.to(at::kDouble);
     const auto xa = xd.accessor<double, 4>();
-    std::vector<std::vector<std::vector<double>>> rows(B, std::vector<std::vector<double>>(N, std::vector<double>(H * D)));
+    std::vector<std::vector<std::vector<double>>> rows(
+        B, std::vector<std::vector<double>>(N, std::vector<double>(H * D)));
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t n = 0; n < N; ++n) {
         for (int64_t h = 0; h < H; ++h) {
@@ -124,13 +128,14 @@ inline at::Tensor compressive_reference(const at::Tensor& q, const at::Tensor& k
 
 // Attention over given edges: out_i = Σ_t softmax_t(q_i·k_{E[i,t]}/√d + s[i,t]) v_{E[i,t]},
 // a −inf score dropping its edge.
-inline at::Tensor sac_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& edges,
-                                const at::Tensor& scores) {
+inline at::Tensor sac_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& edges, const at::Tensor& scores) {
   const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble),
                    sd = scores.to(at::kDouble), ed = edges.to(at::kLong);
-  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), DV = v.size(3), K = edges.size(3);
-  const auto qa = qd.accessor<double, 4>(), ka = kd.accessor<double, 4>(), va = vd.accessor<double, 4>(),
-             sa = sd.accessor<double, 4>();
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), DV = v.size(3),
+                K = edges.size(3);
+  const auto qa = qd.accessor<double, 4>(), ka = kd.accessor<double, 4>(),
+             va = vd.accessor<double, 4>(), sa = sd.accessor<double, 4>();
   const auto ea = ed.accessor<int64_t, 4>();
   at::Tensor out = at::zeros({B, H, N, DV}, at::kDouble);
   auto oa = out.accessor<double, 4>();

@@ -15,12 +15,14 @@
 #include "compressive_reference.h"
 #include "core/error.h"
 #include "engine/counters.h"
+#include "fixture.h"
 
 namespace attnseg {
 namespace {
 
 double relative_error(const at::Tensor& out, const at::Tensor& ref) {
-  return ((out.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm()).item<double>();
+  return ((out.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm())
+      .item<double>();
 }
 
 template <typename F>
@@ -37,7 +39,10 @@ struct PaddedInput {
   TokenGrid grid;
 };
 PaddedInput padded_input(int64_t b, int64_t heads, int64_t real, int64_t n, int64_t d) {
-  PaddedInput in{torch::randn({b, heads, n, d}), torch::randn({b, heads, n, d}), torch::randn({b, heads, n, d}), {}};
+  PaddedInput in{torch::randn({b, heads, n, d}),
+                 torch::randn({b, heads, n, d}),
+                 torch::randn({b, heads, n, d}),
+                 {}};
   in.grid = padded_grid(TokenGrid{1, real, TokenOrder::raster, {}, 0, {}}, n - real, torch::kCPU);
   return in;
 }
@@ -74,8 +79,8 @@ TEST(Compressive, MemoryAndCompressedMemoryLengthsAreTheConfiguredOnes) {
   Compressive block(small_compressive());
   block->eval();
   block->forward(torch::randn({1, 16, 7, 9}));
-  const std::vector<std::pair<int64_t, int64_t>> expected{{0, 0}, {8, 0}, {12, 2}, {12, 5},
-                                                           {12, 5}, {12, 5}, {12, 5}, {12, 5}};
+  const std::vector<std::pair<int64_t, int64_t>> expected{{0, 0},  {8, 0},  {12, 2}, {12, 5},
+                                                          {12, 5}, {12, 5}, {12, 5}, {12, 5}};
   ASSERT_EQ(block->last_memory_use().size(), expected.size());
   for (size_t s = 0; s < expected.size(); ++s) {
     EXPECT_EQ(block->last_memory_use()[s].memory, expected[s].first) << "segment " << s;
@@ -99,11 +104,36 @@ TEST(Compressive, OutputEqualsTheSegmentwiseFloat64Reference) {
   block->eval();
   const PaddedInput in = padded_input(2, 4, 63, 64, 4);
   const at::Tensor out = block->attend(in.q, in.k, in.v, in.grid);
-  const at::Tensor ref = test::compressive_reference(in.q, in.k, in.v, 63, 8, 12, 5, block->k_weight, block->k_bias,
-                                                     block->v_weight, block->v_bias);
+  const at::Tensor ref =
+      test::compressive_reference(in.q, in.k, in.v, 63, 8, 12, 5, block->k_weight, block->k_bias,
+                                  block->v_weight, block->v_bias);
   const double error = relative_error(out, ref);
   std::printf("compressive against the float64 reference: relative error %.2e\n", error);
   EXPECT_LT(error, 1e-5);
+}
+
+// lucidrains' SelfAttention run segment by segment with its memories (fixture recorded by
+// tools/reference/compressive.py, float64; 5 segments of 3, memory 4, 3 compressed slots, rate 2,
+// so evictions are padded). The reference is causal inside a segment and this block is not: the
+// last query of each segment sees its whole segment in both, and there they agree.
+TEST(Compressive, MatchesTheReferenceImplementationAtEachSegmentsLastQuery) {
+  const test::Fixture f = test::load_fixture("compressive");
+  const at::Tensor s = f["settings"].to(torch::kLong);
+  const functional::CompressiveSettings settings{s[0].item<int64_t>(), s[1].item<int64_t>(),
+                                                 s[2].item<int64_t>(), s[3].item<int64_t>()};
+  functional::CompressiveMemory memory;
+  std::vector<functional::SegmentMemory> used;
+  const at::Tensor out = functional::compressive_attention(
+      f["q"], f["k"], f["v"], {}, memory, settings, f["k_weight"], f["k_bias"], f["v_weight"],
+      f["v_bias"], false, &used, nullptr);
+  ASSERT_EQ(used.size(), 5u);
+  EXPECT_EQ(used.back().compressed, 3) << "the fixture never reached a full compressed memory";
+  const at::Tensor last = torch::arange(settings.segment - 1, out.size(2), settings.segment);
+  const double error =
+      test::max_relative_error(out.index_select(2, last), f["y"].index_select(2, last));
+  std::printf("compressive against lucidrains' SelfAttention at the segments' last queries: %.2e\n",
+              error);
+  EXPECT_LT(error, 1e-10);
 }
 
 TEST(Compressive, PaddedKeysAreNeverAttendedNorRemembered) {
@@ -118,7 +148,8 @@ TEST(Compressive, PaddedKeysAreNeverAttendedNorRemembered) {
   const at::Tensor b = block->attend(repad(in.q, 59), repad(in.k, 59), repad(in.v, 59), in.grid);
   EXPECT_TRUE(torch::allclose(a.narrow(2, 0, 59), b.narrow(2, 0, 59), 1e-6, 1e-6));
   EXPECT_TRUE(torch::equal(left.k, block->memory().k)) << "padded keys entered the memory";
-  EXPECT_TRUE(torch::equal(left.ck, block->memory().ck)) << "padded keys entered the compressed memory";
+  EXPECT_TRUE(torch::equal(left.ck, block->memory().ck))
+      << "padded keys entered the compressed memory";
 }
 
 // Video: with temporal mode on, the second frame's output depends on the first frame; off, or
@@ -173,7 +204,8 @@ TEST(Compressive, ReconstructionLossTrainsOnlyTheCompressionNetwork) {
   loss.backward();
   for (const auto& item : block->named_parameters()) {
     const bool compression = item.key().rfind("compress_", 0) == 0;
-    const bool reached = item.value().grad().defined() && item.value().grad().abs().sum().item<double>() > 0;
+    const bool reached =
+        item.value().grad().defined() && item.value().grad().abs().sum().item<double>() > 0;
     EXPECT_EQ(reached, compression) << item.key();
   }
   block->eval();
@@ -201,8 +233,10 @@ TEST(Compressive, ProductsGrowLinearlyWithTheTokenCount) {
 TEST(Sac, EachTokenAttendsToExactlyKDistinctPartners) {
   torch::manual_seed(5);
   const int64_t n = 63, k = 6;
-  const auto q = torch::randn({1, 2, n + 1, 4}), kk = torch::randn({1, 2, n + 1, 4}), v = torch::randn({1, 2, n + 1, 4});
-  const TokenGrid grid = padded_grid(TokenGrid{7, 9, TokenOrder::raster, {}, 0, {}}, 1, torch::kCPU);
+  const auto q = torch::randn({1, 2, n + 1, 4}), kk = torch::randn({1, 2, n + 1, 4}),
+             v = torch::randn({1, 2, n + 1, 4});
+  const TokenGrid grid =
+      padded_grid(TokenGrid{7, 9, TokenOrder::raster, {}, 0, {}}, 1, torch::kCPU);
   const auto [edges, scores] = functional::sac_edges(torch::randn({1, 2, n + 1, 8}), grid.key_valid,
                                                      torch::randn({2, 8, 4}), /*chunk=*/16, k);
   ASSERT_EQ(edges.sizes(), (std::vector<int64_t>{1, 2, n + 1, k}));
@@ -219,8 +253,11 @@ TEST(Sac, EachTokenAttendsToExactlyKDistinctPartners) {
     for (const int64_t j : {*partners.begin(), stranger}) {
       at::Tensor v2 = v.clone();
       v2[0][1][j].add_(10.0);
-      const double moved = (functional::sac_attention(q, kk, v2, edges, scores)[0][1][i] - out[0][1][i])
-                               .abs().max().item<double>();
+      const double moved =
+          (functional::sac_attention(q, kk, v2, edges, scores)[0][1][i] - out[0][1][i])
+              .abs()
+              .max()
+              .item<double>();
       if (partners.count(j)) {
         EXPECT_GT(moved, 1e-6) << "partner " << j << " of token " << i;
       } else {
@@ -260,7 +297,8 @@ TEST(Sac, KeptEdgesAreTheTopScoringCandidatesOfTheHashedChunks) {
     std::vector<double> h;
     for (int64_t c = 0; c < 2; ++c) {
       double acc = 0;
-      for (int64_t j = 0; j < r; ++j) acc += e[0][0][i][j].item<double>() * rotations[0][j][c].item<double>();
+      for (int64_t j = 0; j < r; ++j)
+        acc += e[0][0][i][j].item<double>() * rotations[0][j][c].item<double>();
       h.push_back(acc);
     }
     h.push_back(-h[0]);
@@ -275,7 +313,8 @@ TEST(Sac, KeptEdgesAreTheTopScoringCandidatesOfTheHashedChunks) {
       for (int64_t m = c * chunk; m < (c + 1) * chunk; ++m) {
         const int64_t j = keyed[m].second;
         double s = 0;
-        for (int64_t t = 0; t < r; ++t) s += e[0][0][i][t].item<double>() * e[0][0][j][t].item<double>();
+        for (int64_t t = 0; t < r; ++t)
+          s += e[0][0][i][t].item<double>() * e[0][0][j][t].item<double>();
         candidates.emplace_back(s / std::sqrt(static_cast<double>(r)), j);
       }
     }
@@ -335,7 +374,8 @@ TEST(TokenHost, ExecutedMultiplyAddsEqualTheAnalyticCountOfCompressiveAndSac) {
     block->eval();
     for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 16, 7, 9}, {1, 16, 13, 29}}) {
       const at::Tensor x = torch::randn(shape);
-      EXPECT_EQ(counted_macs([&] { block->forward(x); }), block->macs(shape)) << name << " " << shape[2];
+      EXPECT_EQ(counted_macs([&] { block->forward(x); }), block->macs(shape))
+          << name << " " << shape[2];
     }
   }
 }

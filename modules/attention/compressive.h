@@ -59,8 +59,9 @@ at::Tensor compress_memory(const at::Tensor& x, const at::Tensor& weight, const 
 at::Tensor compressive_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& key_valid, CompressiveMemory& memory,
                                  const CompressiveSettings& settings, const at::Tensor& k_weight,
-                                 const at::Tensor& k_bias, const at::Tensor& v_weight, const at::Tensor& v_bias,
-                                 bool keep_last, std::vector<SegmentMemory>* used, at::Tensor* aux_loss);
+                                 const at::Tensor& k_bias, const at::Tensor& v_weight,
+                                 const at::Tensor& v_bias, bool keep_last,
+                                 std::vector<SegmentMemory>* used, at::Tensor* aux_loss);
 }  // namespace functional
 
 struct CompressiveOptions {
@@ -72,7 +73,8 @@ struct CompressiveOptions {
   TORCH_ARG(int64_t, segment) = 24;
   TORCH_ARG(int64_t, mem_len) = 24;
   TORCH_ARG(int64_t, cmem_len) = 24;
-  TORCH_ARG(int64_t, compression) = 4;  // c: the rate the paper recommends (as the reference's default)
+  TORCH_ARG(int64_t,
+            compression) = 4;  // c: the rate the paper recommends (as the reference's default)
 
  public:
   template <typename Field>
@@ -90,7 +92,8 @@ class CompressiveImpl : public TokenHostImpl {
  public:
   explicit CompressiveImpl(const CompressiveOptions& options);
   void reset();
-  at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const TokenGrid& grid) override;
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const TokenGrid& grid) override;
   // The evaluation forward with temporal mode off (memories start empty, no update after the
   // last segment).
   int64_t core_macs(int64_t b, int64_t n) const override;

@@ -29,8 +29,8 @@ namespace functional {
 std::pair<at::Tensor, at::Tensor> sac_edges(const at::Tensor& e, const at::Tensor& key_valid,
                                             const at::Tensor& rotations, int64_t chunk, int64_t k);
 // out_i = Σ_t softmax_t(q_i·k_{E[i,t]}/√d + s[i,t]) v_{E[i,t]}. q, k, v: [B, h, N, d].
-at::Tensor sac_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& edges,
-                         const at::Tensor& scores);
+at::Tensor sac_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& edges, const at::Tensor& scores);
 }  // namespace functional
 
 struct SacOptions {
@@ -57,7 +57,8 @@ class SacImpl : public TokenHostImpl {
  public:
   explicit SacImpl(const SacOptions& options);
   void reset();
-  at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const TokenGrid& grid) override;
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const TokenGrid& grid) override;
   int64_t core_macs(int64_t b, int64_t n) const override;
   int64_t token_multiple() const override { return options.chunk(); }
   // The edges of the last forward, [B, h, N (padded), k].
