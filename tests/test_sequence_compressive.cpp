@@ -247,23 +247,25 @@ TEST(Sac, EachTokenAttendsToExactlyKDistinctPartners) {
     for (int64_t t = 0; t < k; ++t) partners.insert(row[t].item<int64_t>());
     EXPECT_EQ(partners.size(), static_cast<size_t>(k)) << "token " << i;
     EXPECT_EQ(partners.count(n), 0u) << "token " << i << " chose the padded token";
-    // A partner's value moves the output of token i; another token's value does not.
-    int64_t stranger = 0;
-    while (partners.count(stranger)) ++stranger;
-    for (const int64_t j : {*partners.begin(), stranger}) {
-      at::Tensor v2 = v.clone();
-      v2[0][1][j].add_(10.0);
-      const double moved =
-          (functional::sac_attention(q, kk, v2, edges, scores)[0][1][i] - out[0][1][i])
-              .abs()
-              .max()
-              .item<double>();
+    // Each partner's value moves the output of token i; the values of all other tokens at
+    // once (the padded one included) do not.
+    auto moved = [&](const at::Tensor& v2) {
+      return (functional::sac_attention(q, kk, v2, edges, scores)[0][1][i] - out[0][1][i])
+          .abs()
+          .max()
+          .item<double>();
+    };
+    at::Tensor strangers = v.clone();
+    for (int64_t j = 0; j <= n; ++j) {
       if (partners.count(j)) {
-        EXPECT_GT(moved, 1e-6) << "partner " << j << " of token " << i;
+        at::Tensor v2 = v.clone();
+        v2[0][1][j].add_(10.0);
+        EXPECT_GT(moved(v2), 1e-6) << "partner " << j << " of token " << i;
       } else {
-        EXPECT_EQ(moved, 0.0) << "non-partner " << j << " of token " << i;
+        strangers[0][1][j].add_(10.0);
       }
     }
+    EXPECT_EQ(moved(strangers), 0.0) << "a non-partner reached token " << i;
   }
 }
 
