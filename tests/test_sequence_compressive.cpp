@@ -397,6 +397,25 @@ TEST(TokenHost, CompressiveAndSacRunOnTheDemosSixtyByEightyMap) {
   }
 }
 
+// Maps with fewer tokens than one segment (compressive) or than k (sac, one chunk): mostly
+// padding. The output and every gradient stay finite: no query is left with only masked keys.
+TEST(TokenHost, CompressiveAndSacRunOnMapsSmallerThanASegmentOrK) {
+  for (const std::string name : {"compressive", "sac"}) {
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 16, 1, 1}, {1, 16, 2, 3}}) {
+      torch::manual_seed(11);
+      const AttentionBlock block = build_block(name, 16);
+      const at::Tensor x = torch::randn(shape, torch::requires_grad());
+      const at::Tensor y = block->forward(x);
+      (y * torch::randn_like(y)).sum().backward();
+      EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << name << " " << shape[3];
+      EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>()) << name << " " << shape[3];
+      for (const auto& p : block->parameters()) {
+        if (p.grad().defined()) EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>()) << name;
+      }
+    }
+  }
+}
+
 TEST(TokenHost, BadCompressiveAndSacOptionsNameTheBlockAndKey) {
   for (const auto& [yaml, key] : std::vector<std::pair<std::string, std::string>>{
            {"{type: compressive, compressive: {segment: 0}}", "segment"},
