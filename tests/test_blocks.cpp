@@ -12,6 +12,7 @@
 #include "attention/autonl.h"
 #include "attention/axial.h"
 #include "attention/ccnet.h"
+#include "attention/compressive.h"
 #include "attention/cbam.h"
 #include "attention/efficient.h"
 #include "attention/ema.h"
@@ -24,10 +25,12 @@
 #include "attention/nonlocal.h"
 #include "attention/performer.h"
 #include "attention/permutohedral.h"
+#include "attention/sac.h"
 #include "attention/registry.h"
 #include "attention/scram.h"
 #include "core/cpu_bf16.h"
 #include "core/device.h"
+#include "compressive_reference.h"
 #include "fixture.h"
 #include "permutohedral_reference.h"
 #include "sequence_reference.h"
@@ -424,6 +427,32 @@ const std::map<std::string, CoreCheck>& core_checks() {
          const auto q = torch::randn({2, 3, 31, 5}), k = torch::randn({2, 3, 31, 5}), v = torch::randn({2, 3, 31, 6});
          const auto e = torch::randn({7, 31}) * 0.3, f = torch::randn({7, 31}) * 0.3;
          return relative_error(functional::linformer_attention(q, k, v, e, f), test::linformer_reference(q, k, v, e, f));
+       }},
+      // 31 real tokens padded to 32 in segments of 4; a memory of 6 (evictions not a multiple of
+      // c = 3, so f_c pads) and 3 compressed slots.
+      {"compressive",
+       [] {
+         torch::manual_seed(16);
+         const auto q = torch::randn({2, 3, 32, 5}), k = torch::randn({2, 3, 32, 5}), v = torch::randn({2, 3, 32, 5});
+         const auto kw = torch::randn({15, 15, 3}) * 0.2, kb = torch::randn({15}) * 0.2,
+                    vw = torch::randn({15, 15, 3}) * 0.2, vb = torch::randn({15}) * 0.2;
+         const TokenGrid grid = padded_grid(TokenGrid{1, 31, TokenOrder::raster, {}, 0, {}}, 1, torch::kCPU);
+         functional::CompressiveMemory memory;
+         const at::Tensor out = functional::compressive_attention(q, k, v, grid.key_valid, memory, {4, 6, 3, 3}, kw, kb,
+                                                                  vw, vb, false, nullptr, nullptr);
+         return relative_error(out, test::compressive_reference(q, k, v, 31, 4, 6, 3, kw, kb, vw, vb));
+       }},
+      // The edges the predictor picks on 31 real tokens padded to 32 (chunks of 8, k = 5), then
+      // attention over exactly those edges.
+      {"sac",
+       [] {
+         torch::manual_seed(17);
+         const auto q = torch::randn({2, 3, 32, 5}), k = torch::randn({2, 3, 32, 5}), v = torch::randn({2, 3, 32, 6});
+         const TokenGrid grid = padded_grid(TokenGrid{1, 31, TokenOrder::raster, {}, 0, {}}, 1, torch::kCPU);
+         const auto [edges, scores] =
+             functional::sac_edges(torch::randn({2, 3, 32, 4}), grid.key_valid, torch::randn({3, 4, 3}), 8, 5);
+         return relative_error(functional::sac_attention(q, k, v, edges, scores),
+                               test::sac_reference(q, k, v, edges, scores));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.
