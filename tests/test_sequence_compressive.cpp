@@ -144,7 +144,7 @@ TEST(Compressive, PaddedKeysAreNeverAttendedNorRemembered) {
   const PaddedInput in = padded_input(1, 4, 59, 64, 4);
   const at::Tensor a = block->attend(in.q, in.k, in.v, in.grid);
   const functional::CompressiveMemory left = block->memory();
-  block->reset_memory();
+  block->reset_temporal();
   const at::Tensor b = block->attend(repad(in.q, 59), repad(in.k, 59), repad(in.v, 59), in.grid);
   EXPECT_TRUE(torch::allclose(a.narrow(2, 0, 59), b.narrow(2, 0, 59), 1e-6, 1e-6));
   EXPECT_TRUE(torch::equal(left.k, block->memory().k)) << "padded keys entered the memory";
@@ -153,7 +153,7 @@ TEST(Compressive, PaddedKeysAreNeverAttendedNorRemembered) {
 }
 
 // Video: with temporal mode on, the second frame's output depends on the first frame; off, or
-// after reset_memory(), it does not.
+// after reset_temporal(), it does not.
 TEST(Compressive, TemporalModeCarriesTheFirstFramesMemoryIntoTheSecond) {
   torch::manual_seed(3);
   Compressive block(small_compressive());
@@ -162,19 +162,19 @@ TEST(Compressive, TemporalModeCarriesTheFirstFramesMemoryIntoTheSecond) {
   const at::Tensor first = torch::randn({1, 16, 5, 7}), second = torch::randn({1, 16, 5, 7});
   const at::Tensor perturbed = first + 0.5 * torch::randn_like(first);
   auto second_after = [&](const at::Tensor& frame) {
-    block->reset_memory();
+    block->reset_temporal();
     block->forward(frame);
     return block->forward(second);
   };
   block->set_temporal(true);
   const at::Tensor a = second_after(first), b = second_after(perturbed);
   EXPECT_GT((a - b).abs().max().item<double>(), 1e-3) << "the first frame did not reach the second";
-  block->reset_memory();
+  block->reset_temporal();
   const at::Tensor fresh = block->forward(second);
   block->set_temporal(false);
   const at::Tensor c = second_after(first), d = second_after(perturbed);
   EXPECT_TRUE(torch::equal(c, d)) << "memory carried over with temporal mode off";
-  EXPECT_TRUE(torch::allclose(fresh, c, 1e-6, 1e-6)) << "reset_memory() left something behind";
+  EXPECT_TRUE(torch::allclose(fresh, c, 1e-6, 1e-6)) << "reset_temporal() left something behind";
 }
 
 TEST(Compressive, TemporalMemoryRefusesAFrameOfAnotherBatchSize) {
@@ -186,7 +186,7 @@ TEST(Compressive, TemporalMemoryRefusesAFrameOfAnotherBatchSize) {
     block->forward(torch::randn({1, 16, 5, 7}));
     FAIL() << "no error";
   } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("reset_memory"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("reset_temporal"), std::string::npos) << e.what();
   }
 }
 

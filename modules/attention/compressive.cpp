@@ -122,15 +122,15 @@ void CompressiveImpl::reset() {
   k_bias = register_parameter("compress_k_bias", uniform({inner}));
   v_weight = register_parameter("compress_v_weight", uniform({inner, inner, c}));
   v_bias = register_parameter("compress_v_bias", uniform({inner}));
-  reset_memory();
+  reset_temporal();
 }
 
 void CompressiveImpl::set_temporal(bool on) {
   temporal_ = on;
-  if (!on) reset_memory();
+  if (!on) reset_temporal();
 }
 
-void CompressiveImpl::reset_memory() {
+void CompressiveImpl::reset_temporal() {
   memory_ = {};
 }
 
@@ -140,7 +140,7 @@ at::Tensor CompressiveImpl::attend(const at::Tensor& q, const at::Tensor& k, con
   if (temporal_ && memory_.length() + memory_.compressed_length() > 0) {
     const int64_t held = memory_.length() > 0 ? memory_.k.size(0) : memory_.ck.size(0);
     TORCH_CHECK(held == q.size(0), "compressive: the temporal memory holds a batch of ", held,
-                " but this frame has ", q.size(0), "; call reset_memory() before a new video");
+                " but this frame has ", q.size(0), "; call reset_temporal() before a new video");
     auto here = [&](const at::Tensor& t) { return t.defined() ? t.to(q.device()) : t; };
     memory = {here(memory_.k), here(memory_.v), here(memory_.ck), here(memory_.cv)};
   }

@@ -9,7 +9,7 @@
 //
 // Within one forward pass the memories start empty. Temporal mode (set_temporal, for video, the
 // demo): the first segment of a frame starts with the memories the previous frame left, detached,
-// so a frame's output depends on the frames before it; reset_memory() forgets them. The memories
+// so a frame's output depends on the frames before it; reset_temporal() forgets them. The memories
 // depend on the batch and the frame, so they are members, not registered buffers: a checkpoint
 // never holds them and its parameter list is the same in either mode.
 //
@@ -100,11 +100,13 @@ class CompressiveImpl : public TokenHostImpl {
   int64_t token_multiple() const override { return options.segment(); }
   torch::Tensor aux_loss() const override { return aux_loss_; }
 
-  // Video: with `on`, each forward starts from the memories the last one left (detached); the
-  // batch size must stay the same between frames. Turning it off forgets them.
-  void set_temporal(bool on);
+  // Video (AttentionBlockImpl's temporal mode, the demo's --temporal): with `on`, each forward
+  // starts from the memories the last one left (detached); the batch size must stay the same
+  // between frames. Turning it off forgets them, as reset_temporal() does.
+  bool temporal_capable() const override { return true; }
+  void set_temporal(bool on) override;
   bool temporal() const { return temporal_; }
-  void reset_memory();
+  void reset_temporal() override;
   // The memory and compressed-memory lengths each segment of the last forward attended to.
   const std::vector<functional::SegmentMemory>& last_memory_use() const { return last_use_; }
   const functional::CompressiveMemory& memory() const { return memory_; }
