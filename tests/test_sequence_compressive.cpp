@@ -410,7 +410,9 @@ TEST(TokenHost, CompressiveAndSacRunOnMapsSmallerThanASegmentOrK) {
       EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << name << " " << shape[3];
       EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>()) << name << " " << shape[3];
       for (const auto& p : block->parameters()) {
-        if (p.grad().defined()) EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>()) << name;
+        if (p.grad().defined()) {
+          EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>()) << name;
+        }
       }
     }
   }
