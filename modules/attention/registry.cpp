@@ -16,6 +16,8 @@
 #include "attention/isa.h"
 #include "attention/linear.h"
 #include "attention/linformer.h"
+#include "attention/routing.h"
+#include "attention/sinkhorn.h"
 #include "attention/none.h"
 #include "attention/nonlocal.h"
 #include "attention/options.h"
@@ -55,6 +57,15 @@ constexpr BlockCaps kHasState{false, false, false, /*has_state=*/true};
 // on the CPU; fp16 only where a GPU has run them, which none has yet.
 constexpr BlockCaps kNoFp16{false, false, false, false, /*cuda=*/true, /*bf16=*/true, /*fp16=*/false};
 
+// routing's windows and sinkhorn's block pairing are discrete choices made on the queries and
+// keys, and the sorting network's log(ReLU(x) + eps) has gradient 1/(x + eps): the host's
+// projections round q and k to bf16 before the cores (which compute in float), and that
+// rounding moves tokens between routing's windows (2.4% output error on the harness's 7×9 map)
+// and puts sinkhorn's query and key gradients 5-9% off. Both stay off reduced precision.
+constexpr BlockCaps kRoutingCaps{false, false, /*has_aux_loss=*/true, /*has_state=*/true,
+                                 /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
+constexpr BlockCaps kFloatOnly{false, false, false, false, /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
+
 std::vector<BlockSpec> make_registry() {
   BlockSpec none{"none", "baseline", "-", "0", {}, {}, {}};
   none.configure = [](int64_t, const ConfigNode& node, bool) -> BlockFactory {
@@ -80,6 +91,8 @@ std::vector<BlockSpec> make_registry() {
       row<LinearAttentionImpl, LinearAttentionOptions>("linear", "sequence", "2006.16236", "O(N C^2)"),
       row<PerformerImpl, PerformerOptions>("performer", "sequence", "2006.03555", "O(N m C)", kHasState),
       row<LinformerImpl, LinformerOptions>("linformer", "sequence", "2006.04768", "O(N k C)"),
+      row<RoutingImpl, RoutingOptions>("routing", "sequence", "2003.05997", "O(N w C)", kRoutingCaps),
+      row<SinkhornImpl, SinkhornOptions>("sinkhorn", "sequence", "2002.11296", "O(N b C)", kFloatOnly),
   };
   std::set<std::string> seen;
   for (const auto& spec : specs) {
