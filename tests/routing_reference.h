@@ -149,10 +149,12 @@ inline at::Tensor sinkhorn_matrix_reference(const at::Tensor& q, const at::Tenso
 
 // Sinkhorn attention: block i pairs with π(i), the first largest entry of row i of the sorting
 // matrix; each real or padded query of block i attends to the real keys of block π(i) (keys and
-// values times R[i][π(i)]) and of block i.
+// values times R[i][π(i)]) and of block i. With `soft`: instead of block π(i)'s, the `bucket`
+// keys Σ_j R[i][j]·k_{j·bucket+t} (padded tokens as zeros), values alike.
 inline at::Tensor sinkhorn_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const at::Tensor& weight, const std::vector<bool>& real,
-                                     int64_t bucket, int64_t iters, double temperature) {
+                                     int64_t bucket, int64_t iters, double temperature,
+                                     bool soft = false) {
   const at::Tensor r = sinkhorn_matrix_reference(q, k, weight, real, bucket, iters, temperature);
   const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), DV = v.size(3), NB = N / bucket;
@@ -164,19 +166,34 @@ inline at::Tensor sinkhorn_reference(const at::Tensor& q, const at::Tensor& k, c
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
       for (int64_t i = 0; i < NB; ++i) {
-        int64_t partner = 0;
-        for (int64_t j = 1; j < NB; ++j) {
-          if (ra[b][h][i][j] > ra[b][h][i][partner]) partner = j;
-        }
-        const double scale = ra[b][h][i][partner];
         std::vector<std::vector<double>> keys, values;
-        for (int64_t t = partner * bucket; t < (partner + 1) * bucket; ++t) {
-          if (!real[t]) continue;
-          std::vector<double> key = row(ka, b, h, t), value = row(va, b, h, t);
-          for (auto& e : key) e *= scale;
-          for (auto& e : value) e *= scale;
-          keys.push_back(key);
-          values.push_back(value);
+        if (soft) {
+          for (int64_t t = 0; t < bucket; ++t) {
+            std::vector<double> key(k.size(3), 0.0), value(DV, 0.0);
+            for (int64_t j = 0; j < NB; ++j) {
+              if (!real[j * bucket + t]) continue;
+              const std::vector<double> kj = row(ka, b, h, j * bucket + t),
+                                        vj = row(va, b, h, j * bucket + t);
+              for (size_t e = 0; e < key.size(); ++e) key[e] += ra[b][h][i][j] * kj[e];
+              for (int64_t e = 0; e < DV; ++e) value[e] += ra[b][h][i][j] * vj[e];
+            }
+            keys.push_back(key);
+            values.push_back(value);
+          }
+        } else {
+          int64_t partner = 0;
+          for (int64_t j = 1; j < NB; ++j) {
+            if (ra[b][h][i][j] > ra[b][h][i][partner]) partner = j;
+          }
+          const double scale = ra[b][h][i][partner];
+          for (int64_t t = partner * bucket; t < (partner + 1) * bucket; ++t) {
+            if (!real[t]) continue;
+            std::vector<double> key = row(ka, b, h, t), value = row(va, b, h, t);
+            for (auto& e : key) e *= scale;
+            for (auto& e : value) e *= scale;
+            keys.push_back(key);
+            values.push_back(value);
+          }
         }
         for (int64_t t = i * bucket; t < (i + 1) * bucket; ++t) {
           if (!real[t]) continue;

@@ -342,21 +342,46 @@ TEST(Sinkhorn, BlockOutputEqualsTheFloat64ReferenceOfTheSameFormula) {
       1e-5);
 }
 
+// soft=true: every block mixed by its row of R (padded tokens as zeros), against the loops.
+TEST(Sinkhorn, SoftPermutationOutputEqualsTheFloat64ReferenceOfTheMixture) {
+  torch::manual_seed(37);
+  SinkhornOptions options = small_sinkhorn(8);
+  options.soft(true);
+  Sinkhorn block(options);
+  block->eval();
+  const TokenGrid grid = padded_grid(raster_grid(7, 9), 1, torch::kCPU);
+  const auto q = torch::randn({2, 2, 64, 8}), k = torch::randn({2, 2, 64, 8}),
+             v = torch::randn({2, 2, 64, 8});
+  std::vector<bool> real(64, true);
+  real[63] = false;
+  const at::Tensor out = block->attend(q, k, v, grid);
+  const at::Tensor ref =
+      test::sinkhorn_reference(q, k, v, block->weight, real, 8, 5, 0.75, /*soft=*/true);
+  EXPECT_LT(relative_error(out.narrow(2, 0, 63), ref.narrow(2, 0, 63)), 1e-5);
+  // Not the paired form: the mixture is what the output holds.
+  const at::Tensor paired = test::sinkhorn_reference(q, k, v, block->weight, real, 8, 5, 0.75);
+  EXPECT_GT(relative_error(out.narrow(2, 0, 63), paired.narrow(2, 0, 63)), 1e-2);
+}
+
 // 61 real tokens in 8 blocks of 8: 3 padding tokens. Whatever the padded q, k, v hold, the real
 // outputs stay (they enter no block sum and are masked as keys in the own and the sorted block).
 TEST(Sinkhorn, PaddedTokensValuesNeverChangeTheRealOutputs) {
-  torch::manual_seed(33);
-  Sinkhorn block(small_sinkhorn(8));
-  block->eval();
-  const TokenGrid grid =
-      padded_grid(TokenGrid{1, 61, TokenOrder::raster, {}, 0, {}}, 3, torch::kCPU);
-  at::Tensor q = torch::randn({2, 2, 64, 8}), k = torch::randn({2, 2, 64, 8}),
-             v = torch::randn({2, 2, 64, 8});
-  const at::Tensor before = block->attend(q, k, v, grid).narrow(2, 0, 61);
-  for (at::Tensor* t : {&q, &k, &v}) t->narrow(2, 61, 3).normal_(0.0, 10.0);
-  const at::Tensor after = block->attend(q, k, v, grid).narrow(2, 0, 61);
-  EXPECT_TRUE(torch::allclose(before, after, 1e-6, 1e-6))
-      << (before - after).abs().max().item<double>();
+  for (const bool soft : {false, true}) {
+    torch::manual_seed(33);
+    SinkhornOptions options = small_sinkhorn(8);
+    options.soft(soft);
+    Sinkhorn block(options);
+    block->eval();
+    const TokenGrid grid =
+        padded_grid(TokenGrid{1, 61, TokenOrder::raster, {}, 0, {}}, 3, torch::kCPU);
+    at::Tensor q = torch::randn({2, 2, 64, 8}), k = torch::randn({2, 2, 64, 8}),
+               v = torch::randn({2, 2, 64, 8});
+    const at::Tensor before = block->attend(q, k, v, grid).narrow(2, 0, 61);
+    for (at::Tensor* t : {&q, &k, &v}) t->narrow(2, 61, 3).normal_(0.0, 10.0);
+    const at::Tensor after = block->attend(q, k, v, grid).narrow(2, 0, 61);
+    EXPECT_TRUE(torch::allclose(before, after, 1e-6, 1e-6))
+        << "soft " << soft << ": " << (before - after).abs().max().item<double>();
+  }
 }
 
 // A query block's outputs depend on the values of its own block and of its one partner block
@@ -466,8 +491,12 @@ TEST(Sinkhorn, BadOptionsNameTheBlockAndTheKey) {
 // On a 7×9 map: 63 tokens, padded to 64 for sinkhorn's blocks of 32; routing's windows of
 // ceil(63 / 16) = 4.
 TEST(TokenHost, ExecutedMultiplyAddsEqualTheAnalyticCountOfTheRoutingAndSinkhornBlocks) {
-  for (const std::string name : {"routing", "sinkhorn"}) {
-    const AttentionBlock block = build_block(name, 16);
+  SinkhornOptions soft(16);
+  soft.soft(true);
+  for (const auto& [name, block] : std::vector<std::pair<std::string, AttentionBlock>>{
+           {"routing", build_block("routing", 16)},
+           {"sinkhorn", build_block("sinkhorn", 16)},
+           {"sinkhorn soft", Sinkhorn(soft).ptr()}}) {
     block->eval();
     const at::Tensor x = torch::randn({2, 16, 7, 9});
     EXPECT_EQ(counted_macs([&] { block->forward(x); }), block->macs({2, 16, 7, 9})) << name;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "core/device.h"
 
@@ -44,33 +45,42 @@ at::Tensor sinkhorn_sorting_matrix(const at::Tensor& q, const at::Tensor& k,
 at::Tensor sinkhorn_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& weight, const at::Tensor& key_valid,
                               int64_t bucket_size, int64_t iters, double temperature,
-                              const at::Tensor& noise) {
+                              const at::Tensor& noise, bool soft) {
   const int64_t b = q.size(0), h = q.size(1), n = q.size(2), d = q.size(3), dv = v.size(3);
   const int64_t nb = n / bucket_size;
   const at::Tensor r =
       sinkhorn_sorting_matrix(q, k, weight, key_valid, bucket_size, iters, temperature, noise);
+  const at::Tensor valid = key_valid.defined() ? key_valid.view({nb, bucket_size}) : at::Tensor();
   // [B, h, nb]: the one entry of each row the reference keeps, and where it is
-  const auto row_max = r.max(-1);
-  const at::Tensor kept = std::get<0>(row_max), partner = std::get<1>(row_max);
-  auto sorted = [&](const at::Tensor& t) {
+  at::Tensor kept, partner;
+  if (!soft) std::tie(kept, partner) = r.max(-1);
+  // The sorted blocks, then each block itself: [B, h, nb, 2·bucket, ·].
+  auto with_sorted = [&](const at::Tensor& t) {
     const at::Tensor blocks = blocks_of(t, bucket_size);
+    if (soft) {
+      // Padded tokens enter the mixture as zeros; each mixed slot is then a real key.
+      const at::Tensor real =
+          valid.defined() ? blocks * valid.view({nb, bucket_size, 1}).to(t.scalar_type()) : blocks;
+      const at::Tensor mixed = at::matmul(r, real.flatten(3)).view(blocks.sizes());
+      return at::cat({mixed, blocks}, 3);
+    }
     const at::Tensor index =
         partner.view({b, h, nb, 1, 1}).expand({b, h, nb, bucket_size, t.size(3)});
-    return at::cat({blocks.gather(2, index) * kept.view({b, h, nb, 1, 1}), blocks},
-                   3);  // [B, h, nb, 2·bucket, ·]
+    return at::cat({blocks.gather(2, index) * kept.view({b, h, nb, 1, 1}), blocks}, 3);
   };
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  at::Tensor scores = at::matmul(blocks_of(q, bucket_size) * scale, sorted(k).transpose(-1, -2));
-  if (key_valid.defined()) {
-    const at::Tensor valid = key_valid.view({nb, bucket_size});
+  at::Tensor scores =
+      at::matmul(blocks_of(q, bucket_size) * scale, with_sorted(k).transpose(-1, -2));
+  if (valid.defined()) {
+    const at::Tensor sorted_valid =
+        soft ? at::ones({b, h, nb, bucket_size}, valid.options())
+             : valid.index_select(0, partner.flatten()).view({b, h, nb, bucket_size});
     const at::Tensor keys_valid =
-        at::cat({valid.index_select(0, partner.flatten()).view({b, h, nb, bucket_size}),
-                 valid.expand({b, h, nb, bucket_size})},
-                -1);
+        at::cat({sorted_valid, valid.expand({b, h, nb, bucket_size})}, -1);
     scores = scores.masked_fill(keys_valid.logical_not().unsqueeze(3),
                                 -std::numeric_limits<double>::infinity());
   }
-  return at::matmul(at::softmax(scores, -1), sorted(v)).view({b, h, n, dv});
+  return at::matmul(at::softmax(scores, -1), with_sorted(v)).view({b, h, n, dv});
 }
 }  // namespace functional
 
@@ -111,8 +121,8 @@ at::Tensor SinkhornImpl::sorting_matrix(const at::Tensor& q, const at::Tensor& k
 
 at::Tensor SinkhornImpl::attend(const at::Tensor& q_in, const at::Tensor& k_in,
                                 const at::Tensor& v_in, const TokenGrid& grid) {
-  // The pairing takes each row's largest entry: in bf16 near-equal entries swap and a block meets
-  // another partner, so the core computes in float under any autocast.
+  // The pairing takes each row's largest entry, and log(ReLU(x) + ε) magnifies rounding near 0:
+  // in float under any autocast.
   AutocastDisabled in_float;
   const at::Tensor q = q_in.to(at::kFloat), k = k_in.to(at::kFloat), v = v_in.to(at::kFloat);
   const int64_t blocks = q.size(2) / options.bucket_size();
@@ -124,15 +134,16 @@ at::Tensor SinkhornImpl::attend(const at::Tensor& q_in, const at::Tensor& k_in,
   }
   return functional::sinkhorn_attention(q, k, v, weight_for(blocks), grid.key_valid,
                                         options.bucket_size(), options.sinkhorn_iters(),
-                                        options.temperature(), noise);
+                                        options.temperature(), noise, options.soft());
 }
 
 int64_t SinkhornImpl::core_macs(int64_t b, int64_t n) const {
   const int64_t h = options.host().heads(), d = options.host().head_width(),
                 nb = n / options.bucket_size();
+  // the sorting logits; QKᵀ and AV per block; with soft, R·K and R·V over every block
   return b * h *
-         (2 * d * nb * nb +
-          4 * n * options.bucket_size() * d);  // sorting logits; QKᵀ and AV per block
+         (2 * d * nb * nb + 4 * n * options.bucket_size() * d +
+          (options.soft() ? 2 * nb * n * d : 0));
 }
 
 }  // namespace attnseg

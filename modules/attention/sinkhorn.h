@@ -4,9 +4,11 @@
 // ReLU([Σ q, Σ k] W) (the sums of each block's queries and keys, W [2d, blocks] per head);
 // log(R + ε) (plus Gumbel noise in training), divided by a temperature, becomes doubly
 // stochastic through `sinkhorn_iters` log-space Sinkhorn iterations (rows, then columns); as the
-// reference, each row then keeps only its largest entry, so query block i is paired with one
-// block π(i), whose keys and values enter scaled by R[i, π(i)] (the product R·blocks with the
-// sparse R, done as a gather: linear in N). Each query block attends jointly to its own block
+// reference (its zero_all_but_top), each row then keeps only its largest entry, so query block i
+// is paired with one block π(i), whose keys and values enter scaled by R[i, π(i)] (the product
+// R·blocks with the sparse R, done as a gather: linear in N). With soft=true the paper's soft
+// permutation instead: the sorted block i is Σ_j R[i, j]·block_j, the dense product R·blocks
+// (2·N·nb·d more products: quadratic in N). Each query block attends jointly to its own block
 // and to its sorted block (2·bucket_size keys).
 //
 // On a feature map: blocks in the host's token order (raster rows, or tiles with order=tiles).
@@ -17,7 +19,8 @@
 // softmax(q·k/√d_head) (the reference divides by the model width's root instead).
 //
 // Cost: B·h·(2d·nb² + 4·N·bucket_size·d) products, nb = N / bucket_size: linear in N up to the
-// sorting network's nb² term (small beside the attention while nb ≪ 2·bucket_size²).
+// sorting network's nb² term (small beside the attention while nb ≪ 2·bucket_size²); soft adds
+// B·h·2·N·nb·d.
 #pragma once
 
 #include "attention/sequence.h"
@@ -38,11 +41,13 @@ at::Tensor sinkhorn_sorting_matrix(const at::Tensor& q, const at::Tensor& k,
                                    const at::Tensor& noise);
 // out_i = Σ_j softmax_j(q_i·k̃_j/√d) ṽ_j over the keys of i's block and of its partner block
 // π = argmax_j R[block(i), j], the partner's keys and values scaled by R[block(i), π]; padded keys
-// (key_valid false) excluded. Arguments as sinkhorn_sorting_matrix; v [B, h, N, dv].
+// (key_valid false) excluded. With `soft`, the sorted block is instead the mixture Σ_j R[block(i),
+// j] block_j of every block (padded tokens as zeros). Arguments as sinkhorn_sorting_matrix; v [B,
+// h, N, dv].
 at::Tensor sinkhorn_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& weight, const at::Tensor& key_valid,
                               int64_t bucket_size, int64_t iters, double temperature,
-                              const at::Tensor& noise);
+                              const at::Tensor& noise, bool soft = false);
 }  // namespace functional
 
 struct SinkhornOptions {
@@ -51,7 +56,8 @@ struct SinkhornOptions {
   TORCH_ARG(int64_t, bucket_size) = 32;    // tokens per block: 12 blocks on the trained 8×48 map
   TORCH_ARG(int64_t, sinkhorn_iters) = 5;  // lucidrains' SinkhornTransformer default
   TORCH_ARG(double, temperature) = 0.75;   // lucidrains' default
-  TORCH_ARG(bool, gumbel) = true;  // Gumbel noise on the sorting logits, in training mode only
+  TORCH_ARG(bool, gumbel) = true;          // Gumbel noise on the sorting logits, in training only
+  TORCH_ARG(bool, soft) = false;  // true: mix every block by R (the paper), not R's top entry
 
  public:
   template <typename Field>
@@ -61,6 +67,7 @@ struct SinkhornOptions {
     field("sinkhorn_iters", sinkhorn_iters_);
     field("temperature", temperature_);
     field("gumbel", gumbel_);
+    field("soft", soft_);
   }
   void check() const;
 };
