@@ -13,6 +13,7 @@
 #include "attention/sinkhorn.h"
 #include "core/error.h"
 #include "engine/counters.h"
+#include "fixture.h"
 #include "routing_reference.h"
 #include "sequence_reference.h"
 
@@ -198,6 +199,32 @@ TEST(Routing, OverlappingWindowsAverageAndUncoveredTokensGetZeroAsTheLoopReferen
   ASSERT_TRUE((count > 1).any().item<bool>());
   EXPECT_EQ(out.masked_select((count == 0).unsqueeze(-1)).abs().max().item<double>(), 0.0);
   EXPECT_LT(relative_error(out, test::routing_reference(q, k, v, centroids, 5)), 1e-5);
+}
+
+// lucidrains' KmeansAttention (shared_qk=False) in float64 on the same q, k, v and centroids
+// (tests/fixtures/routing.json, tools/reference/routing.py): the same windows and outputs; its
+// mean over windows divides by count + 1e-5, a relative difference of at most 1e-5. After a
+// training-mode forward, its commitment loss and its new cluster means (before its moving
+// average) are ours.
+TEST(Routing, MatchesTheReferenceKmeansAttention) {
+  const test::Fixture f = test::load_fixture("routing");
+  const at::Tensor out = functional::routing_attention(f["q"], f["k"], f["v"], f["means"], 9);
+  EXPECT_LT(test::max_relative_error(out, f["y"]), 1.1e-5);
+  OnlineKMeans kmeans(OnlineKMeansOptions(3, 4, 5).init_iters(0));
+  kmeans->to(torch::kDouble);
+  {
+    torch::NoGradGuard no_grad;
+    kmeans->centroids().copy_(f["means"]);
+  }
+  const at::Tensor x =
+      at::cat({functional::unit_normalise(f["q"]), functional::unit_normalise(f["k"])}, 2);
+  const at::Tensor nearest = std::get<1>(kmeans->assign(x));
+  EXPECT_LT(test::max_relative_error((kmeans->commitment(x, nearest) * 1e-4).reshape({1}),
+                                     f["commitment"]),
+            1e-12);
+  EXPECT_LT(test::max_relative_error(functional::cluster_means(x, nearest, f["means"]),
+                                     f["cluster_means"]),
+            1e-12);
 }
 
 TEST(Routing, WindowFollowsTheMapSizeUnlessFixed) {
