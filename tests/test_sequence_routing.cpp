@@ -369,6 +369,20 @@ TEST(Sinkhorn, BlockOutputEqualsTheFloat64ReferenceOfTheSameFormula) {
       1e-5);
 }
 
+// lucidrains' SinkhornAttention with its simple sort net in float64, Gumbel noise zero
+// (tests/fixtures/sinkhorn.json, tools/reference/sinkhorn.py): the same sorting matrix on 5 blocks,
+// and, since that path mixes every block by R, the same output as soft=true (its values are its
+// keys there, as it uses the keys' mixture for the values).
+TEST(Sinkhorn, SoftFormMatchesTheReferenceSinkhornAttention) {
+  const test::Fixture f = test::load_fixture("sinkhorn");
+  const at::Tensor r =
+      functional::sinkhorn_sorting_matrix(f["q"], f["k"], f["weight"], {}, 7, 5, 0.75, {});
+  EXPECT_LT(test::max_relative_error(r, f["r"]), 1e-12);
+  const at::Tensor out = functional::sinkhorn_attention(f["q"], f["k"], f["k"], f["weight"], {}, 7,
+                                                        5, 0.75, {}, /*soft=*/true);
+  EXPECT_LT(test::max_relative_error(out, f["y"]), 1e-12);
+}
+
 // soft=true: every block mixed by its row of R (padded tokens as zeros), against the loops.
 TEST(Sinkhorn, SoftPermutationOutputEqualsTheFloat64ReferenceOfTheMixture) {
   torch::manual_seed(37);
