@@ -9,6 +9,10 @@
 #include "core/device.h"
 
 namespace attnseg {
+namespace {
+// lucidrains' log(t + eps), in the sorting logits and the Gumbel samples.
+constexpr double kLogEpsilon = 1e-6;
+}  // namespace
 
 namespace functional {
 at::Tensor sinkhorn_normalise(const at::Tensor& log_r, int64_t iters) {
@@ -37,7 +41,8 @@ at::Tensor sinkhorn_sorting_matrix(const at::Tensor& q, const at::Tensor& k,
     return blocks_of(real, bucket_size).sum(3);  // [B, h, nb, d]
   };
   const at::Tensor summaries = at::cat({block_sums(q), block_sums(k)}, -1);  // [B, h, nb, 2d]
-  at::Tensor log_r = at::log(at::relu(at::matmul(summaries, weight.to(q.scalar_type()))) + 1e-6);
+  at::Tensor log_r =
+      at::log(at::relu(at::matmul(summaries, weight.to(q.scalar_type()))) + kLogEpsilon);
   if (noise.defined()) log_r = log_r + noise;
   return sinkhorn_normalise(log_r / temperature, iters);
 }
@@ -130,7 +135,7 @@ at::Tensor SinkhornImpl::attend(const at::Tensor& q_in, const at::Tensor& k_in,
   if (is_training() && options.gumbel()) {
     // lucidrains' sample_gumbel: −log(−log(u + ε) + ε), u uniform in [0, 1).
     const at::Tensor u = at::rand({q.size(0), q.size(1), blocks, blocks}, q.options());
-    noise = -at::log(-at::log(u + 1e-6) + 1e-6);
+    noise = -at::log(-at::log(u + kLogEpsilon) + kLogEpsilon);
   }
   return functional::sinkhorn_attention(q, k, v, weight_for(blocks), grid.key_valid,
                                         options.bucket_size(), options.sinkhorn_iters(),
