@@ -9,14 +9,19 @@
 //
 // Sizes: `clusters` centroids (their count is fixed by training); the window is `window`
 // tokens, or with window = 0 (the default) ceil(N / clusters), so that at any map size the k
-// windows cover the N tokens once over: 24 at the trained 8×48 map with 16 clusters
+// windows hold as many slots as there are tokens (they may overlap, leaving some tokens in
+// none): 24 at the trained 8×48 map with 16 clusters
 // (k ≈ √N there, the paper's O(N√N d)), 300 at the demo's 60×80. The products are
 // 2·N·k·d (routing) + 2·k·w²·d (attention) = O(N·w·d): linear in N for a fixed window,
 // N²/k for the following window.
 //
-// State: the centroids are buffers, moved only by a forward pass in training mode. The
-// commitment loss, commitment_weight · mean((x̂ − μ_{a(x̂)})²) over the normalised queries and
-// keys with the centroids detached, is aux_loss() after a training-mode forward.
+// State: the centroids are buffers, moved only by a forward pass in training mode: the first
+// one draws them from the batch and refines them (init_iters Lloyd steps, as lucidrains), each
+// one then takes the moving average. lucidrains applies the average after the backward pass
+// (a hook) and leaves the centroids off the sphere; here it is applied in the forward pass,
+// after the routing, and the centroids are renormalised. The commitment loss, commitment_weight
+// · mean((x̂ − μ_{a(x̂)})²) over the normalised queries and keys with the centroids detached, is
+// aux_loss() after a training-mode forward.
 #pragma once
 
 #include "attention/kmeans.h"
