@@ -27,12 +27,15 @@
 #include "attention/permutohedral.h"
 #include "attention/sac.h"
 #include "attention/registry.h"
+#include "attention/routing.h"
 #include "attention/scram.h"
+#include "attention/sinkhorn.h"
 #include "core/cpu_bf16.h"
 #include "core/device.h"
 #include "compressive_reference.h"
 #include "fixture.h"
 #include "permutohedral_reference.h"
+#include "routing_reference.h"
 #include "sequence_reference.h"
 
 namespace attnseg {
@@ -453,6 +456,29 @@ const std::map<std::string, CoreCheck>& core_checks() {
              functional::sac_edges(torch::randn({2, 3, 32, 4}), grid.key_valid, torch::randn({3, 4, 3}), 8, 5);
          return relative_error(functional::sac_attention(q, k, v, edges, scores),
                                test::sac_reference(q, k, v, edges, scores));
+       }},
+      // 4 centroids with windows of 9 of the 31 tokens: some tokens in several windows, some in none.
+      {"routing",
+       [] {
+         torch::manual_seed(16);
+         const auto q = torch::randn({2, 3, 31, 5}), k = torch::randn({2, 3, 31, 5}), v = torch::randn({2, 3, 31, 6});
+         const at::Tensor centroids = functional::unit_normalise(torch::randn({3, 4, 5}));
+         return relative_error(functional::routing_attention(q, k, v, centroids, 9),
+                               test::routing_reference(q, k, v, centroids, 9));
+       }},
+      // 5 blocks of 7 (35 tokens, the last 2 padding, their q, k, v not zero); positive block sums
+      // and weights keep the rows' largest entries apart.
+      {"sinkhorn",
+       [] {
+         torch::manual_seed(17);
+         const auto q = torch::randn({2, 3, 35, 5}) + 1, k = torch::randn({2, 3, 35, 5}) + 1,
+                    v = torch::randn({2, 3, 35, 6});
+         const at::Tensor w = torch::rand({3, 10, 5}) + 0.1;
+         std::vector<bool> real(35, true);
+         real[33] = real[34] = false;
+         const at::Tensor valid = torch::arange(35) < 33;
+         return relative_error(functional::sinkhorn_attention(q, k, v, w, valid, 7, 5, 0.75, {}),
+                               test::sinkhorn_reference(q, k, v, w, real, 7, 5, 0.75));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.

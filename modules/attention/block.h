@@ -15,9 +15,10 @@ class AttentionBlockImpl : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x) = 0;
   // Multiply-adds of one forward pass on an input of shape {B, C, H, W}.
   virtual int64_t macs(const std::vector<int64_t>& shape) const = 0;
-  // The auxiliary loss of the last forward pass in training mode (routing's commitment loss),
-  // a scalar the segmentor adds with `model.attention.aux_weight`; undefined for blocks that have
-  // none (BlockCaps::has_aux_loss says which do) and after an evaluation-mode forward.
+  // The block's own loss from its last forward pass in training mode (routing's commitment
+  // loss, compressive's attention reconstruction), a scalar already weighted by the block's
+  // options, which the segmentor adds to the total as it is; undefined for blocks that have none
+  // (BlockCaps::has_aux_loss says which do) and after an evaluation-mode forward.
   virtual torch::Tensor aux_loss() const { return {}; }
 
   // State that can carry from one video frame to the next (compressive's memories): with

@@ -17,6 +17,8 @@
 #include "attention/isa.h"
 #include "attention/linear.h"
 #include "attention/linformer.h"
+#include "attention/routing.h"
+#include "attention/sinkhorn.h"
 #include "attention/none.h"
 #include "attention/nonlocal.h"
 #include "attention/options.h"
@@ -61,6 +63,14 @@ constexpr BlockCaps kNoFp16{false, false, false, false, /*cuda=*/true, /*bf16=*/
 // (computing the predictor in float cannot undo the projection's rounding), and on a 7×9 map its
 // parameter gradients under bf16 autocast were 1.7% off fp32 (over the harness's 1%).
 constexpr BlockCaps kDiscreteEdges{false, false, false, false, /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
+// routing's windows and sinkhorn's block pairing are discrete choices made on the queries and
+// keys, and the sorting network's log(ReLU(x) + eps) has gradient 1/(x + eps): the host's
+// projections round q and k to bf16 before the cores (which compute in float), and that
+// rounding moves tokens between routing's windows (2.4% output error on the harness's 7×9 map)
+// and puts sinkhorn's query and key gradients 5-9% off. Both stay off reduced precision.
+constexpr BlockCaps kRoutingCaps{false, false, /*has_aux_loss=*/true, /*has_state=*/true,
+                                 /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
+constexpr BlockCaps kFloatOnly{false, false, false, false, /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
 
 std::vector<BlockSpec> make_registry() {
   BlockSpec none{"none", "baseline", "-", "0", {}, {}, {}};
@@ -90,6 +100,8 @@ std::vector<BlockSpec> make_registry() {
       row<CompressiveImpl, CompressiveOptions>("compressive", "sequence", "1911.05507", "O(N(S+M)C)",
                                                BlockCaps{false, false, /*has_aux_loss=*/true}),
       row<SacImpl, SacOptions>("sac", "sequence", "2003.09833", "O(N k C)", kDiscreteEdges),
+      row<RoutingImpl, RoutingOptions>("routing", "sequence", "2003.05997", "O(N w C)", kRoutingCaps),
+      row<SinkhornImpl, SinkhornOptions>("sinkhorn", "sequence", "2002.11296", "O(N b C)", kFloatOnly),
   };
   std::set<std::string> seen;
   for (const auto& spec : specs) {
