@@ -282,6 +282,25 @@ TEST_F(EngineTest, TheBlocksOwnLossIsAddedToTheTotalAndCarriesItsGradient) {
   EXPECT_FALSE(model->loss(model->forward(images), labels).block.defined());
 }
 
+// Routing's commitment loss reaches the trainer: every loss line logs it as block_loss, and the
+// total is the sum of the three losses (the auxiliary head's with its weight 0.4).
+TEST_F(EngineTest, RoutingsCommitmentLossIsAddedToTheTotalAndLoggedAsTheBlockLoss) {
+  write_file(dir / "routing.yaml", tiny_config(data_->path(), "routing"));
+  const Config routing = Config::load(dir / "routing.yaml", {"train.iters=3", "train.checkpoint_interval=3",
+                                                                "train.log_interval=1"});
+  test::train_config(routing, dir / "routing", false);
+  const auto lines = metric_lines(dir / "routing/metrics.jsonl");
+  ASSERT_EQ(lines.size(), 3u);
+  for (const auto& j : lines) {
+    ASSERT_TRUE(j.contains("block_loss")) << j.dump();
+    EXPECT_GT(j["block_loss"].get<double>(), 0) << j.dump();
+    EXPECT_NEAR(j["loss"].get<double>(),
+                j["decode_loss"].get<double>() + 0.4 * j["aux_loss"].get<double>() + j["block_loss"].get<double>(),
+                1e-5)
+        << j.dump();
+  }
+}
+
 // eval measures the trained block's effective receptive field on validation features: the
 // identity reaches exactly its own pixel, criss-cross attention (two passes) most of the map.
 TEST_F(EngineTest, EvalReportsTheTrainedBlocksEffectiveReceptiveField) {
