@@ -16,12 +16,15 @@
 #include "attention/isa.h"
 #include "attention/linear.h"
 #include "attention/linformer.h"
+#include "attention/memory_compressed.h"
 #include "attention/none.h"
 #include "attention/nonlocal.h"
 #include "attention/options.h"
 #include "attention/performer.h"
 #include "attention/permutohedral.h"
+#include "attention/product_key.h"
 #include "attention/scram.h"
+#include "attention/synthesizer.h"
 #include "core/error.h"
 
 namespace attnseg {
@@ -80,6 +83,10 @@ std::vector<BlockSpec> make_registry() {
       row<LinearAttentionImpl, LinearAttentionOptions>("linear", "sequence", "2006.16236", "O(N C^2)"),
       row<PerformerImpl, PerformerOptions>("performer", "sequence", "2006.03555", "O(N m C)", kHasState),
       row<LinformerImpl, LinformerOptions>("linformer", "sequence", "2006.04768", "O(N k C)"),
+      row<MemoryCompressedImpl, MemoryCompressedOptions>("memory_compressed", "sequence", "1801.10198", "O(N^2 C/s)"),
+      row<SynthesizerImpl, SynthesizerOptions>("synthesizer", "sequence", "2005.00743", "O(N^2 C)"),
+      // query_norm's batch statistics are running buffers
+      row<ProductKeyImpl, ProductKeyOptions>("product_key", "sequence", "1907.05242", "O(N(sqrt M + k^2)C)", kHasState),
   };
   std::set<std::string> seen;
   for (const auto& spec : specs) {
