@@ -117,18 +117,22 @@ TEST(MemoryCompressed, CompressedKeyLengthIsTheCeilingOfNOverS) {
 }
 
 // The block's attend on a 7×9 map padded to 64 tokens (blocks of 8): two local heads and two
-// memory heads against the float64 loops, at the real tokens.
+// memory heads against the float64 loops, at the real tokens; compressed by 3 (the padded token
+// alone in the last window, which is masked) and by 4 (the padded token in the last window
+// beside three real ones).
 TEST(MemoryCompressed, AttendEqualsTheFloat64ReferenceOnAPaddedOddMap) {
-  MemoryCompressedOptions options(16);
-  options.block(8).compression(3).local_heads(2).host().heads(4);
-  torch::manual_seed(1);
-  MemoryCompressed block(options);
-  const auto q = torch::randn({2, 4, 64, 4}), k = torch::randn({2, 4, 64, 4}), v = torch::randn({2, 4, 64, 4});
-  torch::NoGradGuard no_grad;
-  const at::Tensor out = block->attend(q, k, v, raster_grid(7, 9, 1)).narrow(2, 0, 63);
-  const at::Tensor ref =
-      test::memory_compressed_reference(q, k, v, block->compress_weight, block->compress_bias, 3, 8, 2, 63);
-  EXPECT_LT(relative_error(out, ref.narrow(2, 0, 63)), 1e-5);
+  for (const int64_t s : {3, 4}) {
+    MemoryCompressedOptions options(16);
+    options.block(8).compression(s).local_heads(2).host().heads(4);
+    torch::manual_seed(1);
+    MemoryCompressed block(options);
+    const auto q = torch::randn({2, 4, 64, 4}), k = torch::randn({2, 4, 64, 4}), v = torch::randn({2, 4, 64, 4});
+    torch::NoGradGuard no_grad;
+    const at::Tensor out = block->attend(q, k, v, raster_grid(7, 9, 1)).narrow(2, 0, 63);
+    const at::Tensor ref =
+        test::memory_compressed_reference(q, k, v, block->compress_weight, block->compress_bias, s, 8, 2, 63);
+    EXPECT_LT(relative_error(out, ref.narrow(2, 0, 63)), 1e-5) << "compression " << s;
+  }
 }
 
 // With every head local, token i's output depends on the keys and values of its own block
@@ -148,10 +152,11 @@ TEST(MemoryCompressed, LocalHeadsDependOnlyOnTheirOwnBlock) {
 }
 
 // A memory head reads every window: with every head on memory, each real token reaches the
-// output of token 0 (the memory holds the whole map), the padded one does not.
+// output of token 0 (the memory holds the whole map), the padded one (in the last window of 4
+// beside three real ones) does not.
 TEST(MemoryCompressed, MemoryHeadsReachEveryRealTokenAndNoPaddedOne) {
   MemoryCompressedOptions options(16);
-  options.block(8).local_heads(0).host().heads(4);
+  options.block(8).compression(4).local_heads(0).host().heads(4);
   MemoryCompressed block(options);
   const auto q = torch::randn({1, 4, 64, 4});
   const auto k = torch::randn({1, 4, 64, 4}, torch::requires_grad()), v = torch::randn({1, 4, 64, 4}, torch::requires_grad());
@@ -162,18 +167,22 @@ TEST(MemoryCompressed, MemoryHeadsReachEveryRealTokenAndNoPaddedOne) {
 }
 
 // The host pads 63 tokens to 64; whatever the padded token's q, k, v hold, the real tokens'
-// outputs stay the same (local and memory heads).
+// outputs stay the same (local and memory heads), with the padded token alone in the last
+// compression window (s = 3) or sharing it with real ones (s = 4).
 TEST(MemoryCompressed, PaddedTokensValuesNeverChangeRealOutputs) {
-  MemoryCompressedOptions options(16);
-  options.block(8).local_heads(2).host().heads(4);
-  MemoryCompressed block(options);
-  const auto q = torch::randn({2, 4, 64, 4}), k = torch::randn({2, 4, 64, 4}), v = torch::randn({2, 4, 64, 4});
-  at::Tensor q2 = q.clone(), k2 = k.clone(), v2 = v.clone();
-  for (auto* t : {&q2, &k2, &v2}) t->narrow(2, 63, 1).normal_(0.0, 10.0);
-  torch::NoGradGuard no_grad;
-  const TokenGrid grid = raster_grid(7, 9, 1);
-  const at::Tensor a = block->attend(q, k, v, grid).narrow(2, 0, 63), b = block->attend(q2, k2, v2, grid).narrow(2, 0, 63);
-  EXPECT_TRUE(torch::allclose(a, b, 1e-6, 1e-6)) << (a - b).abs().max().item<double>();
+  for (const int64_t s : {3, 4}) {
+    MemoryCompressedOptions options(16);
+    options.block(8).compression(s).local_heads(2).host().heads(4);
+    MemoryCompressed block(options);
+    const auto q = torch::randn({2, 4, 64, 4}), k = torch::randn({2, 4, 64, 4}), v = torch::randn({2, 4, 64, 4});
+    at::Tensor q2 = q.clone(), k2 = k.clone(), v2 = v.clone();
+    for (auto* t : {&q2, &k2, &v2}) t->narrow(2, 63, 1).normal_(0.0, 10.0);
+    torch::NoGradGuard no_grad;
+    const TokenGrid grid = raster_grid(7, 9, 1);
+    const at::Tensor a = block->attend(q, k, v, grid).narrow(2, 0, 63);
+    const at::Tensor b = block->attend(q2, k2, v2, grid).narrow(2, 0, 63);
+    EXPECT_TRUE(torch::allclose(a, b, 1e-6, 1e-6)) << "compression " << s << ": " << (a - b).abs().max().item<double>();
+  }
 }
 
 // O(N²C/s): the counted products of the memory heads are those of full attention divided by
