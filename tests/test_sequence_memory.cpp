@@ -11,6 +11,7 @@
 #include "attention/synthesizer.h"
 #include "core/error.h"
 #include "engine/counters.h"
+#include "fixture.h"
 #include "memory_reference.h"
 
 namespace attnseg {
@@ -365,6 +366,22 @@ TEST(ProductKey, OutputIgnoresTheHostsKeysAndValues) {
                            block->attend(q, torch::randn({1, 4, 35, 4}), torch::randn({1, 4, 35, 4}), raster_grid(5, 7))));
   EXPECT_EQ(block->named_parameters().find("to_k.weight"), nullptr);
   EXPECT_EQ(block->named_parameters().find("to_v.weight"), nullptr);
+}
+
+// Against XLM's HashingMemory (PKM-layer.ipynb, float64; fixture recorded by
+// tools/reference/product_key.py): with the reference's queries, sub-keys and values, the same
+// product keys in the same order, the same scores, and the heads' reads summed (XLM's one
+// EmbeddingBag over all heads) equal to the reference's output. 14 queries, 3 heads,
+// n_keys 9, k 5. The search is exact (1e-12); the read to float32's precision only, since XLM
+// takes its softmax in float32 (`F.softmax(scores.float())`) even on float64 inputs.
+TEST(ProductKey, MatchesXlmsHashingMemory) {
+  const test::Fixture f = test::load_fixture("product_key");
+  const at::Tensor q = f["query"].permute({1, 0, 2}).unsqueeze(0);  // [1, heads, 14, k_dim]
+  const auto [scores, indices] = functional::product_key_topk(q, f["keys"], 5);
+  EXPECT_TRUE(torch::equal(indices.squeeze(0).permute({1, 0, 2}), f["indices"].to(torch::kLong)));
+  EXPECT_LT((scores.squeeze(0).permute({1, 0, 2}) - f["scores"]).abs().max().item<double>(), 1e-12);
+  const at::Tensor read = functional::product_key_read(scores, indices, f["values"]).squeeze(0).sum(0);  // [14, v]
+  EXPECT_LT(test::max_relative_error(read, f["y"].reshape({14, -1})), 1e-6);
 }
 
 // Linear in the tokens: 4× the tokens, exactly 4× the products (full attention: 16×).
