@@ -117,6 +117,16 @@ TEST(MemoryCompressed, CompressedKeyLengthIsTheCeilingOfNOverS) {
   }
 }
 
+// The compression against lucidrains/memory-compressed-attention's ConvCompress (float64;
+// fixture recorded by tools/reference/memory_compressed.py): 3 heads of width 4, 12 tokens,
+// factor 3; the reference's channels are heads-major, as the host's heads are.
+TEST(MemoryCompressed, CompressionMatchesTheReferencesConvCompress) {
+  const test::Fixture f = test::load_fixture("memory_compressed");
+  const at::Tensor x = f["x"].view({2, 12, 3, 4}).transpose(1, 2);  // [B, heads, N, d]
+  const at::Tensor y = functional::compress_memory(x, f["weight"], f["bias"], 3);  // [B, heads, 4, d]
+  EXPECT_LT(test::max_relative_error(y.transpose(1, 2).reshape({2, 4, 12}), f["y"]), 1e-12);
+}
+
 // The block's attend on a 7×9 map padded to 64 tokens (blocks of 8): two local heads and two
 // memory heads against the float64 loops, at the real tokens; compressed by 3 (the padded token
 // alone in the last window, which is masked) and by 4 (the padded token in the last window
