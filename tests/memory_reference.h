@@ -95,8 +95,8 @@ inline at::Tensor synthesized_reference(const at::Tensor& logits, const at::Tens
 // logit_j = Σ_r hidden_r w2[r][j] + b2[j], per head. x [B, h, N, d], w2 [h, r, N], b2 [h, N].
 inline at::Tensor dense_synthesizer_logits_reference(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
                                                      const at::Tensor& w2, const at::Tensor& b2) {
-  const at::Tensor xd = x.to(at::kDouble), w1d = w1.to(at::kDouble), b1d = b1.to(at::kDouble),
-                   w2d = w2.to(at::kDouble), b2d = b2.to(at::kDouble);
+  const at::Tensor xd = x.to(at::kDouble), w1d = w1.to(at::kDouble), b1d = b1.to(at::kDouble), w2d = w2.to(at::kDouble),
+                   b2d = b2.to(at::kDouble);
   const int64_t B = x.size(0), H = x.size(1), N = x.size(2), D = x.size(3), R = w1.size(2), M = w2.size(2);
   const auto xa = xd.accessor<double, 4>();
   const auto w1a = w1d.accessor<double, 3>(), w2a = w2d.accessor<double, 3>();

@@ -122,7 +122,7 @@ TEST(MemoryCompressed, CompressedKeyLengthIsTheCeilingOfNOverS) {
 // factor 3; the reference's channels are heads-major, as the host's heads are.
 TEST(MemoryCompressed, CompressionMatchesTheReferencesConvCompress) {
   const test::Fixture f = test::load_fixture("memory_compressed");
-  const at::Tensor x = f["x"].view({2, 12, 3, 4}).transpose(1, 2);  // [B, heads, N, d]
+  const at::Tensor x = f["x"].view({2, 12, 3, 4}).transpose(1, 2);                 // [B, heads, N, d]
   const at::Tensor y = functional::compress_memory(x, f["weight"], f["bias"], 3);  // [B, heads, 4, d]
   EXPECT_LT(test::max_relative_error(y.transpose(1, 2).reshape({2, 4, 12}), f["y"]), 1e-12);
 }
@@ -154,7 +154,8 @@ TEST(MemoryCompressed, LocalHeadsDependOnlyOnTheirOwnBlock) {
     options.block(8).local_heads(local).host().heads(4);
     MemoryCompressed block(options);
     const auto q = torch::randn({1, 4, 64, 4});
-    const auto k = torch::randn({1, 4, 64, 4}, torch::requires_grad()), v = torch::randn({1, 4, 64, 4}, torch::requires_grad());
+    const auto k = torch::randn({1, 4, 64, 4}, torch::requires_grad()),
+               v = torch::randn({1, 4, 64, 4}, torch::requires_grad());
     const int64_t token = 21;  // block 2: tokens 16..23
     block->attend(q, k, v, raster_grid(7, 9, 1)).narrow(1, 0, local).select(2, token).sum().backward();
     const at::Tensor reach = (k.grad().abs().sum({0, 1, 3}) + v.grad().abs().sum({0, 1, 3})) > 0;  // [64]
@@ -170,7 +171,8 @@ TEST(MemoryCompressed, MemoryHeadsReachEveryRealTokenAndNoPaddedOne) {
   options.block(8).compression(4).local_heads(0).host().heads(4);
   MemoryCompressed block(options);
   const auto q = torch::randn({1, 4, 64, 4});
-  const auto k = torch::randn({1, 4, 64, 4}, torch::requires_grad()), v = torch::randn({1, 4, 64, 4}, torch::requires_grad());
+  const auto k = torch::randn({1, 4, 64, 4}, torch::requires_grad()),
+             v = torch::randn({1, 4, 64, 4}, torch::requires_grad());
   block->attend(q, k, v, raster_grid(7, 9, 1)).select(2, 0).sum().backward();
   const at::Tensor reach = (k.grad().abs().sum({0, 1, 3}) + v.grad().abs().sum({0, 1, 3})) > 0;
   EXPECT_TRUE(reach.narrow(0, 0, 63).all().item<bool>());
@@ -255,15 +257,17 @@ TEST(Synthesizer, EachKindEqualsTheFloat64ReferenceAtTheTrainedSize) {
   const TokenGrid grid = raster_grid(5, 7);
   torch::NoGradGuard no_grad;
   Synthesizer dense(synthesizer_options("dense"));
-  const at::Tensor dense_logits = test::dense_synthesizer_logits_reference(q, dense->w1, dense->b1,
-                                                                         dense->w2.flatten(2), dense->b2.flatten(1));
+  const at::Tensor dense_logits =
+      test::dense_synthesizer_logits_reference(q, dense->w1, dense->b1, dense->w2.flatten(2), dense->b2.flatten(1));
   EXPECT_LT(relative_error(dense->attend(q, q, v, grid), test::synthesized_reference(dense_logits, v)), 1e-5);
   Synthesizer random(synthesizer_options("random"));
-  EXPECT_LT(relative_error(random->attend(q, q, v, grid), test::synthesized_reference(random->r.unsqueeze(0), v)), 1e-5);
-  Synthesizer factorized(synthesizer_options("factorized_random"));
-  EXPECT_LT(relative_error(factorized->attend(q, q, v, grid),
-                           test::synthesized_reference(test::factorized_logits_reference(factorized->r1, factorized->r2), v)),
+  EXPECT_LT(relative_error(random->attend(q, q, v, grid), test::synthesized_reference(random->r.unsqueeze(0), v)),
             1e-5);
+  Synthesizer factorized(synthesizer_options("factorized_random"));
+  EXPECT_LT(
+      relative_error(factorized->attend(q, q, v, grid),
+                     test::synthesized_reference(test::factorized_logits_reference(factorized->r1, factorized->r2), v)),
+      1e-5);
 }
 
 // random's attention matrix is a parameter: the same for two different inputs (and batches).
@@ -297,8 +301,8 @@ TEST(Synthesizer, RunsAtResolutionsOtherThanTheTrainedOne) {
     if (kind == "random") {
       const at::Tensor table = block->r.view({4 * 35, 5, 7});
       const at::Tensor keys = at::upsample_bilinear2d(table.unsqueeze(0), {10, 14}, false).view({4, 35, 140});
-      const at::Tensor both =
-          at::upsample_bilinear2d(keys.transpose(1, 2).reshape({1, 4 * 140, 5, 7}), {10, 14}, false).view({4, 140, 140});
+      const at::Tensor both = at::upsample_bilinear2d(keys.transpose(1, 2).reshape({1, 4 * 140, 5, 7}), {10, 14}, false)
+                                  .view({4, 140, 140});
       EXPECT_TRUE(torch::allclose(raster[0], both.transpose(1, 2), 1e-5, 1e-5)) << kind;
     }
     TokenGrid tiles{10, 14, TokenOrder::tiles, token_permutation(10, 14, TokenOrder::tiles, 4), 0, {}};
@@ -306,8 +310,8 @@ TEST(Synthesizer, RunsAtResolutionsOtherThanTheTrainedOne) {
     const at::Tensor tiled = block->logits(kind == "dense" ? q.index_select(2, order) : q, tiles);
     EXPECT_TRUE(torch::allclose(tiled, raster.index_select(2, order).index_select(3, order), 1e-5, 1e-5)) << kind;
     for (const auto& [h, w] : std::vector<std::pair<int64_t, int64_t>>{{9, 13}, {60, 80}}) {
-      const at::Tensor y = block->attend(torch::randn({1, 4, h * w, 4}), {}, torch::randn({1, 4, h * w, 4}),
-                                         raster_grid(h, w));
+      const at::Tensor y =
+          block->attend(torch::randn({1, 4, h * w, 4}), {}, torch::randn({1, 4, h * w, 4}), raster_grid(h, w));
       EXPECT_EQ(y.sizes(), (std::vector<int64_t>{1, 4, h * w, 4})) << kind;
       EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << kind;
     }
@@ -372,8 +376,9 @@ TEST(ProductKey, OutputIgnoresTheHostsKeysAndValues) {
   block->eval();
   const auto q = torch::randn({1, 4, 35, 4});
   torch::NoGradGuard no_grad;
-  EXPECT_TRUE(torch::equal(block->attend(q, torch::randn({1, 4, 35, 4}), torch::randn({1, 4, 35, 4}), raster_grid(5, 7)),
-                           block->attend(q, torch::randn({1, 4, 35, 4}), torch::randn({1, 4, 35, 4}), raster_grid(5, 7))));
+  EXPECT_TRUE(
+      torch::equal(block->attend(q, torch::randn({1, 4, 35, 4}), torch::randn({1, 4, 35, 4}), raster_grid(5, 7)),
+                   block->attend(q, torch::randn({1, 4, 35, 4}), torch::randn({1, 4, 35, 4}), raster_grid(5, 7))));
   EXPECT_EQ(block->named_parameters().find("to_k.weight"), nullptr);
   EXPECT_EQ(block->named_parameters().find("to_v.weight"), nullptr);
 }

@@ -13,8 +13,8 @@ at::Tensor compress_memory(const at::Tensor& x, const at::Tensor& weight, const 
   const int64_t padded = (n + s - 1) / s * s;
   at::Tensor channels = x.transpose(2, 3).reshape({b, h * d, n});  // [B, h·d, N]
   if (padded > n) channels = at::constant_pad_nd(channels, {0, padded - n});
-  const at::Tensor out = at::conv1d(channels, weight.to(x.scalar_type()), bias.to(x.scalar_type()),
-                                    at::IntArrayRef{s}, at::IntArrayRef{0}, at::IntArrayRef{1}, h);
+  const at::Tensor out = at::conv1d(channels, weight.to(x.scalar_type()), bias.to(x.scalar_type()), at::IntArrayRef{s},
+                                    at::IntArrayRef{0}, at::IntArrayRef{1}, h);
   return out.view({b, h, d, padded / s}).transpose(2, 3);
 }
 
@@ -47,8 +47,7 @@ void MemoryCompressedOptions::check() const {
   TORCH_CHECK(compression_ >= 1, "memory_compressed: compression must be at least 1, got ", compression_);
   TORCH_CHECK(block_ >= 1, "memory_compressed: block must be at least 1, got ", block_);
   TORCH_CHECK(local_heads_ >= 0 && local_heads_ <= host_.heads(),
-              "memory_compressed: local_heads must be between 0 and heads (", host_.heads(), "), got ",
-              local_heads_);
+              "memory_compressed: local_heads must be between 0 and heads (", host_.heads(), "), got ", local_heads_);
 }
 
 MemoryCompressedImpl::MemoryCompressedImpl(const MemoryCompressedOptions& options_) : options(options_) {
@@ -83,10 +82,9 @@ at::Tensor MemoryCompressedImpl::attend(const at::Tensor& q, const at::Tensor& k
       mv = mv * real;
     }
     const int64_t valid_slots = (grid.length() + s - 1) / s;
-    outputs.push_back(functional::memory_attention(q.narrow(1, local, memory),
-                                                   functional::compress_memory(mk, compress_weight, compress_bias, s),
-                                                   functional::compress_memory(mv, compress_weight, compress_bias, s),
-                                                   valid_slots));
+    outputs.push_back(functional::memory_attention(
+        q.narrow(1, local, memory), functional::compress_memory(mk, compress_weight, compress_bias, s),
+        functional::compress_memory(mv, compress_weight, compress_bias, s), valid_slots));
   }
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 1);
 }

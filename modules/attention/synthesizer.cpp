@@ -92,7 +92,8 @@ at::Tensor SynthesizerImpl::logits(const at::Tensor& q, const TokenGrid& grid) c
     return resample_positions(t.reshape({h * t.size(1), h0 * w0}), h0, w0, grid).view({h, t.size(1), n});
   };
   if (options.kind() == "dense") {
-    return functional::dense_synthesizer_logits(q, w1, b1, keys(w2.flatten(2)), keys(b2.view({h, 1, h0 * w0})).squeeze(1));
+    return functional::dense_synthesizer_logits(q, w1, b1, keys(w2.flatten(2)),
+                                                keys(b2.view({h, 1, h0 * w0})).squeeze(1));
   }
   // The query axis of [h, h0·w0, P] → [h, N, P].
   auto queries = [&](const at::Tensor& t) { return keys(t.transpose(1, 2)).transpose(1, 2); };
@@ -109,7 +110,7 @@ int64_t SynthesizerImpl::core_macs(int64_t b, int64_t n) const {
   int64_t synthesis = 0;
   if (options.kind() == "dense") synthesis = b * h * n * (d * hidden_width() + hidden_width() * n);
   if (options.kind() == "factorized_random") synthesis = h * n * options.rank() * n;  // R1 R2ᵀ, once per batch
-  return synthesis + b * h * n * n * d;  // softmax(B) V
+  return synthesis + b * h * n * n * d;                                               // softmax(B) V
 }
 
 }  // namespace attnseg
