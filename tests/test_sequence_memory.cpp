@@ -85,6 +85,24 @@ TEST(MemoryBlocks, EachRunsOnTheDemosSixtyByEightyFeatureMap) {
   }
 }
 
+// synthesizer and product_key unregister the host projections they do not read (keys; values
+// for product_key; queries for the random kinds), which the host still runs: moved with the
+// block to another type, they follow it, and the block runs on a double input.
+TEST(MemoryBlocks, ProjectionsTheBlockDoesNotReadFollowTheBlockToAnotherType) {
+  SynthesizerOptions random(16);
+  random.kind("random").host().map_size({5, 7});
+  std::vector<std::pair<std::string, AttentionBlock>> blocks{{"synthesizer dense", build_block("synthesizer", 16)},
+                                                             {"synthesizer random", Synthesizer(random).ptr()},
+                                                             {"product_key", build_block("product_key", 16)}};
+  for (auto& [name, block] : blocks) {
+    block->eval();
+    block->to(torch::kDouble);
+    torch::NoGradGuard no_grad;
+    const at::Tensor y = block->forward(torch::randn({1, 16, 5, 7}, torch::kDouble));
+    EXPECT_EQ(y.scalar_type(), torch::kDouble) << name;
+  }
+}
+
 TEST(MemoryBlocks, BadOptionsNameTheBlockAndTheKey) {
   for (const auto& [yaml, key] : std::vector<std::pair<std::string, std::string>>{
            {"{type: memory_compressed, memory_compressed: {local_heads: 5}}", "local_heads"},

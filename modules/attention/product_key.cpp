@@ -49,8 +49,14 @@ ProductKeyImpl::ProductKeyImpl(const ProductKeyOptions& options_) : options(opti
 void ProductKeyImpl::reset() {
   options.check();
   reset_host(options.host());
-  unregister_module("to_k");
-  unregister_module("to_v");
+  // The keys and values are not read: their projections are not part of this block's model. The
+  // host still computes them; they are neither trained nor saved.
+  unread_.clear();
+  for (const std::string name : {"to_k", "to_v"}) {
+    unread_.push_back(named_children()[name]);
+    for (auto& p : unread_.back()->parameters()) p.requires_grad_(false);
+    unregister_module(name);
+  }
   const int64_t h = options.host().heads(), d = options.host().head_width(), n = options.n_keys();
   // XLM's initialisations: sub-keys uniform in ±1/√(half), values normal with std 1/√(v_dim).
   const double bound = 1.0 / std::sqrt(static_cast<double>(d / 2));
@@ -61,9 +67,10 @@ void ProductKeyImpl::reset() {
 
 at::Tensor ProductKeyImpl::attend(const at::Tensor& q, const at::Tensor&, const at::Tensor&, const TokenGrid&) {
   const int64_t b = q.size(0), h = q.size(1), n = q.size(2), d = q.size(3);
-  // Top-k over scores: a bf16 score flips the keys chosen, so the memory runs in float.
+  // Top-k over scores: a bf16 score flips the keys chosen, so the memory runs in the type of
+  // its parameters (float unless the block was converted), whatever the autocast.
   AutocastDisabled in_float;
-  at::Tensor query = q.to(at::kFloat);
+  at::Tensor query = q.to(values.scalar_type());
   if (query_norm) {
     query = query_norm(query.permute({0, 2, 1, 3}).reshape({b * n, h * d})).view({b, n, h, d}).permute({0, 2, 1, 3});
   }
@@ -76,6 +83,21 @@ int64_t ProductKeyImpl::core_macs(int64_t b, int64_t n) const {
   const int64_t h = options.host().heads(), d = options.host().head_width();
   // both halves (d/2 each) against n_keys sub-keys, then the weighted read of topk rows
   return b * h * n * (options.n_keys() * d + options.topk() * d);
+}
+
+void ProductKeyImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  TokenHostImpl::to(device, dtype, non_blocking);
+  for (auto& m : unread_) m->to(device, dtype, non_blocking);
+}
+
+void ProductKeyImpl::to(torch::Dtype dtype, bool non_blocking) {
+  TokenHostImpl::to(dtype, non_blocking);
+  for (auto& m : unread_) m->to(dtype, non_blocking);
+}
+
+void ProductKeyImpl::to(torch::Device device, bool non_blocking) {
+  TokenHostImpl::to(device, non_blocking);
+  for (auto& m : unread_) m->to(device, non_blocking);
 }
 
 }  // namespace attnseg

@@ -13,7 +13,9 @@
 
 #include <torch/nn/modules/batchnorm.h>
 
+#include <memory>
 #include <tuple>
+#include <vector>
 
 #include "attention/sequence.h"
 
@@ -53,6 +55,11 @@ class ProductKeyImpl : public TokenHostImpl {
   void reset();
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const TokenGrid& grid) override;
   int64_t core_macs(int64_t b, int64_t n) const override;
+  // The host's projections this block does not read, unregistered in reset(): kept on the
+  // block's device and type, since the host still runs them.
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, bool non_blocking = false) override;
   // Sub-keys scored by the last forward pass, all queries and heads together.
   int64_t scored_keys() const { return scored_keys_; }
 
@@ -63,6 +70,7 @@ class ProductKeyImpl : public TokenHostImpl {
 
  private:
   int64_t scored_keys_ = 0;
+  std::vector<std::shared_ptr<torch::nn::Module>> unread_;  // see to()
 };
 TORCH_MODULE(ProductKey);
 
