@@ -304,6 +304,21 @@ TEST(Synthesizer, RandomAttentionMatrixIsTheSameForTwoDifferentInputs) {
       << "dense rows should depend on the token";
 }
 
+// The paper's fixed random synthesizer (trainable: false): R is a buffer, saved with the block,
+// that no gradient reaches; trainable, R is a parameter that the loss moves.
+TEST(Synthesizer, FixedRandomKeepsRAsABufferNoGradientReaches) {
+  for (const bool trainable : {false, true}) {
+    SynthesizerOptions options = synthesizer_options("random");
+    options.trainable(trainable);
+    Synthesizer block(options);
+    EXPECT_EQ(block->named_parameters().find("r") != nullptr, trainable);
+    EXPECT_EQ(block->named_buffers().find("r") != nullptr, !trainable);
+    const at::Tensor y = block->forward(torch::randn({1, 16, 5, 7}));
+    (y * torch::randn_like(y)).sum().backward();
+    EXPECT_EQ(block->r.grad().defined(), trainable);
+  }
+}
+
 // At another size the key axis (and random's query axis) is resampled bilinearly in 2-D: a map
 // of twice the trained size sees, at the pixel block (2y..2y+1, 2x..2x+1), the trained table's
 // bilinear interpolation; checked against upsample of the table itself, then in tile order the
