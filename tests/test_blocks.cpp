@@ -21,19 +21,23 @@
 #include "attention/isa.h"
 #include "attention/linear.h"
 #include "attention/linformer.h"
+#include "attention/memory_compressed.h"
 #include "attention/functional.h"
 #include "attention/nonlocal.h"
 #include "attention/performer.h"
 #include "attention/permutohedral.h"
 #include "attention/sac.h"
+#include "attention/product_key.h"
 #include "attention/registry.h"
 #include "attention/routing.h"
 #include "attention/scram.h"
 #include "attention/sinkhorn.h"
+#include "attention/synthesizer.h"
 #include "core/cpu_bf16.h"
 #include "core/device.h"
 #include "compressive_reference.h"
 #include "fixture.h"
+#include "memory_reference.h"
 #include "permutohedral_reference.h"
 #include "routing_reference.h"
 #include "sequence_reference.h"
@@ -479,6 +483,50 @@ const std::map<std::string, CoreCheck>& core_checks() {
          const at::Tensor valid = torch::arange(35) < 33;
          return relative_error(functional::sinkhorn_attention(q, k, v, w, valid, 7, 5, 0.75, {}),
                                test::sinkhorn_reference(q, k, v, w, real, 7, 5, 0.75));
+       }},
+      // Two local heads in blocks of 8 and two memory heads compressed by 3, on 31 real tokens
+      // (a 1×31 map) padded to 32: the block's attend, real outputs against the reference.
+      {"memory_compressed",
+       [] {
+         torch::manual_seed(16);
+         MemoryCompressedOptions options(20);
+         options.block(8).local_heads(2).host().heads(4).dim_head(5).order("raster");
+         MemoryCompressed block(options);
+         const auto q = torch::randn({2, 4, 32, 5}), k = torch::randn({2, 4, 32, 5}), v = torch::randn({2, 4, 32, 5});
+         const TokenGrid grid = padded_grid(TokenGrid{1, 31, TokenOrder::raster, {}, 0, {}}, 1, torch::kCPU);
+         torch::NoGradGuard no_grad;
+         return relative_error(block->attend(q, k, v, grid).narrow(2, 0, 31),
+                               test::memory_compressed_reference(q, k, v, block->compress_weight, block->compress_bias,
+                                                                 3, 8, 2, 31)
+                                   .narrow(2, 0, 31));
+       }},
+      // dense logits from a per-token MLP, then softmax(B) V; the random kinds' R1 R2ᵀ; 31 tokens
+      {"synthesizer",
+       [] {
+         torch::manual_seed(17);
+         const auto x = torch::randn({2, 3, 31, 5}), v = torch::randn({2, 3, 31, 6});
+         const auto w1 = torch::randn({3, 5, 7}) * 0.4, b1 = torch::randn({3, 7}) * 0.1,
+                    w2 = torch::randn({3, 7, 31}) * 0.4, b2 = torch::randn({3, 31}) * 0.1;
+         const auto r1 = torch::randn({3, 31, 4}), r2 = torch::randn({3, 31, 4});
+         const at::Tensor dense = functional::synthesized_attention(
+             functional::dense_synthesizer_logits(x, w1, b1, w2, b2), v);
+         const at::Tensor dense_ref =
+             test::synthesized_reference(test::dense_synthesizer_logits_reference(x, w1, b1, w2, b2), v);
+         const at::Tensor factorized = functional::synthesized_attention(at::matmul(r1, r2.transpose(1, 2)).unsqueeze(0), v);
+         const at::Tensor factorized_ref = test::synthesized_reference(test::factorized_logits_reference(r1, r2), v);
+         return std::max(relative_error(dense, dense_ref), relative_error(factorized, factorized_ref));
+       }},
+      // the top-k of the k² candidates, then the weighted read, against a brute force over all
+      // n_keys² product keys; 31 tokens, n_keys 9 (M = 81), k 5
+      {"product_key",
+       [] {
+         torch::manual_seed(18);
+         const auto q = torch::randn({2, 3, 31, 6}), sub_keys = torch::randn({3, 2, 9, 3}), values = torch::randn({81, 6});
+         const auto [scores, indices] = functional::product_key_topk(q, sub_keys, 5);
+         const auto [ref_scores, ref_indices] = test::product_key_brute_force(q, sub_keys, 5);
+         if (!torch::equal(indices, ref_indices)) return std::numeric_limits<double>::infinity();
+         return relative_error(functional::product_key_read(scores, indices, values),
+                               test::product_key_read_reference(ref_scores, ref_indices, values));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.
