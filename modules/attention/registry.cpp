@@ -9,6 +9,7 @@
 #include "attention/axial.h"
 #include "attention/cbam.h"
 #include "attention/ccnet.h"
+#include "attention/clustered.h"
 #include "attention/efficient.h"
 #include "attention/ema.h"
 #include "attention/fast_l2.h"
@@ -21,6 +22,7 @@
 #include "attention/options.h"
 #include "attention/performer.h"
 #include "attention/permutohedral.h"
+#include "attention/reformer.h"
 #include "attention/scram.h"
 #include "core/error.h"
 
@@ -54,6 +56,11 @@ constexpr BlockCaps kHasState{false, false, false, /*has_state=*/true};
 // kernels take float and double; their tensor forms run on GPUs). Checked against fp32 in bf16
 // on the CPU; fp16 only where a GPU has run them, which none has yet.
 constexpr BlockCaps kNoFp16{false, false, false, false, /*cuda=*/true, /*bf16=*/true, /*fp16=*/false};
+// reformer's buckets and clustered's clusters come from hashes of the projected queries: their
+// rounding to bf16 or fp16 alone moves tokens between buckets and clusters (the attention branch
+// 4-7% off fp32 on 16x32 maps; test_sequence_hashing.cpp), so neither runs under autocast.
+constexpr BlockCaps kNoLowPrecision{false,         false,          false,         false,
+                                    /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
 
 std::vector<BlockSpec> make_registry() {
   BlockSpec none{"none", "baseline", "-", "0", {}, {}, {}};
@@ -80,6 +87,10 @@ std::vector<BlockSpec> make_registry() {
       row<LinearAttentionImpl, LinearAttentionOptions>("linear", "sequence", "2006.16236", "O(N C^2)"),
       row<PerformerImpl, PerformerOptions>("performer", "sequence", "2006.03555", "O(N m C)", kHasState),
       row<LinformerImpl, LinformerOptions>("linformer", "sequence", "2006.04768", "O(N k C)"),
+      row<ReformerImpl, ReformerOptions>("reformer", "sequence", "2001.04451", "O(N log N C)",
+                                         kNoLowPrecision),
+      row<ClusteredImpl, ClusteredOptions>("clustered", "sequence", "2007.04825", "O(N c C)",
+                                           kNoLowPrecision),
   };
   std::set<std::string> seen;
   for (const auto& spec : specs) {
