@@ -12,6 +12,7 @@
 #include "attention/autonl.h"
 #include "attention/axial.h"
 #include "attention/ccnet.h"
+#include "attention/clustered.h"
 #include "attention/cbam.h"
 #include "attention/efficient.h"
 #include "attention/ema.h"
@@ -24,11 +25,13 @@
 #include "attention/nonlocal.h"
 #include "attention/performer.h"
 #include "attention/permutohedral.h"
+#include "attention/reformer.h"
 #include "attention/registry.h"
 #include "attention/scram.h"
 #include "core/cpu_bf16.h"
 #include "core/device.h"
 #include "fixture.h"
+#include "hashing_reference.h"
 #include "permutohedral_reference.h"
 #include "sequence_reference.h"
 
@@ -424,6 +427,29 @@ const std::map<std::string, CoreCheck>& core_checks() {
          const auto q = torch::randn({2, 3, 31, 5}), k = torch::randn({2, 3, 31, 5}), v = torch::randn({2, 3, 31, 6});
          const auto e = torch::randn({7, 31}) * 0.3, f = torch::randn({7, 31}) * 0.3;
          return relative_error(functional::linformer_attention(q, k, v, e, f), test::linformer_reference(q, k, v, e, f));
+       }},
+      // LSH attention for given buckets: 3 rounds, 31 real tokens padded to 32 in chunks of 8.
+      {"reformer",
+       [] {
+         torch::manual_seed(16);
+         const auto qk = torch::randn({2, 3, 32, 5}), v = torch::randn({2, 3, 32, 6});
+         const auto buckets = torch::randint(0, 4, {2, 3, 3, 32}, torch::kLong).index_fill(3, torch::tensor({31}), 4);
+         std::vector<bool> valid(32, true);
+         valid[31] = false;
+         const at::Tensor out = functional::lsh_attention(qk, v, buckets, 8, torch::arange(32) < 31, false);
+         return relative_error(out.narrow(2, 0, 31),
+                               test::lsh_attention_reference(qk, v, buckets, 8, valid, false).narrow(2, 0, 31));
+       }},
+      // Both forms for given clusters (5 of them, on 31 tokens; improved with the top 7 keys).
+      {"clustered",
+       [] {
+         torch::manual_seed(17);
+         const auto q = torch::randn({2, 3, 31, 5}), k = torch::randn({2, 3, 31, 5}), v = torch::randn({2, 3, 31, 6});
+         const auto cluster = torch::randint(0, 5, {2, 3, 31}, torch::kLong);
+         return std::max(relative_error(functional::clustered_attention(q, k, v, cluster, 5),
+                                        test::clustered_reference(q, k, v, cluster, 5, 0)),
+                         relative_error(functional::improved_clustered_attention(q, k, v, cluster, 5, 7),
+                                        test::clustered_reference(q, k, v, cluster, 5, 7)));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.
