@@ -15,6 +15,7 @@
 #include "attention/registry.h"
 #include "core/error.h"
 #include "engine/counters.h"
+#include "fixture.h"
 #include "hashing_reference.h"
 #include "sequence_reference.h"
 
@@ -233,6 +234,21 @@ TEST(Reformer, RoundsCombinedByLogsumexpMatchTheLoopReference) {
     EXPECT_LT(relative_error(out.narrow(2, 0, 33), ref.narrow(2, 0, 33)), 1e-5)
         << "causal " << causal;
   }
+}
+
+// Against lucidrains/reformer-pytorch's LSHAttention (fixture recorded by
+// tools/reference/reformer.py in float64, its rotations fixed and stored): the same buckets
+// from the same rotations, and the same output (its self score −5e4 against trax's −1e5 here
+// changes nothing where a query has other keys). 6 head-rows of 48 tokens, chunks of 8,
+// 6 buckets, 3 rounds.
+TEST(Reformer, MatchesTheReferenceImplementation) {
+  const test::Fixture f = test::load_fixture("reformer");
+  const at::Tensor qk = f["qk"].unsqueeze(0), v = f["v"].unsqueeze(0);  // [1, 6, 48, 5]
+  const at::Tensor buckets = functional::angular_buckets(qk, f["rotations"]);
+  EXPECT_TRUE(torch::equal(buckets, f["buckets"].to(torch::kLong).unsqueeze(0)));
+  const at::Tensor out =
+      functional::lsh_attention(qk.to(torch::kFloat), v.to(torch::kFloat), buckets, 8, {}, false);
+  EXPECT_LT(relative_error(out.squeeze(0), f["out"]), 1e-5);
 }
 
 // The block's own hashing: in every round the sorted sequence's chunks hold tokens of
