@@ -340,6 +340,36 @@ TEST(Reformer, KeyProjectionIsNotAParameter) {
   EXPECT_TRUE(block->named_parameters().contains("to_q.weight"));
 }
 
+// The host still runs its (unregistered) key projection: a block converted to double, as a
+// model moved to another device or type, converts that projection too and computes the same.
+TEST(Reformer, ConvertingTheBlockConvertsItsUnusedKeyProjection) {
+  torch::manual_seed(38);
+  Reformer block(ReformerOptions(16).bucket_size(8));
+  block->eval();
+  const at::Tensor x = torch::randn({1, 16, 5, 7});
+  torch::NoGradGuard no_grad;
+  const at::Tensor y = block->forward(x);
+  block->to(torch::kDouble);
+  const at::Tensor y64 = block->forward(x.to(torch::kDouble));
+  EXPECT_EQ(y64.scalar_type(), torch::kDouble);
+  EXPECT_LT(relative_error(y64 - x, y - x), 1e-5);
+}
+
+// Converted to double, the core computes in double (not in float, as under autocast) and
+// agrees with the float block.
+TEST(Clustered, ConvertedToDoubleItComputesInDoubleAndAgreesWithFloat) {
+  torch::manual_seed(39);
+  Clustered block(ClusteredOptions(16).clusters(5).improved(true).topk(4));
+  block->eval();
+  const at::Tensor x = torch::randn({1, 16, 5, 7});
+  torch::NoGradGuard no_grad;
+  const at::Tensor y = block->forward(x);
+  block->to(torch::kDouble);
+  const at::Tensor y64 = block->forward(x.to(torch::kDouble));
+  EXPECT_EQ(y64.scalar_type(), torch::kDouble);
+  EXPECT_LT(relative_error(y64 - x, y - x), 1e-5);
+}
+
 // At the trained 8×48 the buckets are one per chunk (12); on the demo's 60×80 map (4800
 // tokens) 150, so buckets stay chunk-sized; the block runs there.
 TEST(Reformer, RunsOnTheDemoFrameMapWithBucketsScaledToIt) {

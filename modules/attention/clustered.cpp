@@ -89,15 +89,18 @@ at::Tensor ClusteredImpl::cluster(const at::Tensor& q) {
 
 at::Tensor ClusteredImpl::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const TokenGrid&) {
-  // Hash bits of rounded queries flip and move queries between clusters: in float, whatever the
-  // autocast.
+  // The registry declares no bf16 or fp16 (rounded projections already move queries between
+  // clusters); should a caller autocast anyway, hashing and softmax stay in float at least.
   AutocastDisabled in_float;
-  const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat);
+  const at::ScalarType type = at::promote_types(q.scalar_type(), at::kFloat);
+  const at::Tensor qf = q.to(type), kf = k.to(type), vf = v.to(type);
   const at::Tensor assignment = cluster(qf.detach());
   const int64_t clusters = std::min(options.clusters(), q.size(2));
-  return options.improved() ? functional::improved_clustered_attention(qf, kf, vf, assignment,
-                                                                       clusters, options.topk())
-                            : functional::clustered_attention(qf, kf, vf, assignment, clusters);
+  const at::Tensor out = options.improved()
+                             ? functional::improved_clustered_attention(qf, kf, vf, assignment,
+                                                                        clusters, options.topk())
+                             : functional::clustered_attention(qf, kf, vf, assignment, clusters);
+  return out.to(v.scalar_type());
 }
 
 int64_t ClusteredImpl::core_macs(int64_t b, int64_t n) const {

@@ -67,6 +67,7 @@ void ReformerImpl::reset() {
   reset_host(options.host());
   // Shared QK: the host's key projection feeds nothing; unregistered, it is neither trained
   // nor saved (the host still runs it, and its count stays in macs()).
+  unused_key_ = named_children()["to_k"];
   unregister_module("to_k");
   const int64_t seed =
       at::randint(std::numeric_limits<int32_t>::max(), {1}, at::kLong).item<int64_t>();
@@ -99,13 +100,31 @@ at::Tensor ReformerImpl::hash(const at::Tensor& qk, const TokenGrid& grid) {
   return buckets;
 }
 
+void ReformerImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  TokenHostImpl::to(device, dtype, non_blocking);
+  unused_key_->to(device, dtype, non_blocking);
+}
+
+void ReformerImpl::to(torch::Dtype dtype, bool non_blocking) {
+  TokenHostImpl::to(dtype, non_blocking);
+  unused_key_->to(dtype, non_blocking);
+}
+
+void ReformerImpl::to(torch::Device device, bool non_blocking) {
+  TokenHostImpl::to(device, non_blocking);
+  unused_key_->to(device, non_blocking);
+}
+
 at::Tensor ReformerImpl::attend(const at::Tensor& q, const at::Tensor&, const at::Tensor& v,
                                 const TokenGrid& grid) {
-  // Hashes and sorting on rounded values flip buckets: in float, whatever the autocast.
+  // The registry declares no bf16 or fp16 (rounded projections already move tokens between
+  // buckets); should a caller autocast anyway, hashing and softmax stay in float at least.
   AutocastDisabled in_float;
-  const at::Tensor qk = q.to(at::kFloat);
-  return functional::lsh_attention(qk, v.to(at::kFloat), hash(qk.detach(), grid),
-                                   options.bucket_size(), grid.key_valid, options.causal());
+  const at::ScalarType type = at::promote_types(q.scalar_type(), at::kFloat);
+  const at::Tensor qk = q.to(type);
+  return functional::lsh_attention(qk, v.to(type), hash(qk.detach(), grid), options.bucket_size(),
+                                   grid.key_valid, options.causal())
+      .to(v.scalar_type());
 }
 
 int64_t ReformerImpl::core_macs(int64_t b, int64_t n) const {

@@ -12,7 +12,8 @@
 // On the token host: the host's q is the shared query-key and its k is unused (its projection
 // is unregistered, so it is neither trained nor saved). The host pads the tokens to a multiple
 // of bucket_size; padded tokens hash to a bucket after every real one and are masked as keys
-// (−1e9). n_buckets = 0 follows the map: one bucket per chunk (the paper's choice, rounded up
+// (−1e9); the projection still runs, a quarter of the projections' cost, until the host can
+// skip it. n_buckets = 0 follows the map: one bucket per chunk (the paper's choice, rounded up
 // to even), so a map of another resolution keeps chunk-sized buckets. Rotations: evaluation
 // draws them from a generator seeded by the `rotation_seed` buffer (drawn at construction,
 // saved with the weights), so it is deterministic at every map size; training draws fresh ones
@@ -72,10 +73,16 @@ class ReformerImpl : public TokenHostImpl {
   // in bucket buckets_for(N), after every real one.
   at::Tensor hash(const at::Tensor& qk, const TokenGrid& grid);
 
+  // The host's key projection is out of the parameters but still runs: it moves with the block.
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, bool non_blocking = false) override;
+
   ReformerOptions options;
 
  private:
-  at::Tensor rotation_seed_;  // [1] long buffer
+  at::Tensor rotation_seed_;                       // [1] long buffer
+  std::shared_ptr<torch::nn::Module> unused_key_;  // the host's to_k, unregistered
 };
 TORCH_MODULE(Reformer);
 
