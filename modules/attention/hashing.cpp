@@ -7,8 +7,9 @@
 namespace attnseg::functional {
 
 namespace {
-c10::optional<at::Generator> maybe(const at::Generator& generator) {
-  return generator.defined() ? c10::optional<at::Generator>(generator) : c10::nullopt;
+c10::optional<at::Generator> generator_or_default(const at::Generator& generator) {
+  return generator.defined() ? c10::optional<at::Generator>(generator)
+                             : c10::optional<at::Generator>();
 }
 }  // namespace
 
@@ -16,7 +17,7 @@ at::Tensor random_rotations(int64_t dim, int64_t rounds, int64_t n_buckets,
                             at::Generator generator) {
   TORCH_CHECK(n_buckets >= 2 && n_buckets % 2 == 0,
               "angular LSH needs an even number of buckets, got ", n_buckets);
-  return at::randn({dim, rounds, n_buckets / 2}, maybe(generator), at::kFloat);
+  return at::randn({dim, rounds, n_buckets / 2}, generator_or_default(generator), at::kFloat);
 }
 
 at::Tensor angular_buckets(const at::Tensor& x, const at::Tensor& rotations) {
@@ -51,7 +52,7 @@ at::Tensor look_one_back(const at::Tensor& chunks, int64_t dim) {
 }
 
 at::Tensor random_hyperplanes(int64_t bits, int64_t dim, bool bias, at::Generator generator) {
-  at::Tensor planes = at::randn({bits, dim + 1}, maybe(generator), at::kFloat);
+  at::Tensor planes = at::randn({bits, dim + 1}, generator_or_default(generator), at::kFloat);
   if (!bias) planes.select(1, dim).zero_();
   return planes;
 }
