@@ -13,6 +13,7 @@
 #include "attention/axial.h"
 #include "attention/ccnet.h"
 #include "attention/compressive.h"
+#include "attention/clustered.h"
 #include "attention/cbam.h"
 #include "attention/efficient.h"
 #include "attention/ema.h"
@@ -28,6 +29,7 @@
 #include "attention/permutohedral.h"
 #include "attention/sac.h"
 #include "attention/product_key.h"
+#include "attention/reformer.h"
 #include "attention/registry.h"
 #include "attention/routing.h"
 #include "attention/scram.h"
@@ -38,6 +40,7 @@
 #include "compressive_reference.h"
 #include "fixture.h"
 #include "memory_reference.h"
+#include "hashing_reference.h"
 #include "permutohedral_reference.h"
 #include "routing_reference.h"
 #include "sequence_reference.h"
@@ -527,6 +530,29 @@ const std::map<std::string, CoreCheck>& core_checks() {
          if (!torch::equal(indices, ref_indices)) return std::numeric_limits<double>::infinity();
          return relative_error(functional::product_key_read(scores, indices, values),
                                test::product_key_read_reference(ref_scores, ref_indices, values));
+       }},
+      // LSH attention for given buckets: 3 rounds, 31 real tokens padded to 32 in chunks of 8.
+      {"reformer",
+       [] {
+         torch::manual_seed(16);
+         const auto qk = torch::randn({2, 3, 32, 5}), v = torch::randn({2, 3, 32, 6});
+         const auto buckets = torch::randint(0, 4, {2, 3, 3, 32}, torch::kLong).index_fill(3, torch::tensor({31}), 4);
+         std::vector<bool> valid(32, true);
+         valid[31] = false;
+         const at::Tensor out = functional::lsh_attention(qk, v, buckets, 8, torch::arange(32) < 31, false);
+         return relative_error(out.narrow(2, 0, 31),
+                               test::lsh_attention_reference(qk, v, buckets, 8, valid, false).narrow(2, 0, 31));
+       }},
+      // Both forms for given clusters (5 of them, on 31 tokens; improved with the top 7 keys).
+      {"clustered",
+       [] {
+         torch::manual_seed(17);
+         const auto q = torch::randn({2, 3, 31, 5}), k = torch::randn({2, 3, 31, 5}), v = torch::randn({2, 3, 31, 6});
+         const auto cluster = torch::randint(0, 5, {2, 3, 31}, torch::kLong);
+         return std::max(relative_error(functional::clustered_attention(q, k, v, cluster, 5),
+                                        test::clustered_reference(q, k, v, cluster, 5, 0)),
+                         relative_error(functional::improved_clustered_attention(q, k, v, cluster, 5, 7),
+                                        test::clustered_reference(q, k, v, cluster, 5, 7)));
        }},
       // CBAM has no query-key core: the whole block in float32, with the reference module's
       // weights, against the reference's float64 output.

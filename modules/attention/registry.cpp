@@ -10,6 +10,7 @@
 #include "attention/cbam.h"
 #include "attention/ccnet.h"
 #include "attention/compressive.h"
+#include "attention/clustered.h"
 #include "attention/efficient.h"
 #include "attention/ema.h"
 #include "attention/fast_l2.h"
@@ -27,6 +28,7 @@
 #include "attention/permutohedral.h"
 #include "attention/sac.h"
 #include "attention/product_key.h"
+#include "attention/reformer.h"
 #include "attention/scram.h"
 #include "attention/synthesizer.h"
 #include "core/error.h"
@@ -61,6 +63,11 @@ constexpr BlockCaps kHasState{false, false, false, /*has_state=*/true};
 // kernels take float and double; their tensor forms run on GPUs). Checked against fp32 in bf16
 // on the CPU; fp16 only where a GPU has run them, which none has yet.
 constexpr BlockCaps kNoFp16{false, false, false, false, /*cuda=*/true, /*bf16=*/true, /*fp16=*/false};
+// reformer's buckets and clustered's clusters come from hashes of the projected queries: their
+// rounding to bf16 or fp16 alone moves tokens between buckets and clusters (the attention branch
+// 4-7% off fp32 on 16x32 maps; test_sequence_hashing.cpp), so neither runs under autocast.
+constexpr BlockCaps kNoLowPrecision{false,         false,          false,         false,
+                                    /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
 
 // sac picks its edges by hashing and top-k on the keys: bf16 or fp16 keys flip some edges
 // (computing the predictor in float cannot undo the projection's rounding), and on a 7×9 map its
@@ -115,6 +122,10 @@ std::vector<BlockSpec> make_registry() {
       row<SynthesizerImpl, SynthesizerOptions>("synthesizer", "sequence", "2005.00743", "O(N^2 C)"),
       row<ProductKeyImpl, ProductKeyOptions>("product_key", "sequence", "1907.05242", "O(N(sqrt M + k^2)C)",
                                              kProductKeyCaps),
+      row<ReformerImpl, ReformerOptions>("reformer", "sequence", "2001.04451", "O(N log N C)",
+                                         kNoLowPrecision),
+      row<ClusteredImpl, ClusteredOptions>("clustered", "sequence", "2007.04825", "O(N c C)",
+                                           kNoLowPrecision),
   };
   std::set<std::string> seen;
   for (const auto& spec : specs) {
