@@ -28,7 +28,16 @@ def reference_tree(refs, repo):
             if repo not in _EXPORTS:
                 out = tempfile.mkdtemp(prefix=f"attnseg-ref-{name}-")
                 archive = subprocess.run(["git", "--git-dir", git_dir, "archive", "HEAD"],
-                                         check=True, capture_output=True).stdout
+                                         capture_output=True)
+                if archive.returncode != 0:
+                    # A mirror may lack its largest files (datasets, weights): export the
+                    # sources alone.
+                    files = subprocess.run(["git", "--git-dir", git_dir, "ls-tree", "-r", "--name-only", "HEAD"],
+                                           check=True, capture_output=True, text=True).stdout.split()
+                    sources = [f for f in files if f.endswith((".py", ".ipynb", ".cpp", ".cu", ".h"))]
+                    archive = subprocess.run(["git", "--git-dir", git_dir, "archive", "HEAD", "--", *sources],
+                                             check=True, capture_output=True)
+                archive = archive.stdout
                 subprocess.run(["tar", "-x", "-C", out], input=archive, check=True)
                 commit = subprocess.run(["git", "--git-dir", git_dir, "rev-parse", "HEAD"],
                                         check=True, capture_output=True, text=True).stdout.strip()

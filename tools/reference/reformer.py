@@ -54,3 +54,19 @@ def fixture(src, repo_at_commit):
     buckets = buckets.view(batch_heads, n_hashes, n) - offsets
     tensors = {"qk": qk, "v": v, "rotations": rotations, "buckets": buckets.to(torch.float64), "out": out}
     return f"{repo_at_commit} {FILE}", tensors
+
+
+def build(src, channels, heads=4, bucket_size=32, n_hashes=2):
+    """LSHAttention (bucket_size 32, 2 hash rounds: our defaults; its buckets follow N as ours
+    do) with shared query-key projections, on the feature map as our token host runs ours."""
+    import sequence
+
+    lsh = _load(src).LSHAttention(dropout=0.0, bucket_size=bucket_size, n_hashes=n_hashes)
+
+    def core(q, k, v):
+        b, h, n, d = q.shape
+        return lsh(q.reshape(b * h, n, d), v.reshape(b * h, n, d))[0].view(b, h, n, d)
+
+    layer = sequence.HeadsLayer(channels, heads, core, shared_qk=True)
+    layer.lsh = lsh  # registered, so that eval() reaches it
+    return sequence.OnFeatureMap(channels, layer)

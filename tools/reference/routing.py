@@ -54,3 +54,15 @@ def fixture(src, repo_at_commit):
         "q": q, "k": k, "v": v, "means": means, "y": y,
         "commitment": loss.reshape(1), "cluster_means": attention.kmeans.new_means,
     }
+
+
+def build_for(src, channels, height, width, heads=4, clusters=16):
+    """KmeansAttention with 16 clusters and windows of N/16 (our defaults: the window follows
+    the map, so one is built per size), separate q and k, in eval mode."""
+    import sequence
+
+    n = height * width
+    attention = _load(src).KmeansAttention(clusters, (n + clusters - 1) // clusters, heads, channels // heads)
+    layer = sequence.HeadsLayer(channels, heads, lambda q, k, v: attention(q, k, v)[0])
+    layer.attention = attention
+    return sequence.OnFeatureMap(channels, layer)

@@ -80,3 +80,30 @@ class FastTransformersLayer(nn.Module):
             self._masks[(b, n)] = (self.masking.FullMask(n, device=qk.device), lengths)
         mask, lengths = self._masks[(b, n)]
         return self.layer(qk, qk, v, mask, lengths, lengths)
+
+
+class HeadsLayer(nn.Module):
+    """Query, key, value and output projections around a reference core that takes
+    heads-split q, k, v [B, heads, N, d] and has no projections of its own (lucidrains' LSH,
+    k-means and Sinkhorn attentions). `core(q, k, v)` returns [B, heads, N, d]; with
+    `shared_qk` the keys are the queries (Reformer) and no key projection is built."""
+
+    def __init__(self, channels, heads, core, shared_qk=False):
+        super().__init__()
+        self.heads = heads
+        self.core = core
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = None if shared_qk else nn.Linear(channels, channels)
+        self.to_v = nn.Linear(channels, channels)
+        self.to_out = nn.Linear(channels, channels)
+
+    def forward(self, qk, v):
+        b, n, c = qk.shape
+
+        def split(t):
+            return t.view(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+        q = split(self.to_q(qk))
+        k = q if self.to_k is None else split(self.to_k(qk))
+        out = self.core(q, k, split(self.to_v(v)))
+        return self.to_out(out.transpose(1, 2).reshape(b, n, c))

@@ -50,3 +50,16 @@ def fixture(src, repo_at_commit):
     return f"{repo_at_commit} {FILE} (SinkhornAttention, simple sort net, no Gumbel noise)", {
         "q": q, "k": k, "weight": attention.sort_net.linear[0], "r": r, "y": y,
     }
+
+
+def build_for(src, channels, height, width, heads=4, bucket_size=32):
+    """SinkhornAttention with our defaults (buckets of 32, 5 Sinkhorn iterations, temperature
+    0.75, the simple sort net); its sort net has one column per block of max_seq_len, so one is
+    built per size. It mixes every block by the dense R (our soft=true), and its Gumbel noise
+    is drawn in every mode."""
+    import sequence
+
+    attention = _load(src).SinkhornAttention(bucket_size, channels, channels // heads, heads, height * width,
+                                             non_permutative=False, sinkhorn_iter=5, use_simple_sort_net=True)
+    layer = sequence.HeadsLayer(channels, heads, attention)
+    return sequence.OnFeatureMap(channels, layer)
