@@ -10,6 +10,7 @@
 #include "attention/linformer.h"
 #include "attention/performer.h"
 #include "attention/registry.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "engine/counters.h"
 #include "sequence_reference.h"
@@ -121,6 +122,48 @@ TEST(TokenHost, ExecutedMultiplyAddsEqualTheAnalyticCountOfEverySequenceBlock) {
     const at::Tensor x = torch::randn({2, 16, 7, 9});
     EXPECT_EQ(counted_macs([&] { block->forward(x); }), block->macs({2, 16, 7, 9})) << name;
   }
+}
+
+// A core that records the types of the q, k, v it is given and returns v.
+class RecordingCore : public TokenHostImpl {
+ public:
+  RecordingCore(bool float_qk, TokenInputs reads) : float_qk_(float_qk), reads_(reads) {
+    reset_host(TokenHostOptions(16));
+  }
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const TokenGrid&) override {
+    seen = {q.defined() ? q.scalar_type() : at::kByte, k.defined() ? k.scalar_type() : at::kByte,
+            v.scalar_type()};
+    return v;
+  }
+  int64_t core_macs(int64_t, int64_t) const override { return 0; }
+  TokenInputs inputs() const override { return reads_; }
+  bool float_queries_keys() const override { return float_qk_; }
+  std::vector<at::ScalarType> seen;  // q, k, v; kByte: not given
+
+ private:
+  bool float_qk_;
+  TokenInputs reads_;
+};
+
+// Under bf16 autocast a core that makes discrete choices on q and k gets them in float, its
+// values still in bf16; a core that reads no keys gets none, and the host builds no key
+// projection for it (nor counts one).
+TEST(TokenHost, QueriesAndKeysStayFloatUnderAutocastForCoresThatAskAndUnreadProjectionsAreNotBuilt) {
+  Runtime runtime;
+  runtime.precision = Precision::bf16;
+  const at::Tensor x = torch::randn({1, 16, 3, 5});
+  auto plain = std::make_shared<RecordingCore>(false, TokenInputs{});
+  auto hashing = std::make_shared<RecordingCore>(true, TokenInputs{true, false, true});
+  {
+    AutocastGuard autocast(runtime);
+    plain->forward(x);
+    hashing->forward(x);
+  }
+  EXPECT_EQ(plain->seen, (std::vector<at::ScalarType>{at::kBFloat16, at::kBFloat16, at::kBFloat16}));
+  EXPECT_EQ(hashing->seen, (std::vector<at::ScalarType>{at::kFloat, at::kByte, at::kBFloat16}));
+  EXPECT_TRUE(plain->named_children().contains("to_k"));
+  EXPECT_FALSE(hashing->named_children().contains("to_k"));
+  EXPECT_EQ(plain->macs({1, 16, 3, 5}) - hashing->macs({1, 16, 3, 5}), 15 * 16 * 16);
 }
 
 // --- linear ---------------------------------------------------------------------------------

@@ -342,9 +342,9 @@ TEST(Reformer, KeyProjectionIsNotAParameter) {
   EXPECT_TRUE(block->named_parameters().contains("to_q.weight"));
 }
 
-// The host still runs its (unregistered) key projection: a block converted to double, as a
-// model moved to another device or type, converts that projection too and computes the same.
-TEST(Reformer, ConvertingTheBlockConvertsItsUnusedKeyProjection) {
+// Converted to double (as a model moved to another type), the queries the host projects in
+// float under autocast are projected in double, and the block agrees with the float one.
+TEST(Reformer, ConvertedToDoubleItComputesInDoubleAndAgreesWithFloat) {
   torch::manual_seed(38);
   Reformer block(ReformerOptions(16).bucket_size(8));
   block->eval();
@@ -532,12 +532,12 @@ TEST(Clustered, BadOptionsNameTheBlockAndTheKey) {
 
 // --- both -----------------------------------------------------------------------------------
 
-// Why both blocks declare no bf16 or fp16 (registry caps): hashing is discontinuous, so the
-// rounding of the host's projections to bf16 alone moves tokens to other buckets and queries to
-// other clusters, and their outputs with them (measured on 16×32 maps: the attention branch
-// 4-7% off fp32 for these two blocks where linear and linformer stay within 0.3%). Rounding
-// queries to bf16 changes some of the hashes; the caps say so.
-TEST(HashingBlocks, Bf16RoundedQueriesChangeBucketsAndClustersSoTheCapsRefuseBf16) {
+// Why both blocks have the host project their queries and keys in float under any autocast
+// (TokenHostImpl::float_queries_keys): hashing is discontinuous, so rounding the projections to
+// bf16 alone would move tokens to other buckets and queries to other clusters (before the host
+// did so, the attention branch was 4-7% off fp32 on 16×32 maps for these two blocks, where
+// linear and linformer stay within 0.3%).
+TEST(HashingBlocks, Bf16RoundedQueriesWouldMoveBucketsSoTheHostProjectsThemInFloat) {
   torch::manual_seed(47);
   const at::Tensor q = torch::randn({2, 4, 512, 16}),
                    rounded = q.to(torch::kBFloat16).to(torch::kFloat);
@@ -557,10 +557,8 @@ TEST(HashingBlocks, Bf16RoundedQueriesChangeBucketsAndClustersSoTheCapsRefuseBf1
               flipped);
   EXPECT_GT(moved, 0);
   EXPECT_GT(flipped, 0);
-  for (const std::string name : {"reformer", "clustered"}) {
-    EXPECT_FALSE(find_block(name).caps.bf16) << name;
-    EXPECT_FALSE(find_block(name).caps.fp16) << name;
-  }
+  EXPECT_TRUE(Reformer(ReformerOptions(16))->float_queries_keys());
+  EXPECT_TRUE(Clustered(ClusteredOptions(16))->float_queries_keys());
 }
 
 // The multiply-adds each block reports are the ones its forward executes, on a 7×9 map (63

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <set>
+#include <tuple>
 
 #include "attention/memory_compressed.h"
 #include "attention/product_key.h"
@@ -85,16 +87,22 @@ TEST(MemoryBlocks, EachRunsOnTheDemosSixtyByEightyFeatureMap) {
   }
 }
 
-// synthesizer and product_key unregister the host projections they do not read (keys; values
-// for product_key; queries for the random kinds), which the host still runs: moved with the
-// block to another type, they follow it, and the block runs on a double input.
-TEST(MemoryBlocks, ProjectionsTheBlockDoesNotReadFollowTheBlockToAnotherType) {
+// The host builds only the projections a block reads (TokenHostImpl::inputs): synthesizer reads
+// no keys, its random kinds no queries either, product_key neither keys nor values. What is not
+// built is not computed (the executed products equal macs(), above), trained or saved; converted
+// to double, each block runs on a double input.
+TEST(MemoryBlocks, TheHostBuildsOnlyTheProjectionsTheBlockReads) {
   SynthesizerOptions random(16);
   random.kind("random").host().map_size({5, 7});
-  std::vector<std::pair<std::string, AttentionBlock>> blocks{{"synthesizer dense", build_block("synthesizer", 16)},
-                                                             {"synthesizer random", Synthesizer(random).ptr()},
-                                                             {"product_key", build_block("product_key", 16)}};
-  for (auto& [name, block] : blocks) {
+  const std::vector<std::tuple<std::string, AttentionBlock, std::vector<std::string>>> blocks{
+      {"synthesizer dense", build_block("synthesizer", 16), {"to_q", "to_v"}},
+      {"synthesizer random", Synthesizer(random).ptr(), {"to_v"}},
+      {"product_key", build_block("product_key", 16), {"to_q"}}};
+  for (const auto& [name, block, built] : blocks) {
+    for (const std::string projection : {"to_q", "to_k", "to_v"}) {
+      const bool expected = std::find(built.begin(), built.end(), projection) != built.end();
+      EXPECT_EQ(block->named_children().contains(projection), expected) << name << " " << projection;
+    }
     block->eval();
     block->to(torch::kDouble);
     torch::NoGradGuard no_grad;
@@ -129,7 +137,7 @@ TEST(MemoryCompressed, CompressedKeyLengthIsTheCeilingOfNOverS) {
   for (const int64_t s : {2, 3, 5}) {
     for (const int64_t n : {1, 7, 9, 10, 63, 64}) {
       const at::Tensor x = torch::randn({1, 2, n, 4});
-      const at::Tensor memory = functional::compress_memory(x, torch::randn({8, 4, s}), torch::randn({8}), s);
+      const at::Tensor memory = functional::strided_memory(x, torch::randn({8, 4, s}), torch::randn({8}), s);
       EXPECT_EQ(memory.sizes(), (std::vector<int64_t>{1, 2, (n + s - 1) / s, 4})) << "N " << n << ", s " << s;
     }
   }
@@ -141,7 +149,7 @@ TEST(MemoryCompressed, CompressedKeyLengthIsTheCeilingOfNOverS) {
 TEST(MemoryCompressed, CompressionMatchesTheReferencesConvCompress) {
   const test::Fixture f = test::load_fixture("memory_compressed");
   const at::Tensor x = f["x"].view({2, 12, 3, 4}).transpose(1, 2);                 // [B, heads, N, d]
-  const at::Tensor y = functional::compress_memory(x, f["weight"], f["bias"], 3);  // [B, heads, 4, d]
+  const at::Tensor y = functional::strided_memory(x, f["weight"], f["bias"], 3);  // [B, heads, 4, d]
   EXPECT_LT(test::max_relative_error(y.transpose(1, 2).reshape({2, 4, 12}), f["y"]), 1e-12);
 }
 

@@ -66,6 +66,9 @@ class ClusteredImpl : public TokenHostImpl {
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const TokenGrid& grid) override;
   int64_t core_macs(int64_t b, int64_t n) const override;
+  // Its choices (buckets, clusters, windows, pairings, edges, top-k) are made on the queries and
+  // keys: the host projects them in float under any autocast.
+  bool float_queries_keys() const override { return true; }
   // The cluster of each query, [B, h, N] long in [0, min(clusters, N)).
   at::Tensor cluster(const at::Tensor& q);
   const at::Tensor& planes() const { return planes_; }

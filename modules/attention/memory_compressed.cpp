@@ -8,7 +8,7 @@
 namespace attnseg {
 
 namespace functional {
-at::Tensor compress_memory(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t s) {
+at::Tensor strided_memory(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t s) {
   const int64_t b = x.size(0), h = x.size(1), n = x.size(2), d = x.size(3);
   const int64_t padded = (n + s - 1) / s * s;
   at::Tensor channels = x.transpose(2, 3).reshape({b, h * d, n});  // [B, h·d, N]
@@ -83,8 +83,8 @@ at::Tensor MemoryCompressedImpl::attend(const at::Tensor& q, const at::Tensor& k
     }
     const int64_t valid_slots = (grid.length() + s - 1) / s;
     outputs.push_back(functional::memory_attention(
-        q.narrow(1, local, memory), functional::compress_memory(mk, compress_weight, compress_bias, s),
-        functional::compress_memory(mv, compress_weight, compress_bias, s), valid_slots));
+        q.narrow(1, local, memory), functional::strided_memory(mk, compress_weight, compress_bias, s),
+        functional::strided_memory(mv, compress_weight, compress_bias, s), valid_slots));
   }
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 1);
 }

@@ -20,7 +20,7 @@ namespace attnseg {
 namespace functional {
 // Strided convolution of x [B, h, N, d] along the tokens, per head (groups = h), the sequence
 // zero-padded at the end to a multiple of s: [B, h, ceil(N/s), d]. weight [h·d, d, s], bias [h·d].
-at::Tensor compress_memory(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t s);
+at::Tensor strided_memory(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t s);
 // out_i = Σ_{j in i's block, valid} softmax_j(q_i·k_j/√d) v_j, blocks of `block` consecutive
 // tokens; N a multiple of block; key_valid [N] bool or undefined (all valid).
 at::Tensor local_block_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t block,

@@ -49,14 +49,7 @@ ProductKeyImpl::ProductKeyImpl(const ProductKeyOptions& options_) : options(opti
 void ProductKeyImpl::reset() {
   options.check();
   reset_host(options.host());
-  // The keys and values are not read: their projections are not part of this block's model. The
-  // host still computes them; they are neither trained nor saved.
-  unread_.clear();
-  for (const std::string name : {"to_k", "to_v"}) {
-    unread_.push_back(named_children()[name]);
-    for (auto& p : unread_.back()->parameters()) p.requires_grad_(false);
-    unregister_module(name);
-  }
+  // The keys and values are not read: the host builds no projection for them (inputs()).
   const int64_t h = options.host().heads(), d = options.host().head_width(), n = options.n_keys();
   // XLM's initialisations: sub-keys uniform in ±1/√(half), values normal with std 1/√(v_dim).
   const double bound = 1.0 / std::sqrt(static_cast<double>(d / 2));
@@ -83,21 +76,6 @@ int64_t ProductKeyImpl::core_macs(int64_t b, int64_t n) const {
   const int64_t h = options.host().heads(), d = options.host().head_width();
   // both halves (d/2 each) against n_keys sub-keys, then the weighted read of topk rows
   return b * h * n * (options.n_keys() * d + options.topk() * d);
-}
-
-void ProductKeyImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
-  TokenHostImpl::to(device, dtype, non_blocking);
-  for (auto& m : unread_) m->to(device, dtype, non_blocking);
-}
-
-void ProductKeyImpl::to(torch::Dtype dtype, bool non_blocking) {
-  TokenHostImpl::to(dtype, non_blocking);
-  for (auto& m : unread_) m->to(dtype, non_blocking);
-}
-
-void ProductKeyImpl::to(torch::Device device, bool non_blocking) {
-  TokenHostImpl::to(device, non_blocking);
-  for (auto& m : unread_) m->to(device, non_blocking);
 }
 
 }  // namespace attnseg

@@ -6,7 +6,7 @@
 // halves' scores, and the top-k of those are read from the value table [M, head width] (shared
 // by the heads, as XLM's one EmbeddingBag) with softmax weights. So a query scores 2·n_keys
 // sub-keys, never the M product keys, and a read touches k rows. The host's keys and values
-// are not used (their projections are unregistered: neither trained nor saved); each head's
+// are not used (the host builds no projection for them); each head's
 // read is that head's output, mixed by the host's output projection (XLM sums the heads).
 // Nothing depends on the map size or the token order.
 #pragma once
@@ -55,11 +55,10 @@ class ProductKeyImpl : public TokenHostImpl {
   void reset();
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const TokenGrid& grid) override;
   int64_t core_macs(int64_t b, int64_t n) const override;
-  // The host's projections this block does not read, unregistered in reset(): kept on the
-  // block's device and type, since the host still runs them.
-  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
-  void to(torch::Dtype dtype, bool non_blocking = false) override;
-  void to(torch::Device device, bool non_blocking = false) override;
+  // Its choices (buckets, clusters, windows, pairings, edges, top-k) are made on the queries and
+  // keys: the host projects them in float under any autocast.
+  bool float_queries_keys() const override { return true; }
+  TokenInputs inputs() const override { return {/*queries=*/true, /*keys=*/false, /*values=*/false}; }
   // Sub-keys scored by the last forward pass, all queries and heads together.
   int64_t scored_keys() const { return scored_keys_; }
 
@@ -70,7 +69,6 @@ class ProductKeyImpl : public TokenHostImpl {
 
  private:
   int64_t scored_keys_ = 0;
-  std::vector<std::shared_ptr<torch::nn::Module>> unread_;  // see to()
 };
 TORCH_MODULE(ProductKey);
 

@@ -65,10 +65,6 @@ ReformerImpl::ReformerImpl(const ReformerOptions& options_) : options(options_) 
 void ReformerImpl::reset() {
   options.check();
   reset_host(options.host());
-  // Shared QK: the host's key projection feeds nothing; unregistered, it is neither trained
-  // nor saved (the host still runs it, and its count stays in macs()).
-  unused_key_ = named_children()["to_k"];
-  unregister_module("to_k");
   const int64_t seed =
       at::randint(std::numeric_limits<int32_t>::max(), {1}, at::kLong).item<int64_t>();
   rotation_seed_ = register_buffer("rotation_seed", at::full({1}, seed, at::kLong));
@@ -98,21 +94,6 @@ at::Tensor ReformerImpl::hash(const at::Tensor& qk, const TokenGrid& grid) {
   if (grid.key_valid.defined())
     buckets = buckets.masked_fill(grid.key_valid.logical_not(), n_buckets);
   return buckets;
-}
-
-void ReformerImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
-  TokenHostImpl::to(device, dtype, non_blocking);
-  unused_key_->to(device, dtype, non_blocking);
-}
-
-void ReformerImpl::to(torch::Dtype dtype, bool non_blocking) {
-  TokenHostImpl::to(dtype, non_blocking);
-  unused_key_->to(dtype, non_blocking);
-}
-
-void ReformerImpl::to(torch::Device device, bool non_blocking) {
-  TokenHostImpl::to(device, non_blocking);
-  unused_key_->to(device, non_blocking);
 }
 
 at::Tensor ReformerImpl::attend(const at::Tensor& q, const at::Tensor&, const at::Tensor& v,

@@ -9,11 +9,10 @@
 // logsumexps, which is attention over the union of the rounds' key sets. O(N·bucket_size·d)
 // plus the hashing.
 //
-// On the token host: the host's q is the shared query-key and its k is unused (its projection
-// is unregistered, so it is neither trained nor saved). The host pads the tokens to a multiple
-// of bucket_size; padded tokens hash to a bucket after every real one and are masked as keys
-// (−1e9); the projection still runs, a quarter of the projections' cost, until the host can
-// skip it. n_buckets = 0 follows the map: one bucket per chunk (the paper's choice, rounded up
+// On the token host: the host's q is the shared query-key, so the block reads no keys and the
+// host builds no key projection; queries are projected in float under any autocast (the hash
+// would move tokens on rounded ones). The host pads the tokens to a multiple of bucket_size;
+// padded tokens hash to a bucket after every real one and are masked as keys (−1e9). n_buckets = 0 follows the map: one bucket per chunk (the paper's choice, rounded up
 // to even), so a map of another resolution keeps chunk-sized buckets. Rotations: evaluation
 // draws them from a generator seeded by the `rotation_seed` buffer (drawn at construction,
 // saved with the weights), so it is deterministic at every map size; training draws fresh ones
@@ -64,6 +63,8 @@ class ReformerImpl : public TokenHostImpl {
                     const TokenGrid& grid) override;
   int64_t core_macs(int64_t b, int64_t n) const override;
   int64_t token_multiple() const override { return options.bucket_size(); }
+  TokenInputs inputs() const override { return {/*queries=*/true, /*keys=*/false, /*values=*/true}; }
+  bool float_queries_keys() const override { return true; }
 
   // Buckets used for n (padded) tokens.
   int64_t buckets_for(int64_t n) const;
@@ -73,16 +74,11 @@ class ReformerImpl : public TokenHostImpl {
   // in bucket buckets_for(N), after every real one.
   at::Tensor hash(const at::Tensor& qk, const TokenGrid& grid);
 
-  // The host's key projection is out of the parameters but still runs: it moves with the block.
-  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
-  void to(torch::Dtype dtype, bool non_blocking = false) override;
-  void to(torch::Device device, bool non_blocking = false) override;
 
   ReformerOptions options;
 
  private:
-  at::Tensor rotation_seed_;                       // [1] long buffer
-  std::shared_ptr<torch::nn::Module> unused_key_;  // the host's to_k, unregistered
+  at::Tensor rotation_seed_;  // [1] long buffer
 };
 TORCH_MODULE(Reformer);
 

@@ -63,30 +63,20 @@ constexpr BlockCaps kHasState{false, false, false, /*has_state=*/true};
 // kernels take float and double; their tensor forms run on GPUs). Checked against fp32 in bf16
 // on the CPU; fp16 only where a GPU has run them, which none has yet.
 constexpr BlockCaps kNoFp16{false, false, false, false, /*cuda=*/true, /*bf16=*/true, /*fp16=*/false};
-// reformer's buckets and clustered's clusters come from hashes of the projected queries: their
-// rounding to bf16 or fp16 alone moves tokens between buckets and clusters (the attention branch
-// 4-7% off fp32 on 16x32 maps; test_sequence_hashing.cpp), so neither runs under autocast.
-constexpr BlockCaps kNoLowPrecision{false,         false,          false,         false,
-                                    /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
-
-// sac picks its edges by hashing and top-k on the keys: bf16 or fp16 keys flip some edges
-// (computing the predictor in float cannot undo the projection's rounding), and on a 7×9 map its
-// parameter gradients under bf16 autocast were 1.7% off fp32 (over the harness's 1%).
-constexpr BlockCaps kDiscreteEdges{false, false, false, false, /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
-// routing's windows and sinkhorn's block pairing are discrete choices made on the queries and
-// keys, and the sorting network's log(ReLU(x) + eps) has gradient 1/(x + eps): the host's
-// projections round q and k to bf16 before the cores (which compute in float), and that
-// rounding moves tokens between routing's windows (2.4% output error on the harness's 7×9 map)
-// and puts sinkhorn's query and key gradients 5-9% off. Both stay off reduced precision.
+// The sequence blocks that make discrete choices on the queries and keys (reformer's buckets,
+// clustered's clusters, routing's windows, sinkhorn's pairing, sac's edges, product_key's top-k)
+// have the host project those in float under any autocast (TokenHostImpl::float_queries_keys):
+// before it did, rounding them to bf16 alone moved tokens and put the harness's bf16 gradients
+// 1.7-9% off fp32. Checked in bf16 on the CPU; fp16 not yet (no GPU has run them).
+constexpr BlockCaps kFloatChoices{false, false, false, false, /*cuda=*/true, /*bf16=*/true, /*fp16=*/false};
+// routing also has its centroids (state) and its commitment loss; product_key its query
+// batch-norm's running statistics.
 constexpr BlockCaps kRoutingCaps{false, false, /*has_aux_loss=*/true, /*has_state=*/true,
-                                 /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
-constexpr BlockCaps kFloatOnly{false, false, false, false, /*cuda=*/true, /*bf16=*/false, /*fp16=*/false};
-// product_key: query_norm's batch statistics are running buffers. Its search runs in float, but
-// the host's query projection hands it queries rounded to bf16, which swaps near-tied keys in the
-// top-k: 0.6% off fp32 at the output, 4% on the parameter gradients (7% on to_out's), so no
-// reduced precision until the host can project a block's queries in float.
-constexpr BlockCaps kProductKeyCaps{false, false, false, /*has_state=*/true, /*cuda=*/true, /*bf16=*/false,
+                                 /*cuda=*/true, /*bf16=*/true, /*fp16=*/false};
+constexpr BlockCaps kProductKeyCaps{false, false, false, /*has_state=*/true, /*cuda=*/true, /*bf16=*/true,
                                     /*fp16=*/false};
+// compressive's attention-reconstruction loss trains its compression network.
+constexpr BlockCaps kOwnLoss{false, false, /*has_aux_loss=*/true};
 
 std::vector<BlockSpec> make_registry() {
   BlockSpec none{"none", "baseline", "-", "0", {}, {}, {}};
@@ -113,19 +103,18 @@ std::vector<BlockSpec> make_registry() {
       row<LinearAttentionImpl, LinearAttentionOptions>("linear", "sequence", "2006.16236", "O(N C^2)"),
       row<PerformerImpl, PerformerOptions>("performer", "sequence", "2006.03555", "O(N m C)", kHasState),
       row<LinformerImpl, LinformerOptions>("linformer", "sequence", "2006.04768", "O(N k C)"),
-      row<CompressiveImpl, CompressiveOptions>("compressive", "sequence", "1911.05507", "O(N(S+M)C)",
-                                               BlockCaps{false, false, /*has_aux_loss=*/true}),
-      row<SacImpl, SacOptions>("sac", "sequence", "2003.09833", "O(N k C)", kDiscreteEdges),
-      row<RoutingImpl, RoutingOptions>("routing", "sequence", "2003.05997", "O(N w C)", kRoutingCaps),
-      row<SinkhornImpl, SinkhornOptions>("sinkhorn", "sequence", "2002.11296", "O(N b C)", kFloatOnly),
       row<MemoryCompressedImpl, MemoryCompressedOptions>("memory_compressed", "sequence", "1801.10198", "O(N^2 C/s)"),
       row<SynthesizerImpl, SynthesizerOptions>("synthesizer", "sequence", "2005.00743", "O(N^2 C)"),
+      row<ReformerImpl, ReformerOptions>("reformer", "sequence", "2001.04451", "O(N log N C)",
+                                         kFloatChoices),
+      row<RoutingImpl, RoutingOptions>("routing", "sequence", "2003.05997", "O(N w C)", kRoutingCaps),
+      row<ClusteredImpl, ClusteredOptions>("clustered", "sequence", "2007.04825", "O(N c C)",
+                                           kFloatChoices),
+      row<SinkhornImpl, SinkhornOptions>("sinkhorn", "sequence", "2002.11296", "O(N b C)", kFloatChoices),
       row<ProductKeyImpl, ProductKeyOptions>("product_key", "sequence", "1907.05242", "O(N(sqrt M + k^2)C)",
                                              kProductKeyCaps),
-      row<ReformerImpl, ReformerOptions>("reformer", "sequence", "2001.04451", "O(N log N C)",
-                                         kNoLowPrecision),
-      row<ClusteredImpl, ClusteredOptions>("clustered", "sequence", "2007.04825", "O(N c C)",
-                                           kNoLowPrecision),
+      row<CompressiveImpl, CompressiveOptions>("compressive", "sequence", "1911.05507", "O(N(S+M)C)", kOwnLoss),
+      row<SacImpl, SacOptions>("sac", "sequence", "2003.09833", "O(N k C)", kFloatChoices),
   };
   std::set<std::string> seen;
   for (const auto& spec : specs) {

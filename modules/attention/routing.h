@@ -70,6 +70,9 @@ class RoutingImpl : public TokenHostImpl {
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const TokenGrid& grid) override;
   int64_t core_macs(int64_t b, int64_t n) const override;
+  // Its choices (buckets, clusters, windows, pairings, edges, top-k) are made on the queries and
+  // keys: the host projects them in float under any autocast.
+  bool float_queries_keys() const override { return true; }
   torch::Tensor aux_loss() const override { return aux_loss_; }
   // Tokens per cluster window on a sequence of n tokens.
   int64_t window_for(int64_t n) const;

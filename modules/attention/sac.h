@@ -60,6 +60,9 @@ class SacImpl : public TokenHostImpl {
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const TokenGrid& grid) override;
   int64_t core_macs(int64_t b, int64_t n) const override;
+  // Its choices (buckets, clusters, windows, pairings, edges, top-k) are made on the queries and
+  // keys: the host projects them in float under any autocast.
+  bool float_queries_keys() const override { return true; }
   int64_t token_multiple() const override { return options.chunk(); }
   // The edges of the last forward, [B, h, N (padded), k].
   const at::Tensor& last_edges() const { return last_edges_; }

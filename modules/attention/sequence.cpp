@@ -3,7 +3,10 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <optional>
 #include <utility>
+
+#include "core/device.h"
 
 namespace attnseg {
 
@@ -65,10 +68,12 @@ at::Tensor sinusoidal_position_2d(int64_t channels, int64_t height, int64_t widt
 void TokenHostImpl::reset_host(const TokenHostOptions& host) {
   host_ = host;
   const int64_t c = host_.channels(), inner = host_.inner();
+  const TokenInputs reads = inputs();
+  to_q_ = to_k_ = to_v_ = torch::nn::Linear{nullptr};
   norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c})));
-  to_q_ = register_module("to_q", torch::nn::Linear(c, inner));
-  to_k_ = register_module("to_k", torch::nn::Linear(c, inner));
-  to_v_ = register_module("to_v", torch::nn::Linear(c, inner));
+  if (reads.queries) to_q_ = register_module("to_q", torch::nn::Linear(c, inner));
+  if (reads.keys) to_k_ = register_module("to_k", torch::nn::Linear(c, inner));
+  if (reads.values) to_v_ = register_module("to_v", torch::nn::Linear(c, inner));
   to_out_ = register_module("to_out", torch::nn::Linear(inner, c));
   if (host_.positional() == "learned") {
     const auto& size = host_.map_size();
@@ -118,7 +123,19 @@ torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
     const at::Tensor heads_first = t.view({b, n, heads, d}).transpose(1, 2);
     return padding == 0 ? heads_first : at::constant_pad_nd(heads_first, {0, 0, 0, padding});
   };
-  at::Tensor attended = attend(split(to_q_(qk_in)), split(to_k_(qk_in)), split(to_v_(normed)), grid);
+  at::Tensor q, k, v;
+  {
+    std::optional<AutocastDisabled> in_float;
+    at::Tensor input = qk_in;
+    if (float_queries_keys()) {
+      in_float.emplace();
+      input = qk_in.to(norm_->weight.scalar_type());
+    }
+    if (to_q_) q = split(to_q_(input));
+    if (to_k_) k = split(to_k_(input));
+  }
+  if (to_v_) v = split(to_v_(normed));
+  at::Tensor attended = attend(q, k, v, grid);
   if (padding > 0) attended = attended.narrow(2, 0, n);
   at::Tensor y = to_out_(attended.transpose(1, 2).reshape({b, n, heads * d})).transpose(1, 2);  // [B, C, N]
   if (!raster) y = y.index_select(2, at::argsort(grid.pixel_of));
@@ -128,7 +145,8 @@ torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
 int64_t TokenHostImpl::macs(const std::vector<int64_t>& shape) const {
   const int64_t b = shape[0], c = shape[1], n = shape[2] * shape[3];
   const int64_t multiple = token_multiple(), padded = (n + multiple - 1) / multiple * multiple;
-  return 4 * b * n * c * host_.inner() + core_macs(b, padded);
+  const int64_t projections = 1 + (to_q_ ? 1 : 0) + (to_k_ ? 1 : 0) + (to_v_ ? 1 : 0);
+  return projections * b * n * c * host_.inner() + core_macs(b, padded);
 }
 
 }  // namespace attnseg

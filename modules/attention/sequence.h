@@ -88,6 +88,14 @@ namespace functional {
 at::Tensor sinusoidal_position_2d(int64_t channels, int64_t height, int64_t width);
 }  // namespace functional
 
+// Which of the host's projections a core reads. One it does not read (the keys of reformer's
+// shared query-key, of synthesizer and of product_key; product_key's values; the random
+// synthesizers' queries) is never built: not computed, trained or saved, and `attend` gets an
+// undefined tensor in its place.
+struct TokenInputs {
+  bool queries = true, keys = true, values = true;
+};
+
 class TokenHostImpl : public AttentionBlockImpl {
  public:
   torch::Tensor forward(const torch::Tensor& x) override;
@@ -103,6 +111,12 @@ class TokenHostImpl : public AttentionBlockImpl {
   // The core needs a token count divisible by this (chunks, blocks, segments): the host pads q,
   // k and v with zero tokens up to the next multiple and marks them in TokenGrid::key_valid.
   virtual int64_t token_multiple() const { return 1; }
+  // The projections the core reads; asked by reset_host(), so it may depend on the options.
+  virtual TokenInputs inputs() const { return {}; }
+  // The core makes discrete choices on the queries and keys (buckets, clusters, windows, top-k):
+  // the host projects them in float under any autocast, so that rounding to bf16 or fp16 cannot
+  // move a token to another bucket (the values and the output projection still follow autocast).
+  virtual bool float_queries_keys() const { return false; }
 
   const TokenHostOptions& host_options() const { return host_; }
 

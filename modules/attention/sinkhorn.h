@@ -79,6 +79,9 @@ class SinkhornImpl : public TokenHostImpl {
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const TokenGrid& grid) override;
   int64_t core_macs(int64_t b, int64_t n) const override;
+  // Its choices (buckets, clusters, windows, pairings, edges, top-k) are made on the queries and
+  // keys: the host projects them in float under any autocast.
+  bool float_queries_keys() const override { return true; }
   int64_t token_multiple() const override { return options.bucket_size(); }
   // The sorting network's weight for `blocks` blocks: [h, 2d, blocks], resampled from the trained
   // block count.

@@ -51,16 +51,8 @@ int64_t SynthesizerImpl::hidden_width() const {
 void SynthesizerImpl::reset() {
   options.check();
   reset_host(options.host());
-  // Nothing is compared with a key: the key projection (and for the random kinds, which read
-  // no token, the query projection) is not part of this block's model. The host still computes
-  // it; it is neither trained nor saved.
-  auto drop = [this](const std::string& name) {
-    unread_.push_back(named_children()[name]);
-    for (auto& p : unread_.back()->parameters()) p.requires_grad_(false);
-    unregister_module(name);
-  };
-  unread_.clear();
-  drop("to_k");
+  // Nothing is compared with a key: the host builds no key projection (inputs()), and for the
+  // random kinds, which read no token, no query projection either.
   const int64_t h = options.host().heads(), d = options.host().head_width();
   const int64_t h0 = options.host().map_size()[0], w0 = options.host().map_size()[1], l = h0 * w0;
   auto uniform = [](std::vector<int64_t> shape, int64_t fan_in) {  // nn.Linear's initialisation
@@ -75,7 +67,6 @@ void SynthesizerImpl::reset() {
     b2 = register_parameter("b2", uniform({h, h0, w0}, r));
     return;
   }
-  drop("to_q");
   const bool trainable = options.trainable();
   auto add = [&](const std::string& name, const at::Tensor& value) {
     return trainable ? register_parameter(name, value) : register_buffer(name, value);
@@ -117,21 +108,6 @@ int64_t SynthesizerImpl::core_macs(int64_t b, int64_t n) const {
   if (options.kind() == "dense") synthesis = b * h * n * (d * hidden_width() + hidden_width() * n);
   if (options.kind() == "factorized_random") synthesis = h * n * options.rank() * n;  // R1 R2ᵀ, once per batch
   return synthesis + b * h * n * n * d;                                               // softmax(B) V
-}
-
-void SynthesizerImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
-  TokenHostImpl::to(device, dtype, non_blocking);
-  for (auto& m : unread_) m->to(device, dtype, non_blocking);
-}
-
-void SynthesizerImpl::to(torch::Dtype dtype, bool non_blocking) {
-  TokenHostImpl::to(dtype, non_blocking);
-  for (auto& m : unread_) m->to(dtype, non_blocking);
-}
-
-void SynthesizerImpl::to(torch::Device device, bool non_blocking) {
-  TokenHostImpl::to(device, non_blocking);
-  for (auto& m : unread_) m->to(device, non_blocking);
 }
 
 }  // namespace attnseg

@@ -53,11 +53,7 @@ class SynthesizerImpl : public TokenHostImpl {
   void reset();
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const TokenGrid& grid) override;
   int64_t core_macs(int64_t b, int64_t n) const override;
-  // The host's projections this block does not read, unregistered in reset(): kept on the
-  // block's device and type, since the host still runs them.
-  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
-  void to(torch::Dtype dtype, bool non_blocking = false) override;
-  void to(torch::Device device, bool non_blocking = false) override;
+  TokenInputs inputs() const override { return {/*queries=*/options.kind() == "dense", /*keys=*/false, /*values=*/true}; }
   // The logits for a map of the grid's size in its token order: [B, h, N, N] for dense (from
   // q), [1, h, N, N] for the random kinds (q unused).
   at::Tensor logits(const at::Tensor& q, const TokenGrid& grid) const;
@@ -68,7 +64,6 @@ class SynthesizerImpl : public TokenHostImpl {
 
  private:
   int64_t hidden_width() const;
-  std::vector<std::shared_ptr<torch::nn::Module>> unread_;  // see to()
 };
 TORCH_MODULE(Synthesizer);
 
