@@ -14,22 +14,13 @@
 #include "core/error.h"
 #include "engine/counters.h"
 #include "sequence_reference.h"
+#include "sequence_test.h"
 
 namespace attnseg {
 namespace {
 
-double relative_error(const at::Tensor& out, const at::Tensor& ref) {
-  return ((out.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm()).item<double>();
-}
-
-// Multiply-adds the products of `f` execute, as the benchmark counts them.
-template <typename F>
-int64_t counted_macs(F&& f) {
-  MacCounter counter;
-  torch::NoGradGuard no_grad;
-  f();
-  return counter.macs();
-}
+using test::counted_macs;
+using test::relative_error;
 
 // --- the token host ---------------------------------------------------------------------
 
@@ -286,7 +277,7 @@ TEST(Linformer, WithKEqualToNAndIdentityProjectionsItIsFullAttention) {
   }
   torch::manual_seed(6);
   const auto q = torch::randn({2, 4, 35, 4}), k = torch::randn({2, 4, 35, 4}), v = torch::randn({2, 4, 35, 4});
-  TokenGrid grid{5, 7, TokenOrder::raster, torch::arange(35, torch::kLong)};
+  TokenGrid grid = test::raster_grid(5, 7);
   EXPECT_LT(relative_error(block->attend(q, k, v, grid), test::softmax_attention_reference(q, k, v)), 1e-5);
 }
 
@@ -297,11 +288,11 @@ TEST(Linformer, ProjectedLengthStaysKAsTheMapGrows) {
   options.k(24).host().map_size({6, 10});
   Linformer block(options);
   for (const auto& [h, w] : std::vector<std::pair<int64_t, int64_t>>{{6, 10}, {12, 20}, {13, 29}}) {
-    TokenGrid grid{h, w, TokenOrder::raster, torch::arange(h * w, torch::kLong)};
+    TokenGrid grid = test::raster_grid(h, w);
     EXPECT_EQ(block->projection_for(block->e, grid).sizes(), (std::vector<int64_t>{24, h * w}));
   }
   auto macs = [&](int64_t h, int64_t w) {
-    TokenGrid grid{h, w, TokenOrder::raster, torch::arange(h * w, torch::kLong)};
+    TokenGrid grid = test::raster_grid(h, w);
     const auto q = torch::randn({1, 4, h * w, 4});
     return counted_macs([&] { block->attend(q, q, q, grid); });
   };
@@ -315,7 +306,7 @@ TEST(Linformer, RunsAtAResolutionOtherThanTheTrainedOne) {
   options.k(8).host().map_size({6, 10});
   torch::manual_seed(7);
   Linformer block(options);
-  TokenGrid trained{6, 10, TokenOrder::raster, torch::arange(60, torch::kLong)};
+  TokenGrid trained = test::raster_grid(6, 10);
   EXPECT_TRUE(torch::equal(block->projection_for(block->e, trained), block->e.flatten(1)));
   const at::Tensor x = torch::randn({1, 16, 13, 29});
   const at::Tensor y = block->forward(x);

@@ -16,22 +16,13 @@
 #include "core/error.h"
 #include "engine/counters.h"
 #include "fixture.h"
+#include "sequence_test.h"
 
 namespace attnseg {
 namespace {
 
-double relative_error(const at::Tensor& out, const at::Tensor& ref) {
-  return ((out.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm())
-      .item<double>();
-}
-
-template <typename F>
-int64_t counted_macs(F&& f) {
-  MacCounter counter;
-  torch::NoGradGuard no_grad;
-  f();
-  return counter.macs();
-}
+using test::counted_macs;
+using test::relative_error;
 
 // q, k, v of `n` tokens of a map of `real` tokens (1 × real), padded to n.
 struct PaddedInput {

@@ -18,26 +18,14 @@
 #include "fixture.h"
 #include "hashing_reference.h"
 #include "sequence_reference.h"
+#include "sequence_test.h"
 
 namespace attnseg {
 namespace {
 
-double relative_error(const at::Tensor& out, const at::Tensor& ref) {
-  return ((out.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm())
-      .item<double>();
-}
-
-template <typename F>
-int64_t counted_macs(F&& f) {
-  MacCounter counter;
-  torch::NoGradGuard no_grad;
-  f();
-  return counter.macs();
-}
-
-TokenGrid raster_grid(int64_t h, int64_t w) {
-  return TokenGrid{h, w, TokenOrder::raster, {}, 0, {}};
-}
+using test::counted_macs;
+using test::raster_grid;
+using test::relative_error;
 
 // Expects `configure` to throw naming the block and the key.
 void expect_option_error(const std::string& yaml, const std::string& key) {

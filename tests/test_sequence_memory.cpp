@@ -15,23 +15,15 @@
 #include "engine/counters.h"
 #include "fixture.h"
 #include "memory_reference.h"
+#include "sequence_test.h"
 
 namespace attnseg {
 namespace {
 
-double relative_error(const at::Tensor& out, const at::Tensor& ref) {
-  return ((out.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm()).item<double>();
-}
+using test::counted_macs;
+using test::relative_error;
 
-// Multiply-adds the products of `f` execute, as the benchmark counts them.
-template <typename F>
-int64_t counted_macs(F&& f) {
-  MacCounter counter;
-  torch::NoGradGuard no_grad;
-  f();
-  return counter.macs();
-}
-
+// A raster grid with `padding` tokens appended.
 TokenGrid raster_grid(int64_t h, int64_t w, int64_t padding = 0) {
   return padded_grid(TokenGrid{h, w, TokenOrder::raster, {}, 0, {}}, padding, torch::kCPU);
 }

@@ -16,27 +16,14 @@
 #include "fixture.h"
 #include "routing_reference.h"
 #include "sequence_reference.h"
+#include "sequence_test.h"
 
 namespace attnseg {
 namespace {
 
-double relative_error(const at::Tensor& out, const at::Tensor& ref) {
-  return ((out.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm())
-      .item<double>();
-}
-
-// Multiply-adds the products of `f` execute, as the benchmark counts them.
-template <typename F>
-int64_t counted_macs(F&& f) {
-  MacCounter counter;
-  torch::NoGradGuard no_grad;
-  f();
-  return counter.macs();
-}
-
-TokenGrid raster_grid(int64_t h, int64_t w) {
-  return TokenGrid{h, w, TokenOrder::raster, torch::arange(h * w, torch::kLong), 0, {}};
-}
+using test::counted_macs;
+using test::raster_grid;
+using test::relative_error;
 
 // The message of the error that configuring `yaml` raises ("" when none).
 std::string configure_error(const std::string& yaml) {
