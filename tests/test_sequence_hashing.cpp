@@ -289,8 +289,8 @@ TEST(Reformer, PaddedTokensNeverReachRealOutputs) {
   EXPECT_TRUE(torch::allclose(a.narrow(2, 0, 63), b.narrow(2, 0, 63), 1e-6, 1e-6));
 }
 
-// Cost: at 4× the tokens the products grow about 4× (the chunks stay bucket_size long), where
-// attention over all pairs pays 16×.
+// Cost: at 4× the tokens the products grow about 4× (the chunks stay bucket_size long; the
+// hashing grows with the bucket count until max_buckets), where attention over all pairs pays 16×.
 TEST(Reformer, ProductsGrowAboutLinearlyWithTheTokenCount) {
   ReformerOptions options(64);
   options.host().heads(1);
@@ -305,6 +305,10 @@ TEST(Reformer, ProductsGrowAboutLinearlyWithTheTokenCount) {
   std::printf("reformer products at 4x the tokens (384 -> 1536): %.2fx\n", ratio);
   EXPECT_GT(ratio, 3.9);
   EXPECT_LT(ratio, 5.0);
+  // Past max_buckets chunks the hashing stops growing with the bucket count: exactly 4×.
+  const double capped = static_cast<double>(macs(64, 128)) / static_cast<double>(macs(32, 64));
+  std::printf("reformer products at 4x the tokens (2048 -> 8192): %.2fx\n", capped);
+  EXPECT_DOUBLE_EQ(capped, 4.0);
 }
 
 TEST(Reformer, EvaluationIsDeterministicAndTrainingRedrawsOnlyWhenConfigured) {
@@ -362,12 +366,13 @@ TEST(Clustered, ConvertedToDoubleItComputesInDoubleAndAgreesWithFloat) {
 
 // At the trained 8×48 the buckets are one per chunk (12); on the demo's 60×80 map (4800
 // tokens) 150, so buckets stay chunk-sized; the block runs there.
-TEST(Reformer, RunsOnTheDemoFrameMapWithBucketsScaledToIt) {
+TEST(Reformer, RunsOnTheDemoFrameMapWithABucketPerChunkUpToTheCap) {
   torch::manual_seed(37);
   Reformer block(ReformerOptions(32).bucket_size(32));
   block->eval();
   EXPECT_EQ(block->buckets_for(384), 12);
-  EXPECT_EQ(block->buckets_for(4800), 150);
+  EXPECT_EQ(block->buckets_for(1888), 60);  // 59 chunks, rounded up to even
+  EXPECT_EQ(block->buckets_for(4800), 64);  // 150 chunks, capped at max_buckets
   torch::NoGradGuard no_grad;
   const at::Tensor x = torch::randn({1, 32, 60, 80});
   const at::Tensor y = block->forward(x);

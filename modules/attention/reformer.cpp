@@ -56,6 +56,8 @@ void ReformerOptions::check() const {
   TORCH_CHECK(n_buckets_ == 0 || (n_buckets_ >= 2 && n_buckets_ % 2 == 0),
               "reformer: n_buckets must be even and at least 2 (or 0: one per chunk), got ",
               n_buckets_);
+  TORCH_CHECK(max_buckets_ >= 2 && max_buckets_ % 2 == 0,
+              "reformer: max_buckets must be even and at least 2, got ", max_buckets_);
 }
 
 ReformerImpl::ReformerImpl(const ReformerOptions& options_) : options(options_) {
@@ -73,7 +75,7 @@ void ReformerImpl::reset() {
 int64_t ReformerImpl::buckets_for(int64_t n) const {
   if (options.n_buckets() > 0) return options.n_buckets();
   const int64_t chunks = (n + options.bucket_size() - 1) / options.bucket_size();
-  return std::max<int64_t>(2, chunks + chunks % 2);
+  return std::min(options.max_buckets(), std::max<int64_t>(2, chunks + chunks % 2));
 }
 
 at::Tensor ReformerImpl::evaluation_rotations(int64_t n) const {

@@ -12,8 +12,10 @@
 // On the token host: the host's q is the shared query-key, so the block reads no keys and the
 // host builds no key projection; queries are projected in float under any autocast (the hash
 // would move tokens on rounded ones). The host pads the tokens to a multiple of bucket_size;
-// padded tokens hash to a bucket after every real one and are masked as keys (−1e9). n_buckets = 0 follows the map: one bucket per chunk (the paper's choice, rounded up
-// to even), so a map of another resolution keeps chunk-sized buckets. Rotations: evaluation
+// padded tokens hash to a bucket after every real one and are masked as keys (−1e9). n_buckets
+// = 0 follows the map: one bucket per chunk (rounded up to even) up to max_buckets (64), so a
+// map of another resolution keeps chunk-sized buckets until the hashing, N·d·buckets/2
+// products, would grow faster than N; past that a bucket spans several chunks. Rotations: evaluation
 // draws them from a generator seeded by the `rotation_seed` buffer (drawn at construction,
 // saved with the weights), so it is deterministic at every map size; training draws fresh ones
 // every forward (the references' behaviour) unless `redraw` is false.
@@ -38,7 +40,12 @@ struct ReformerOptions {
   TORCH_ARG(TokenHostOptions, host);
   TORCH_ARG(int64_t, bucket_size) = 32;  // chunk length; the host pads to a multiple of it
   TORCH_ARG(int64_t, n_hashes) = 2;      // hash rounds
-  TORCH_ARG(int64_t, n_buckets) = 0;     // even; 0: padded tokens / bucket_size, rounded up to even
+  TORCH_ARG(int64_t, n_buckets) = 0;     // even; 0: padded tokens / bucket_size, rounded up to even,
+                                         // at most max_buckets
+  // With n_buckets 0, the most buckets: hashing costs N·d·buckets/2 products per round, so
+  // buckets that grow with N would make it quadratic; past max_buckets chunks a bucket spans
+  // several chunks, as in the paper's long sequences.
+  TORCH_ARG(int64_t, max_buckets) = 64;
   TORCH_ARG(bool, causal) = false;       // raster order: a token attends to itself and earlier ones
   TORCH_ARG(bool, redraw) = true;        // training forwards draw fresh rotations
 
@@ -49,6 +56,7 @@ struct ReformerOptions {
     field("bucket_size", bucket_size_);
     field("n_hashes", n_hashes_);
     field("n_buckets", n_buckets_);
+    field("max_buckets", max_buckets_);
     field("causal", causal_);
     field("redraw", redraw_);
   }
