@@ -89,8 +89,8 @@ at::Tensor ClusteredImpl::cluster(const at::Tensor& q) {
 
 at::Tensor ClusteredImpl::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const TokenGrid&) {
-  // The registry declares no bf16 or fp16 (rounded projections already move queries between
-  // clusters); should a caller autocast anyway, hashing and softmax stay in float at least.
+  // The host projects queries and keys in float (float_queries_keys); the values may come in
+  // bf16 under autocast: hashing and softmax stay in float.
   AutocastDisabled in_float;
   const at::ScalarType type = at::promote_types(q.scalar_type(), at::kFloat);
   const at::Tensor qf = q.to(type), kf = k.to(type), vf = v.to(type);

@@ -100,8 +100,8 @@ at::Tensor ReformerImpl::hash(const at::Tensor& qk, const TokenGrid& grid) {
 
 at::Tensor ReformerImpl::attend(const at::Tensor& q, const at::Tensor&, const at::Tensor& v,
                                 const TokenGrid& grid) {
-  // The registry declares no bf16 or fp16 (rounded projections already move tokens between
-  // buckets); should a caller autocast anyway, hashing and softmax stay in float at least.
+  // The host projects the queries in float (float_queries_keys); the values may come in bf16
+  // under autocast: hashing and softmax stay in float.
   AutocastDisabled in_float;
   const at::ScalarType type = at::promote_types(q.scalar_type(), at::kFloat);
   const at::Tensor qk = q.to(type);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "attention/hashing.h"
 #include "core/device.h"
 
 namespace attnseg {
@@ -18,9 +19,7 @@ at::Tensor routed_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const at::Tensor queries = top_w_per_cluster(query_similarity, w).view({b, h, clusters * w});
   const at::Tensor keys = top_w_per_cluster(key_similarity, w).view({b, h, clusters * w});
   auto pick = [&](const at::Tensor& t, const at::Tensor& index) {
-    const int64_t width = t.size(3);
-    return t.gather(2, index.unsqueeze(-1).expand({b, h, clusters * w, width}))
-        .view({b, h, clusters, w, width});
+    return gather_tokens(t, index).view({b, h, clusters, w, t.size(3)});
   };
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const at::Tensor weights =

@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
+#include "attention/hashing.h"
 #include "core/device.h"
 
 namespace attnseg {
@@ -14,12 +16,9 @@ namespace {
 
 // x [B, h, N, c] at the tokens `index` [B, h, ...] → [B, h, ..., c].
 at::Tensor tokens_at(const at::Tensor& x, const at::Tensor& index) {
-  const at::Tensor flat = index.reshape({index.size(0), index.size(1), -1});
   std::vector<int64_t> shape = index.sizes().vec();
   shape.push_back(x.size(3));
-  return x
-      .gather(2, flat.unsqueeze(-1).expand({flat.size(0), flat.size(1), flat.size(2), x.size(3)}))
-      .view(shape);
+  return gather_tokens(x, index.flatten(2)).view(shape);
 }
 
 }  // namespace
@@ -34,10 +33,9 @@ std::pair<at::Tensor, at::Tensor> sac_edges(const at::Tensor& e, const at::Tenso
   if (key_valid.defined())
     bucket = bucket.masked_fill(key_valid.logical_not(), 2 * rotations.size(2));
   // Sorted by bucket, then by position: deterministic, and neighbours stay together in a bucket.
-  const at::Tensor order =
-      at::argsort(bucket * n + at::arange(n, bucket.options()), /*dim=*/-1, /*descending=*/false);
+  const auto [order, inverse] = sort_by_bucket(bucket);
   const at::Tensor chunked = order.view({b, h, chunks, chunk});
-  const at::Tensor candidates = chunks > 1 ? at::cat({chunked, chunked.roll(1, 2)}, -1) : chunked;
+  const at::Tensor candidates = chunks > 1 ? look_one_back(chunked, 2) : chunked;
 
   at::Tensor s = at::matmul(tokens_at(e, chunked), tokens_at(e, candidates).transpose(-2, -1)) /
                  std::sqrt(static_cast<double>(r));  // [B, h, chunks, chunk, candidates]
@@ -49,10 +47,8 @@ std::pair<at::Tensor, at::Tensor> sac_edges(const at::Tensor& e, const at::Tenso
   const auto [top, slot] = s.topk(k, -1);
   const at::Tensor partners = candidates.unsqueeze(3).expand(s.sizes()).gather(-1, slot);
   // From sorted order back to token order.
-  const at::Tensor back =
-      at::argsort(order, /*dim=*/-1, /*descending=*/false).unsqueeze(-1).expand({b, h, n, k});
-  return {partners.reshape({b, h, n, k}).gather(2, back),
-          top.reshape({b, h, n, k}).gather(2, back)};
+  return {gather_tokens(partners.reshape({b, h, n, k}), inverse),
+          gather_tokens(top.reshape({b, h, n, k}), inverse)};
 }
 
 at::Tensor sac_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -125,14 +125,11 @@ torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
   };
   at::Tensor q, k, v;
   {
+    // qk_in is already in the weights' type: without autocast the projections stay there.
     std::optional<AutocastDisabled> in_float;
-    at::Tensor input = qk_in;
-    if (float_queries_keys()) {
-      in_float.emplace();
-      input = qk_in.to(norm_->weight.scalar_type());
-    }
-    if (to_q_) q = split(to_q_(input));
-    if (to_k_) k = split(to_k_(input));
+    if (float_queries_keys()) in_float.emplace();
+    if (to_q_) q = split(to_q_(qk_in));
+    if (to_k_) k = split(to_k_(qk_in));
   }
   if (to_v_) v = split(to_v_(normed));
   at::Tensor attended = attend(q, k, v, grid);
