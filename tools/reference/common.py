@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import types
 
 import torch
 
@@ -82,3 +83,21 @@ def save_fixture(block, reference, tensors):
         f.write("\n")
     os.replace(tmp, path)
     print(f"wrote {os.path.relpath(path, ROOT)} ({sum(v.numel() for v in tensors.values())} numbers)")
+
+
+def stub_modules(stubs):
+    """Registers empty stand-ins for packages a reference file imports but the path we run does
+    not use: {module name: {attribute: value}}; a module already imported is left as it is."""
+    for name, attributes in stubs.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        sys.modules.setdefault(name, module)
+
+
+def package_without_init(name, path):
+    """Registers package `name` with `path` as its search path without running its __init__
+    (which may import what is not installed), so that its submodules import alone."""
+    if name not in sys.modules:
+        package = types.ModuleType(name)
+        package.__path__ = [path]
+        sys.modules[name] = package

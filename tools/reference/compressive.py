@@ -8,8 +8,6 @@ values: those are the weights stored. Compression rate 2, where the reference's 
 evicted memory (rows % c zeros) equals ours (to a multiple of c). It imports mogrifier only for an
 option left off; a stand-in is given."""
 import os
-import sys
-import types
 
 import torch
 
@@ -20,9 +18,7 @@ FILE = "compressive_transformer_pytorch/compressive_transformer_pytorch.py"
 
 
 def _load(src):
-    mogrifier = types.ModuleType("mogrifier")
-    mogrifier.Mogrifier = object
-    sys.modules.setdefault("mogrifier", mogrifier)
+    common.stub_modules({"mogrifier": {"Mogrifier": object}})
     return common.import_file(os.path.join(src, FILE), "ref_compressive")
 
 

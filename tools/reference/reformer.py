@@ -5,8 +5,6 @@ other packages (einops, local_attention, ...) serve other classes and are stubbe
 rotations come from torch.randn inside hash_vectors; that call is given fixed rotations, stored
 with the fixture, so the C++ core can hash with the same ones."""
 import os
-import sys
-import types
 
 import torch
 
@@ -17,20 +15,14 @@ FILE = "reformer_pytorch/reformer_pytorch.py"
 
 
 def _load(src):
-    stubs = {
-        "local_attention": ["LocalAttention"],
-        "axial_positional_embedding": ["AxialPositionalEmbedding"],
-        "product_key_memory": ["PKM"],
-        "reformer_pytorch": [],
-        "reformer_pytorch.reversible": ["ReversibleSequence"],
-        "einops": ["rearrange", "repeat"],
-    }
-    for name, attributes in stubs.items():
-        if name not in sys.modules:
-            module = types.ModuleType(name)
-            for attribute in attributes:
-                setattr(module, attribute, None)
-            sys.modules[name] = module
+    common.stub_modules({
+        "local_attention": {"LocalAttention": None},
+        "axial_positional_embedding": {"AxialPositionalEmbedding": None},
+        "product_key_memory": {"PKM": None},
+        "reformer_pytorch": {},
+        "reformer_pytorch.reversible": {"ReversibleSequence": None},
+        "einops": {"rearrange": None, "repeat": None},
+    })
     return common.import_file(os.path.join(src, FILE), "ref_reformer")
 
 

@@ -5,8 +5,6 @@ forward the commitment loss and the new cluster means (its kmeans_iter, before t
 average). The file imports einops, local_attention, product_key_memory and mixture_of_experts
 for parts this path does not use: empty stand-ins are given."""
 import os
-import sys
-import types
 
 import torch
 
@@ -17,22 +15,16 @@ FILE = "routing_transformer/routing_transformer.py"
 
 
 def _load(src):
-    stubs = {
+    common.stub_modules({
         "einops": {"rearrange": None, "repeat": None},
         "einops.layers": {},
         "einops.layers.torch": {"Rearrange": object},
         "local_attention": {"LocalAttention": object},
         "product_key_memory": {"PKM": object},
         "mixture_of_experts": {"MoE": object},
-    }
-    for name, attrs in stubs.items():
-        module = types.ModuleType(name)
-        module.__dict__.update(attrs)
-        sys.modules.setdefault(name, module)
+    })
     # The package without its __init__ (which imports the encoder-decoder and wrappers).
-    package = types.ModuleType("routing_transformer")
-    package.__path__ = [os.path.join(src, "routing_transformer")]
-    sys.modules["routing_transformer"] = package
+    common.package_without_init("routing_transformer", os.path.join(src, "routing_transformer"))
     return common.import_file(os.path.join(src, FILE), "ref_routing")
 
 

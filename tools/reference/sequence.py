@@ -5,11 +5,11 @@ queries' and keys' input, the reference's own multi-head layer (its projections 
 and the residual. Used for timing: the same work around each reference's core as ours."""
 import importlib
 import os
-import sys
-import types
 
 import torch
 from torch import nn
+
+import common
 
 
 def sinusoidal_2d(channels, height, width):
@@ -54,11 +54,8 @@ def fast_transformers(src, module):
     package's __init__ files, which load its C++ extensions (not built here): the packages
     are registered as empty modules with their directories as search paths."""
     root = os.path.join(src, "fast_transformers")
-    for name, path in (("fast_transformers", root), ("fast_transformers.attention", os.path.join(root, "attention"))):
-        if name not in sys.modules:
-            package = types.ModuleType(name)
-            package.__path__ = [path]
-            sys.modules[name] = package
+    common.package_without_init("fast_transformers", root)
+    common.package_without_init("fast_transformers.attention", os.path.join(root, "attention"))
     return importlib.import_module(f"fast_transformers.{module}")
 
 

@@ -7,8 +7,6 @@ and it mixes the keys for the values too (b_v_r = b_k_r), so the fixture's value
 where that makes no difference. The file imports local_attention, axial_positional_embedding and
 product_key_memory for parts this path does not use: empty stand-ins are given."""
 import os
-import sys
-import types
 
 import torch
 
@@ -19,19 +17,13 @@ FILE = "sinkhorn_transformer/sinkhorn_transformer.py"
 
 
 def _load(src):
-    stubs = {
+    common.stub_modules({
         "local_attention": {"LocalAttention": object},
         "axial_positional_embedding": {"AxialPositionalEmbedding": object},
         "product_key_memory": {"PKM": object},
-    }
-    for name, attrs in stubs.items():
-        module = types.ModuleType(name)
-        module.__dict__.update(attrs)
-        sys.modules.setdefault(name, module)
+    })
     # The package without its __init__ (which imports the wrappers).
-    package = types.ModuleType("sinkhorn_transformer")
-    package.__path__ = [os.path.join(src, "sinkhorn_transformer")]
-    sys.modules["sinkhorn_transformer"] = package
+    common.package_without_init("sinkhorn_transformer", os.path.join(src, "sinkhorn_transformer"))
     ref = common.import_file(os.path.join(src, FILE), "ref_sinkhorn")
     ref.sample_gumbel = lambda shape, device, dtype, eps=1e-6: torch.zeros(shape, device=device, dtype=dtype)
     return ref
