@@ -37,13 +37,9 @@ void LinformerImpl::reset() {
 }
 
 at::Tensor LinformerImpl::projection_for(const at::Tensor& p, const TokenGrid& grid) const {
-  at::Tensor map = p;
-  if (p.size(1) != grid.height || p.size(2) != grid.width) {
-    const double scale = static_cast<double>(p.size(1) * p.size(2)) / static_cast<double>(grid.length());
-    map = at::upsample_bilinear2d(p.unsqueeze(0), {grid.height, grid.width}, /*align_corners=*/false).squeeze(0) * scale;
-  }
-  map = map.flatten(1);
-  return grid.order == TokenOrder::raster ? map : map.index_select(1, grid.pixel_of);
+  const at::Tensor map = resample_to_grid(p, grid);
+  if (p.size(1) == grid.height && p.size(2) == grid.width) return map;
+  return map * (static_cast<double>(p.size(1) * p.size(2)) / static_cast<double>(grid.length()));
 }
 
 at::Tensor LinformerImpl::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -48,6 +48,15 @@ TokenGrid padded_grid(TokenGrid grid, int64_t padding, c10::Device device) {
   return grid;
 }
 
+at::Tensor resample_to_grid(const at::Tensor& maps, const TokenGrid& grid) {
+  at::Tensor out = maps;
+  if (maps.size(1) != grid.height || maps.size(2) != grid.width) {
+    out = at::upsample_bilinear2d(maps.unsqueeze(0), {grid.height, grid.width}, /*align_corners=*/false).squeeze(0);
+  }
+  out = out.flatten(1);
+  return grid.order == TokenOrder::raster ? out : out.index_select(1, grid.pixel_of);
+}
+
 namespace functional {
 at::Tensor sinusoidal_position_2d(int64_t channels, int64_t height, int64_t width) {
   // One 1-D encoding of `size` positions on `m` channels: [m, size].

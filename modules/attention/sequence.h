@@ -82,6 +82,11 @@ TokenGrid padded_grid(TokenGrid grid, int64_t padding, c10::Device device);
 // of 0..H·W−1. Edge tiles are cut to the map, so any size works.
 at::Tensor token_permutation(int64_t height, int64_t width, TokenOrder order, int64_t tile);
 
+// P maps learned at one size ([P, h0, w0]: linformer's projections, synthesizer's attention
+// rows) for the grid's map: resampled bilinearly when its size differs, then laid out in the
+// grid's token order, [P, H·W].
+at::Tensor resample_to_grid(const at::Tensor& maps, const TokenGrid& grid);
+
 namespace functional {
 // pe[c, y, x]: the first C/2 channels encode y, the rest x, each as sin/cos pairs at
 // frequencies 10000^(−2i/(C/2)) (the transformer's 1-D encoding per axis). [C, H, W].

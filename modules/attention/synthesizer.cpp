@@ -18,20 +18,6 @@ at::Tensor synthesized_attention(const at::Tensor& logits, const at::Tensor& v) 
 }
 }  // namespace functional
 
-namespace {
-// The last axis of `t` [P, h0·w0], a map of h0 × w0 in raster order, resampled bilinearly to
-// the grid's map and laid out in its token order: [P, N].
-at::Tensor resample_positions(const at::Tensor& t, int64_t h0, int64_t w0, const TokenGrid& grid) {
-  at::Tensor out = t;
-  if (h0 != grid.height || w0 != grid.width) {
-    out = at::upsample_bilinear2d(t.reshape({1, t.size(0), h0, w0}), {grid.height, grid.width},
-                                  /*align_corners=*/false)
-              .reshape({t.size(0), grid.length()});
-  }
-  return grid.order == TokenOrder::raster ? out : out.index_select(1, grid.pixel_of);
-}
-}  // namespace
-
 void SynthesizerOptions::check() const {
   host_.check("synthesizer");
   TORCH_CHECK(kind_ == "dense" || kind_ == "random" || kind_ == "factorized_random",
@@ -86,7 +72,7 @@ at::Tensor SynthesizerImpl::logits(const at::Tensor& q, const TokenGrid& grid) c
   const int64_t h0 = options.host().map_size()[0], w0 = options.host().map_size()[1];
   // The key axis of a per-head table [h, P, h0·w0] → [h, P, N].
   auto keys = [&](const at::Tensor& t) {
-    return resample_positions(t.reshape({h * t.size(1), h0 * w0}), h0, w0, grid).view({h, t.size(1), n});
+    return resample_to_grid(t.reshape({h * t.size(1), h0, w0}), grid).view({h, t.size(1), n});
   };
   if (options.kind() == "dense") {
     return functional::dense_synthesizer_logits(q, w1, b1, keys(w2.flatten(2)),
