@@ -52,8 +52,11 @@ def registry():
                           capture_output=True, text=True).stdout
     rows = {}
     for line in text.splitlines()[1:]:
+        # name family paper complexity... params devices precisions options...: the
+        # complexity (which may hold spaces) runs up to the parameter count.
         fields = line.split()
-        rows[fields[0]] = (fields[2], " ".join(fields[3:-1]))
+        params = next(i for i in range(3, len(fields)) if fields[i].isdigit())
+        rows[fields[0]] = (fields[2], " ".join(fields[3:params]))
     return rows
 
 
