@@ -123,7 +123,7 @@ TEST(Hashing, LookOneBackPairsEachChunkWithThePreviousOneCyclically) {
   EXPECT_TRUE(torch::equal(pairs[0][2], torch::tensor({6, 7, 8, 3, 4, 5}, torch::kLong)));
 }
 
-TEST(Hashing, HyperplaneBitsAreTheSignsOfTheOffsetProjections) {
+TEST(Hashing, HyperplaneBitsSayWhetherTheProjectionExceedsTheOffset) {
   torch::manual_seed(23);
   const at::Tensor x = torch::randn({3, 11, 4}).to(torch::kDouble);
   const at::Tensor planes = functional::random_hyperplanes(7, 4, /*bias=*/true).to(torch::kDouble);
@@ -131,10 +131,10 @@ TEST(Hashing, HyperplaneBitsAreTheSignsOfTheOffsetProjections) {
   for (int64_t i = 0; i < 3; ++i) {
     for (int64_t n = 0; n < 11; ++n) {
       for (int64_t b = 0; b < 7; ++b) {
-        double s = planes[b][4].item<double>();
+        double s = 0;
         for (int64_t d = 0; d < 4; ++d)
           s += x[i][n][d].item<double>() * planes[b][d].item<double>();
-        EXPECT_EQ(bits[i][n][b].item<double>(), s > 0 ? 1.0 : 0.0);
+        EXPECT_EQ(bits[i][n][b].item<double>(), s > planes[b][4].item<double>() ? 1.0 : 0.0);
       }
     }
   }
@@ -470,6 +470,24 @@ TEST(Clustered, ImprovedFormTopKWeightsAreExactSoftmaxScaledByTheClusterMass) {
       }
     }
   }
+}
+
+// fast-transformers' ClusteredAttention and ImprovedClusteredAttention (its C++ hashing, Hamming
+// k-means, aggregation and top-k products, compiled by tools/reference/clustered.py) in float32
+// on the same q, k, v and hyperplanes, its k-means started where ours starts
+// (tests/fixtures/clustered.json): the same bits, clusters and outputs, both forms.
+TEST(Clustered, MatchesTheReferenceClusteredAndImprovedClusteredAttention) {
+  const test::Fixture f = test::load_fixture("clustered");
+  const at::Tensor q = f["q"].to(torch::kFloat), k = f["k"].to(torch::kFloat),
+                   v = f["v"].to(torch::kFloat);
+  const at::Tensor cluster = functional::hamming_kmeans(
+      functional::hyperplane_bits(q, f["planes"].to(torch::kFloat)), 5, 10);
+  EXPECT_LT(test::max_relative_error(functional::clustered_attention(q, k, v, cluster, 5),
+                                     f["y"].to(torch::kFloat)),
+            1e-5);
+  EXPECT_LT(test::max_relative_error(functional::improved_clustered_attention(q, k, v, cluster, 5, 7),
+                                     f["y_improved"].to(torch::kFloat)),
+            1e-5);
 }
 
 // Cost O(N·C): for a fixed number of clusters (and top k), 4× the tokens cost exactly 4× the

@@ -60,7 +60,7 @@ at::Tensor random_hyperplanes(int64_t bits, int64_t dim, bool bias, at::Generato
 at::Tensor hyperplane_bits(const at::Tensor& x, const at::Tensor& planes) {
   const int64_t d = x.size(-1);
   const at::Tensor p = planes.to(x.scalar_type());
-  return (at::matmul(x, p.narrow(1, 0, d).t()) + p.select(1, d) > 0).to(x.scalar_type());
+  return (at::matmul(x, p.narrow(1, 0, d).t()) > p.select(1, d)).to(x.scalar_type());
 }
 
 at::Tensor hamming_kmeans(const at::Tensor& codes, int64_t clusters, int64_t iterations) {

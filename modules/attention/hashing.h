@@ -2,7 +2,7 @@
 // (reformer, clustered). Two families: angular LSH by random rotations (Andoni et al.,
 // "Practical and Optimal LSH for Angular Distance", arXiv:1509.02897, as Reformer uses it:
 // bucket = argmax([xR; −xR]), so vectors at a small angle share a bucket more often), and
-// Hamming bits from random hyperplanes (sign(x·p + b), as fast-transformers' compute_hashes),
+// Hamming bits from random hyperplanes (x·p > o, as fast-transformers' compute_hashes),
 // grouped by Lloyd's k-means in Hamming space. Also the sorting, gathering and chunking a
 // bucketed core needs. Everything here works on the last two dimensions [..., N, d].
 #pragma once
@@ -38,7 +38,8 @@ at::Tensor look_one_back(const at::Tensor& chunks, int64_t dim);
 // (zero without `bias`: then the bits see only angles).
 at::Tensor random_hyperplanes(int64_t bits, int64_t dim, bool bias, at::Generator generator = {});
 
-// bit_b(x) = [x·p_b + o_b > 0] as 0/1 in x's floating type. x: [..., N, d]; planes:
+// bit_b(x) = [x·p_b > o_b] as 0/1 (fast-transformers' compute_hashes: the offset is compared,
+// not added) in x's floating type. x: [..., N, d]; planes:
 // [bits, d + 1] → [..., N, bits].
 at::Tensor hyperplane_bits(const at::Tensor& x, const at::Tensor& planes);
 
