@@ -34,7 +34,7 @@ void LightNonLocalImpl::reset() {
   query_channels_ = c / options.reduction();
   depthwise_ = register_module(
       "depthwise", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1).groups(c).bias(false)));
-  norm_ = register_module("norm", torch::nn::BatchNorm2d(c));
+  norm_ = register_module("norm", SyncBatchNorm2d(c));
   if (options.zero_init()) torch::nn::init::zeros_(norm_->weight);
 }
 

@@ -15,6 +15,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "attention/block.h"
+#include "core/batch_norm.h"
 
 namespace attnseg {
 
@@ -54,7 +55,7 @@ class LightNonLocalImpl : public AttentionBlockImpl {
  private:
   int64_t query_channels_ = 0;
   torch::nn::Conv2d depthwise_{nullptr};
-  torch::nn::BatchNorm2d norm_{nullptr};
+  SyncBatchNorm2d norm_{nullptr};
 };
 TORCH_MODULE(LightNonLocal);
 

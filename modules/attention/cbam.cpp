@@ -22,7 +22,7 @@ void CbamImpl::reset() {
   const int64_t k = options.kernel_size();
   spatial_ = register_module("spatial", torch::nn::Conv2d(torch::nn::Conv2dOptions(2, 1, k).padding(k / 2).bias(false)));
   // The reference's BN momentum 0.01 (PyTorch convention: weight of the new batch).
-  norm_ = register_module("norm", torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(1).momentum(0.01)));
+  norm_ = register_module("norm", SyncBatchNorm2d(torch::nn::BatchNorm2dOptions(1).momentum(0.01)));
 }
 
 torch::Tensor CbamImpl::channel_gate(const torch::Tensor& x) {

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "attention/block.h"
+#include "core/batch_norm.h"
 
 namespace attnseg {
 
@@ -47,7 +48,7 @@ class CbamImpl : public AttentionBlockImpl {
  private:
   torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
   torch::nn::Conv2d spatial_{nullptr};
-  torch::nn::BatchNorm2d norm_{nullptr};
+  SyncBatchNorm2d norm_{nullptr};
 };
 TORCH_MODULE(Cbam);
 

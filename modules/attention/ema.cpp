@@ -46,7 +46,7 @@ void EmaImpl::reset() {
   mu = register_buffer("mu", l2_normalise(torch::randn({1, c, k}) * std::sqrt(2.0 / k), 1));
   conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 1)));
   conv2_ = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 1).bias(false)));
-  norm_ = register_module("norm", torch::nn::BatchNorm2d(c));
+  norm_ = register_module("norm", SyncBatchNorm2d(c));
   // The reference's init: conv weights N(0, 2/(k·k·out)).
   for (auto* conv : {&conv1_, &conv2_}) torch::nn::init::normal_((*conv)->weight, 0.0, std::sqrt(2.0 / c));
 }

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "attention/block.h"
+#include "core/batch_norm.h"
 
 namespace attnseg {
 
@@ -55,7 +56,7 @@ class EmaImpl : public AttentionBlockImpl {
 
  private:
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr};
-  torch::nn::BatchNorm2d norm_{nullptr};
+  SyncBatchNorm2d norm_{nullptr};
 };
 TORCH_MODULE(Ema);
 

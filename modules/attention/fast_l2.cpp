@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 
+#include "core/batch_norm.h"
+
 namespace attnseg {
 
 namespace functional {
@@ -30,13 +32,13 @@ void FastL2Impl::reset() {
   const int64_t d = c / options.reduction();
   auto conv_bn = [](int64_t in, int64_t out) {
     return torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(false)),
-                                 torch::nn::BatchNorm2d(out));
+                                 SyncBatchNorm2d(out));
   };
   query_ = register_module("query", conv_bn(c, d));
   key_ = register_module("key", conv_bn(c, d));
   value_ = register_module("value", conv_bn(c, c));
   out_ = register_module("out", conv_bn(c, c));
-  if (options.zero_init()) torch::nn::init::zeros_(out_[1]->as<torch::nn::BatchNorm2d>()->weight);
+  if (options.zero_init()) torch::nn::init::zeros_(out_[1]->as<SyncBatchNorm2d>()->weight);
 }
 
 torch::Tensor FastL2Impl::forward(const torch::Tensor& x) {

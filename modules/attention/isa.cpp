@@ -5,6 +5,7 @@
 #include <torch/nn/modules/batchnorm.h>
 
 #include "attention/functional.h"
+#include "core/batch_norm.h"
 
 namespace attnseg {
 
@@ -26,13 +27,13 @@ at::Tensor local_groups(const at::Tensor& x, int64_t ph, int64_t pw) {
 namespace {
 torch::nn::Sequential conv_bn_relu(int64_t in, int64_t out) {
   return torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(false)),
-                               torch::nn::BatchNorm2d(out), torch::nn::ReLU());
+                               SyncBatchNorm2d(out), torch::nn::ReLU());
 }
 torch::nn::Sequential two_conv_bn_relu(int64_t in, int64_t out) {
   return torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(false)),
-                               torch::nn::BatchNorm2d(out), torch::nn::ReLU(),
+                               SyncBatchNorm2d(out), torch::nn::ReLU(),
                                torch::nn::Conv2d(torch::nn::Conv2dOptions(out, out, 1).bias(false)),
-                               torch::nn::BatchNorm2d(out), torch::nn::ReLU());
+                               SyncBatchNorm2d(out), torch::nn::ReLU());
 }
 }  // namespace
 

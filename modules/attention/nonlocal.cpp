@@ -24,7 +24,7 @@ void NonLocalImpl::reset() {
   phi_ = register_module("phi", conv1x1(c, inner, true));
   g_ = register_module("g", conv1x1(c, inner, true));
   out_ = register_module("out", conv1x1(inner, c, false));
-  norm_ = register_module("norm", torch::nn::BatchNorm2d(c));
+  norm_ = register_module("norm", SyncBatchNorm2d(c));
   if (options.zero_init()) torch::nn::init::zeros_(norm_->weight);
 }
 

@@ -7,6 +7,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "attention/block.h"
+#include "core/batch_norm.h"
 
 namespace attnseg {
 
@@ -39,7 +40,7 @@ class NonLocalImpl : public AttentionBlockImpl {
 
  private:
   torch::nn::Conv2d theta_{nullptr}, phi_{nullptr}, g_{nullptr}, out_{nullptr};
-  torch::nn::BatchNorm2d norm_{nullptr};
+  SyncBatchNorm2d norm_{nullptr};
 };
 TORCH_MODULE(NonLocal);
 

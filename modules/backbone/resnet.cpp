@@ -7,6 +7,8 @@
 
 #include <cmath>
 
+#include "core/batch_norm.h"
+
 namespace attnseg {
 namespace {
 
@@ -37,23 +39,23 @@ class BlockImpl : public nn::Module {
     const int64_t out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
       conv1_ = register_module("conv1", conv(in, planes, 1));
-      bn1_ = register_module("bn1", nn::BatchNorm2d(planes));
+      bn1_ = register_module("bn1", SyncBatchNorm2d(planes));
       conv2_ = register_module("conv2", conv(planes, planes, 3, stride, dilation));
-      bn2_ = register_module("bn2", nn::BatchNorm2d(planes));
+      bn2_ = register_module("bn2", SyncBatchNorm2d(planes));
       conv3_ = register_module("conv3", conv(planes, out, 1));
-      bn3_ = register_module("bn3", nn::BatchNorm2d(out));
+      bn3_ = register_module("bn3", SyncBatchNorm2d(out));
       field.add(3, stride, dilation);
     } else {
       conv1_ = register_module("conv1", conv(in, planes, 3, stride, dilation));
-      bn1_ = register_module("bn1", nn::BatchNorm2d(planes));
+      bn1_ = register_module("bn1", SyncBatchNorm2d(planes));
       conv2_ = register_module("conv2", conv(planes, planes, 3, 1, dilation));
-      bn2_ = register_module("bn2", nn::BatchNorm2d(planes));
+      bn2_ = register_module("bn2", SyncBatchNorm2d(planes));
       field.add(3, stride, dilation);
       field.add(3, 1, dilation);
     }
     if (stride != 1 || in != out) {
       downsample_ = register_module(
-          "downsample", nn::Sequential(conv(in, out, 1, stride), nn::BatchNorm2d(out)));
+          "downsample", nn::Sequential(conv(in, out, 1, stride), SyncBatchNorm2d(out)));
     }
   }
 
@@ -71,7 +73,7 @@ class BlockImpl : public nn::Module {
  private:
   bool bottleneck_;
   nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr};
-  nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
+  SyncBatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
   nn::Sequential downsample_{nullptr};
 };
 TORCH_MODULE(Block);
@@ -101,19 +103,19 @@ void ResNetImpl::reset() {
   stem_ = nn::Sequential();
   if (options.deep_stem()) {
     stem_->push_back(conv(options.in_channels(), stem / 2, 3, 2));
-    stem_->push_back(nn::BatchNorm2d(stem / 2));
+    stem_->push_back(SyncBatchNorm2d(stem / 2));
     stem_->push_back(nn::ReLU());
     stem_->push_back(conv(stem / 2, stem / 2, 3));
-    stem_->push_back(nn::BatchNorm2d(stem / 2));
+    stem_->push_back(SyncBatchNorm2d(stem / 2));
     stem_->push_back(nn::ReLU());
     stem_->push_back(conv(stem / 2, stem, 3));
-    stem_->push_back(nn::BatchNorm2d(stem));
+    stem_->push_back(SyncBatchNorm2d(stem));
     field.add(3, 2);
     field.add(3, 1);
     field.add(3, 1);
   } else {
     stem_->push_back(conv(options.in_channels(), stem, 7, 2));
-    stem_->push_back(nn::BatchNorm2d(stem));
+    stem_->push_back(SyncBatchNorm2d(stem));
     field.add(7, 2);
   }
   stem_->push_back(nn::ReLU());

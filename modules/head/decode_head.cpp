@@ -5,6 +5,8 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/init.h>
 
+#include "core/batch_norm.h"
+
 namespace attnseg {
 
 namespace nn = torch::nn;
@@ -12,7 +14,7 @@ namespace nn = torch::nn;
 nn::Sequential conv_bn_relu(int64_t in, int64_t out, int64_t kernel) {
   return nn::Sequential(
       nn::Conv2d(nn::Conv2dOptions(in, out, kernel).padding(kernel / 2).bias(false)),
-      nn::BatchNorm2d(out), nn::ReLU());
+      SyncBatchNorm2d(out), nn::ReLU());
 }
 
 namespace {
