@@ -28,7 +28,9 @@ int run_synth(const SynthOptions& options);
 struct TrainOptions {
   std::string config, work_dir;
   bool resume = false;
+  int nproc = 1;                  // local worker processes to start (data-parallel)
   std::vector<std::string> overrides;
+  std::vector<std::string> argv;  // the whole command line, for --nproc to start the workers with
 };
 void setup_train(CLI::App& app, TrainOptions& options);
 int run_train(const TrainOptions& options);

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   setup_data(*app.add_subcommand("data", "Dataset tools: `data check CONFIG` walks a dataset for defects"), data);
   setup_demo(*app.add_subcommand("demo", "Segment a video or camera stream (headless: to a video file)"), demo);
 
+  train.argv.assign(argv, argv + argc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build ccache
   libtorch-dev libopenblas0-pthread   # OpenBLAS: the reference BLAS ran matmul 20x slower
+  libgloo-dev                         # c10d's Gloo process group headers: multi-process training
   libopenblas0-openmp                 # the build attnseg loads: it shares LibTorch's OpenMP pool
   libopencv-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libbenchmark-dev

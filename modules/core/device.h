@@ -26,7 +26,11 @@ void check_device_name(const std::string& text, const std::string& where);
 struct RuntimeSettings {
   std::string device = "auto";  // auto: the first GPU when there is one, else the CPU
   Precision precision = Precision::fp32;
-  int threads = 0;  // CPU threads of LibTorch's pool; 0: every core
+  int threads = 0;  // CPU threads of LibTorch's pool; 0: every core (shared by a job's local ranks)
+  // Data-parallel jobs: the process group's backend (auto: gloo on CPUs, nccl on GPUs) and how
+  // long a rank waits in a collective for the others before the job ends.
+  std::string dist_backend = "auto";
+  double dist_timeout_s = 600;
   // How messages name the keys these came from.
   std::string device_key = "runtime.device", precision_key = "runtime.precision";
 };

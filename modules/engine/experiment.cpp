@@ -67,6 +67,14 @@ RuntimeSettings read_runtime(const ConfigNode& r) {
   s.precision = parse_precision(r.get<std::string>("precision", precision_name(s.precision)), s.precision_key);
   s.threads = static_cast<int>(r.get<int64_t>("threads", 0));
   if (s.threads < 0) throw Error("config key " + r.where("threads") + " must be 0 (all cores) or positive");
+  s.dist_backend = r.get<std::string>("dist_backend", s.dist_backend);
+  if (s.dist_backend != "auto" && s.dist_backend != "gloo" && s.dist_backend != "nccl") {
+    throw Error("config key " + r.where("dist_backend") + " must be auto, gloo or nccl, got '" + s.dist_backend + "'");
+  }
+  s.dist_timeout_s = r.get<double>("dist_timeout", s.dist_timeout_s);
+  if (!std::isfinite(s.dist_timeout_s) || s.dist_timeout_s <= 0) {
+    throw Error("config key " + r.where("dist_timeout") + " must be a positive number of seconds");
+  }
   r.finish();
   return s;
 }

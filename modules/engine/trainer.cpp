@@ -13,9 +13,13 @@
 #include <sstream>
 
 #include "core/atomic_file.h"
+#include "core/batch_norm.h"
 #include "core/error.h"
+#include "core/fault.h"
+#include "core/labels.h"
 #include "core/work_dir_lock.h"
 #include "engine/checkpoint.h"
+#include "engine/distributed.h"
 #include "engine/evaluator.h"
 #include "engine/progress.h"
 
@@ -105,7 +109,7 @@ nlohmann::json block_stats(const Segmentor& model) {
 }
 
 StepLosses train_step(TrainingState& state, const Batch& batch, double lr, const Runtime& runtime,
-                      const GradientHook& hook) {
+                      const GradientHook& hook, const SumOverRanks& sum_over_ranks) {
   for (auto& group : state.optimizer->param_groups()) {
     static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
   }
@@ -117,7 +121,13 @@ StepLosses train_step(TrainingState& state, const Batch& batch, double lr, const
   // The loss in float, outside autocast, whatever precision the logits came in.
   out.logits = out.logits.to(at::kFloat);
   if (out.aux.defined()) out.aux = out.aux.to(at::kFloat);
-  const SegmentorLoss loss = state.model->loss(out, batch.labels);
+  at::Tensor pixels;
+  if (sum_over_ranks) {
+    at::Tensor count = (batch.labels != kIgnoreIndex).sum().to(at::kCPU, at::kDouble).reshape({1});
+    sum_over_ranks(count);
+    pixels = (count.clamp_min(1) / runtime.world_size).to(out.logits.device(), at::kFloat).reshape({});
+  }
+  const SegmentorLoss loss = state.model->loss(out, batch.labels, pixels);
   state.optimizer->zero_grad();
   if (state.scaler) {
     (loss.total * state.scaler->scale()).backward();
@@ -224,7 +234,11 @@ fs::path resume_training(TrainingState& state, const fs::path& work_dir) {
 }
 
 TrainResult train(const Experiment& x, const std::string& config_yaml, const Runtime& runtime,
-                  const fs::path& work_dir, bool resume) {
+                  const fs::path& work_dir, bool resume, ProcessGroup* group) {
+  if ((group != nullptr) != (runtime.world_size > 1) || (group && (group->rank() != runtime.rank ||
+                                                                     group->size() != runtime.world_size))) {
+    throw Error("train: the runtime's rank and world size must be the process group's");
+  }
   const TrainSettings& s = x.train;
   TrainResult result;
   result.threads = runtime.threads;
@@ -239,7 +253,22 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
 
   CheckpointPolicy checkpoints(work_dir, s, runtime);
   if (resume) {
-    const fs::path last = resume_training(state, work_dir);
+    // Rank 0 picks the checkpoint (setting aside unreadable ones); the others load the one it
+    // names, from the same directory.
+    fs::path last = runtime.rank == 0 ? resume_training(state, work_dir) : fs::path();
+    if (group) {
+      std::vector<at::Tensor> chosen{at::full({1}, last.empty() ? int64_t{-1} : state.iteration, at::kLong)};
+      group->broadcast(chosen, 0);
+      const int64_t iteration = chosen[0].item<int64_t>();
+      if (runtime.rank != 0 && iteration >= 0) {
+        last = work_dir / ("iter_" + std::to_string(iteration) + ".pt");
+        if (!fs::exists(last)) {
+          throw Error("rank " + std::to_string(runtime.rank) + ": " + last.string() +
+                      " (rank 0's checkpoint) is not there: every rank resumes from the same work directory");
+        }
+        state.iteration = load_checkpoint(last, state.model, state.optimizer.get()).iteration;
+      }
+    }
     if (last.empty()) {
       spdlog::info("no checkpoint in {}; starting from iteration 0", work_dir.string());
     } else {
@@ -247,6 +276,25 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
       spdlog::info("resumed from {} at iteration {}", last.string(), state.iteration);
     }
   }
+  std::optional<GradientAverager> averager;
+  if (group) {
+    broadcast_model(*group, state.model);
+    averager.emplace(*group, state.model);
+    spdlog::info("data-parallel: rank {} of {}, {} gradient bucket(s), batch {} per rank", runtime.rank,
+                 runtime.world_size, averager->buckets().size(), s.batch_size / runtime.world_size);
+  }
+  const GradientHook average = [&](Segmentor& model) {
+    if (averager) averager->finish(model);
+  };
+  SumOverRanks sum_over_ranks;
+  if (group) {
+    sum_over_ranks = [group](at::Tensor& t) {
+      std::vector<at::Tensor> one{t};
+      group->all_reduce_sum(one);
+    };
+  }
+  std::optional<BatchNormSync> sync_bn;
+  if (group && x.model.sync_bn) sync_bn.emplace(sum_over_ranks);
   const int64_t start = state.iteration;
   if (runtime.rank == 0) write_text_atomically(work_dir / "config.yaml", config_yaml + "\n");
   MetricsLog metrics(work_dir / kMetricsFile, start, runtime);
@@ -278,27 +326,41 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   auto window_begin = begin;
   int64_t window_images = 0;
   double loss_value = 0;
+  const fs::path rank_name = "rank" + std::to_string(runtime.rank);  // what ATTNSEG_KILL_AT=step:rank1:N names
   for (int64_t it = start; it < s.iters; ++it) {
+    kill_here_if_asked("step", rank_name);
     const double lr = poly_lr(s, it);
     const Batch cpu = loader.next();
     const Batch batch{cpu.images.to(runtime.device, /*non_blocking=*/true),
                       cpu.labels.to(runtime.device, /*non_blocking=*/true)};
-    const StepLosses loss = train_step(state, batch, lr, runtime);
+    const StepLosses loss = train_step(state, batch, lr, runtime, average, sum_over_ranks);
+    if (group) broadcast_buffers(*group, state.model);
     first_nonfinite.masked_fill_(first_nonfinite.eq(0).logical_and(at::isfinite(loss.total).logical_not()), it + 1);
-    window_images += batch.images.size(0);
+    window_images += s.batch_size;  // the job's images: each rank reads its share of the batch
 
     const int64_t done = state.iteration;
     if (done % s.log_interval == 0 || done == s.iters) {
       stop_if_nonfinite();
-      loss_value = loss.total.item<double>();
+      std::vector<at::Tensor> losses{loss.total.reshape({1}), loss.decode.reshape({1})};
+      if (loss.aux.defined()) losses.push_back(loss.aux.reshape({1}));
+      if (loss.block.defined()) losses.push_back(loss.block.reshape({1}));
+      if (group) {
+        // The job's loss: the mean over the ranks of each rank's mean over its share.
+        at::Tensor all = at::cat(losses).to(at::kCPU, at::kDouble);
+        std::vector<at::Tensor> one{all};
+        group->all_reduce_sum(one);
+        all.div_(runtime.world_size);
+        for (size_t i = 0; i < losses.size(); ++i) losses[i] = all[static_cast<int64_t>(i)];
+      }
+      loss_value = losses[0].item<double>();
       const auto now = std::chrono::steady_clock::now();
       const double ips = window_images / std::chrono::duration<double>(now - window_begin).count();
       window_begin = now;
       window_images = 0;
-      nlohmann::json line{{"iter", done}, {"loss", loss_value}, {"decode_loss", loss.decode.item<double>()},
+      nlohmann::json line{{"iter", done}, {"loss", loss_value}, {"decode_loss", losses[1].item<double>()},
                           {"lr", lr}, {"img_per_s", ips}, {"data_wait_s", loader.wait_seconds()}};
-      if (loss.aux.defined()) line["aux_loss"] = loss.aux.item<double>();
-      if (loss.block.defined()) line["block_loss"] = loss.block.item<double>();
+      if (loss.aux.defined()) line["aux_loss"] = losses[2].item<double>();
+      if (loss.block.defined()) line["block_loss"] = losses.back().item<double>();
       const nlohmann::json block = block_stats(state.model);
       if (!block.empty()) line["block"] = block;
       metrics.write(line);
@@ -338,7 +400,7 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   // A resumed run with no iteration left has no loss of its own to report.
   result.final_loss = start < s.iters ? loss_value : std::numeric_limits<double>::quiet_NaN();
   result.checkpoint = checkpoints.last_good();
-  result.images_per_second = seconds > 0 ? (s.iters - start) * s.batch_size / seconds : 0;
+  result.images_per_second = seconds > 0 ? (s.iters - start) * s.batch_size / seconds : 0;  // the job's
   result.data_wait_fraction = seconds > 0 ? loader.wait_seconds() / seconds : 0;
   spdlog::info("trained to iteration {} in {:.1f} s: {:.1f} img/s, loader wait {:.1f}% of the loop",
                s.iters, seconds, result.images_per_second, 100 * result.data_wait_fraction);

@@ -18,11 +18,14 @@
 #include <vector>
 
 #include "core/atomic_file.h"
+#include "core/batch_norm.h"
 #include "core/device.h"
 #include "data/loader.h"
 #include "engine/experiment.h"
 
 namespace attnseg {
+
+class ProcessGroup;  // engine/distributed.h
 
 // fp16 training's dynamic loss scaling, as torch.cuda.amp.GradScaler: the loss is multiplied
 // by the scale before backward; before the step the gradients are divided by it, and when
@@ -71,8 +74,13 @@ struct StepLosses {
 // head makes to it in that step's forward, and the gradient norm over the block's parameters.
 nlohmann::json block_stats(const Segmentor& model);
 
+//
+// In a data-parallel job, `sum_over_ranks` adds a tensor over the ranks: the cross-entropy is
+// then divided by the job's labelled pixels over the number of ranks, not this rank's, so that
+// averaging the ranks' gradients gives the gradient of the whole batch's mean loss however the
+// ignored pixels fall between the shards.
 StepLosses train_step(TrainingState& state, const Batch& batch, double lr, const Runtime& runtime,
-                      const GradientHook& hook = {});
+                      const GradientHook& hook = {}, const SumOverRanks& sum_over_ranks = {});
 
 // When checkpoints are written (every `interval` iterations and at the last), which rank
 // writes them (rank 0), and how many are kept (the newest `keep`).
@@ -119,8 +127,14 @@ struct TrainResult {
 // checkpoint) on the runtime, writing into `work_dir`. With `resume`, continues from the
 // checkpoint named in work_dir/last_checkpoint. A non-finite loss stops the run with an
 // error naming the iteration and the last good checkpoint, which is kept.
+//
+// With a process group (runtime.rank and runtime.world_size set from it) the run is one rank of
+// a data-parallel job: every rank starts from rank 0's weights (after rank 0 has resumed, the
+// others load the checkpoint it names), reads its shard of each global batch, averages
+// gradients over the ranks during backward and takes rank 0's buffers after each step; the
+// logged losses are the ranks' mean, images/s the job's; rank 0 alone validates and writes.
 TrainResult train(const Experiment& experiment, const std::string& config_yaml, const Runtime& runtime,
-                  const std::filesystem::path& work_dir, bool resume);
+                  const std::filesystem::path& work_dir, bool resume, ProcessGroup* group = nullptr);
 
 // The checkpoint a resumed run would start from (empty when there is none).
 std::filesystem::path latest_checkpoint(const std::filesystem::path& work_dir);

@@ -25,11 +25,12 @@ torch::Tensor resize_to(const torch::Tensor& logits, at::IntArrayRef size) {
 
 }  // namespace
 
-torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& labels) {
+torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& labels,
+                                const torch::Tensor& pixels) {
   const torch::Tensor resized = resize_to(logits, {labels.size(1), labels.size(2)});
   const torch::Tensor per_pixel = F::cross_entropy(
       resized, labels, F::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
-  const torch::Tensor valid = (labels != kIgnoreIndex).sum().clamp_min(1);
+  const torch::Tensor valid = pixels.defined() ? pixels : (labels != kIgnoreIndex).sum().clamp_min(1);
   return per_pixel / valid;
 }
 
@@ -62,12 +63,13 @@ Prediction SegmentorImpl::predict_with_block_input(const torch::Tensor& images) 
   return out;
 }
 
-SegmentorLoss SegmentorImpl::loss(const SegmentorOutput& out, const torch::Tensor& labels) const {
+SegmentorLoss SegmentorImpl::loss(const SegmentorOutput& out, const torch::Tensor& labels,
+                                  const torch::Tensor& pixels) const {
   SegmentorLoss loss;
-  loss.decode = segmentation_loss(out.logits, labels);
+  loss.decode = segmentation_loss(out.logits, labels, pixels);
   loss.total = loss.decode;
   if (out.aux.defined()) {
-    loss.aux = segmentation_loss(out.aux, labels);
+    loss.aux = segmentation_loss(out.aux, labels, pixels);
     loss.total = loss.total + aux_weight_ * loss.aux;
   }
   if (at::Tensor block = head_->block()->aux_loss(); block.defined()) {
@@ -138,6 +140,7 @@ ModelSettings read_model_settings(const ConfigNode& model, int64_t num_classes) 
   }
 
   m.block = configure_block(model.child("attention"), m.head.channels());
+  m.sync_bn = model.get<bool>("sync_bn", m.sync_bn);
   model.finish();
   return m;
 }

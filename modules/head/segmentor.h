@@ -41,8 +41,12 @@ class SegmentorImpl : public torch::nn::Module {
   Prediction predict_with_block_input(const torch::Tensor& images);
   // Cross-entropy with kIgnoreIndex, on logits upsampled to the label size; the auxiliary
   // loss is added with its weight, and the attention block's own loss of the last forward
-  // (routing's commitment loss), weighted by the block's options, as it is.
-  SegmentorLoss loss(const SegmentorOutput& out, const torch::Tensor& labels) const;
+  // (routing's commitment loss), weighted by the block's options, as it is. `pixels`, when
+  // given, is what the cross-entropy sums are divided by instead of this batch's labelled
+  // pixels (a data-parallel rank divides by the job's count over the number of ranks, so the
+  // averaged gradient is that of the whole batch's mean).
+  SegmentorLoss loss(const SegmentorOutput& out, const torch::Tensor& labels,
+                     const torch::Tensor& pixels = {}) const;
 
   // Parameter and buffer names with shapes: two models with the same signature can share a
   // checkpoint.
@@ -77,6 +81,9 @@ struct ModelSettings {
   FCNHeadOptions aux{0, 0};
   double aux_weight = 0.4;
   ConfiguredBlock block;
+  // In a data-parallel job, BatchNorm over the whole global batch (SyncBatchNorm2d); no effect
+  // in one process.
+  bool sync_bn = false;
 };
 ModelSettings read_model_settings(const ConfigNode& model, int64_t num_classes);
 
@@ -84,7 +91,9 @@ ModelSettings read_model_settings(const ConfigNode& model, int64_t num_classes);
 // pretrained backbone, when given, is loaded.
 Segmentor build_segmentor(const ModelSettings& settings);
 
-// Cross-entropy averaged over the pixels whose label is not kIgnoreIndex (0 when none is).
-torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& labels);
+// Cross-entropy averaged over the pixels whose label is not kIgnoreIndex (0 when none is), or
+// summed over them and divided by `pixels` when that is given.
+torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& labels,
+                                const torch::Tensor& pixels = {});
 
 }  // namespace attnseg

@@ -1,0 +1,355 @@
+#include "engine/distributed.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "core/error.h"
+
+#ifdef ATTNSEG_WITH_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace attnseg {
+
+namespace {
+
+// A whole non-negative number from an environment variable; `fallback` when it is not set.
+std::optional<int> env_int(const char* name) {
+  const char* text = std::getenv(name);
+  if (text == nullptr) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const long value = std::strtol(text, &end, 10);
+  if (*text == '\0' || *end != '\0' || errno != 0 || value < 0 || value > 1 << 20) {
+    throw Error(std::string("environment variable ") + name + " must be a non-negative whole number, got '" + text +
+                "'");
+  }
+  return static_cast<int>(value);
+}
+
+// The tensors of one dtype and device laid end to end, and back.
+at::Tensor flatten(const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> flat;
+  flat.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) flat.push_back(t.detach().reshape({-1}));
+  return at::cat(flat);
+}
+
+void unflatten_into(const at::Tensor& flat, const std::vector<at::Tensor>& tensors) {
+  torch::NoGradGuard no_grad;
+  int64_t offset = 0;
+  for (const at::Tensor& t : tensors) {
+    t.copy_(flat.narrow(0, offset, t.numel()).view_as(t));
+    offset += t.numel();
+  }
+}
+
+// Runs `op` over groups of tensors that share a dtype and device, each group as one flat tensor.
+template <typename Op>
+void by_dtype(const std::vector<at::Tensor>& tensors, Op&& op) {
+  std::vector<std::vector<at::Tensor>> groups;
+  for (const at::Tensor& t : tensors) {
+    if (t.numel() == 0) continue;
+    auto same = std::find_if(groups.begin(), groups.end(), [&](const std::vector<at::Tensor>& g) {
+      return g[0].scalar_type() == t.scalar_type() && g[0].device() == t.device();
+    });
+    if (same == groups.end()) {
+      groups.push_back({t});
+    } else {
+      same->push_back(t);
+    }
+  }
+  for (const auto& group : groups) {
+    at::Tensor flat = flatten(group);
+    op(flat);
+    unflatten_into(flat, group);
+  }
+}
+
+}  // namespace
+
+std::optional<DistributedEnv> distributed_env_from_environment() {
+  const std::optional<int> world = env_int("WORLD_SIZE");
+  if (!world) return std::nullopt;
+  DistributedEnv env;
+  env.world_size = *world;
+  if (env.world_size < 1) throw Error("environment variable WORLD_SIZE must be at least 1, got 0");
+  const std::optional<int> rank = env_int("RANK");
+  if (!rank) throw Error("environment variable RANK is not set, but WORLD_SIZE is (" + std::to_string(*world) + ")");
+  env.rank = *rank;
+  if (env.rank >= env.world_size) {
+    throw Error("environment variable RANK (" + std::to_string(env.rank) + ") must be below WORLD_SIZE (" +
+                std::to_string(env.world_size) + ")");
+  }
+  env.local_rank = env_int("LOCAL_RANK").value_or(env.rank);
+  env.local_world_size = env_int("LOCAL_WORLD_SIZE").value_or(env.world_size);
+  if (env.local_rank >= env.local_world_size) {
+    throw Error("environment variable LOCAL_RANK (" + std::to_string(env.local_rank) +
+                ") must be below LOCAL_WORLD_SIZE (" + std::to_string(env.local_world_size) + ")");
+  }
+  if (const char* addr = std::getenv("MASTER_ADDR")) {
+    if (*addr == '\0') throw Error("environment variable MASTER_ADDR is empty");
+    env.master_addr = addr;
+  }
+  if (const std::optional<int> port = env_int("MASTER_PORT")) {
+    if (*port < 1 || *port > 65535) {
+      throw Error("environment variable MASTER_PORT must be a port number (1-65535), got " + std::to_string(*port));
+    }
+    env.master_port = *port;
+  }
+  return env;
+}
+
+#ifdef ATTNSEG_WITH_GLOO
+
+bool distributed_available() { return true; }
+
+struct ProcessGroup::Impl {
+  DistributedEnv env;
+  std::chrono::milliseconds timeout;
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+
+  // Waits for a collective; a rank that died or hangs surfaces here as a timeout or a closed
+  // connection: one line naming the operation and this rank.
+  void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) const {
+    try {
+      work->wait(timeout);
+    } catch (const std::exception& e) {
+      throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + ": " + what +
+                  " failed (another rank died, hung or timed out after " + std::to_string(timeout.count() / 1000) +
+                  " s): " + one_line(e.what()));
+    }
+  }
+};
+
+ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds timeout)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->env = env;
+  impl_->timeout = timeout;
+  const std::string where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size);
+  try {
+    c10d::TCPStoreOptions options;
+    options.port = static_cast<uint16_t>(env.master_port);
+    options.isServer = env.rank == 0;
+    options.numWorkers = env.world_size;
+    options.waitWorkers = true;
+    options.timeout = timeout;
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
+  } catch (const std::exception& e) {
+    throw Error(where + ": the rendezvous at MASTER_ADDR=" + env.master_addr + " MASTER_PORT=" +
+                std::to_string(env.master_port) + " failed: " + one_line(e.what()));
+  }
+  try {
+    auto options = c10d::ProcessGroupGloo::Options::create();
+    options->timeout = timeout;
+    if (const char* name = std::getenv("GLOO_SOCKET_IFNAME")) {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
+    } else if (env.master_addr == "127.0.0.1" || env.master_addr == "localhost") {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    } else {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, options);
+  } catch (const std::exception& e) {
+    throw Error(where + ": the Gloo process group could not start: " + one_line(e.what()));
+  }
+}
+
+ProcessGroup::~ProcessGroup() = default;
+
+int ProcessGroup::rank() const { return impl_->env.rank; }
+int ProcessGroup::size() const { return impl_->env.world_size; }
+
+void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int root) {
+  for (at::Tensor& t : tensors) {
+    std::vector<at::Tensor> one{t};
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    impl_->wait(impl_->group->broadcast(one, options), "broadcast");
+  }
+}
+
+void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>& tensors) {
+  for (at::Tensor& t : tensors) {
+    std::vector<at::Tensor> one{t};
+    impl_->wait(impl_->group->allreduce(one), "all-reduce");
+  }
+}
+
+std::unique_ptr<ProcessGroup::Pending> ProcessGroup::start_all_reduce_sum(at::Tensor& flat) {
+  class GlooPending : public Pending {
+   public:
+    GlooPending(const Impl* impl, c10::intrusive_ptr<c10d::Work> work) : impl_(impl), work_(std::move(work)) {}
+    void wait() override { impl_->wait(work_, "gradient all-reduce"); }
+
+   private:
+    const Impl* impl_;
+    c10::intrusive_ptr<c10d::Work> work_;
+  };
+  std::vector<at::Tensor> one{flat};
+  return std::make_unique<GlooPending>(impl_.get(), impl_->group->allreduce(one));
+}
+
+void ProcessGroup::barrier() { impl_->wait(impl_->group->barrier(), "barrier"); }
+
+#else
+
+bool distributed_available() { return false; }
+
+struct ProcessGroup::Impl {};
+
+ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds) {
+  throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
+              ": this build has no c10d process group (Debian's libgloo-dev was missing when it was configured; "
+              "run tools/setup.sh and build again)");
+}
+ProcessGroup::~ProcessGroup() = default;
+int ProcessGroup::rank() const { return 0; }
+int ProcessGroup::size() const { return 1; }
+void ProcessGroup::broadcast(std::vector<at::Tensor>&, int) {}
+void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>&) {}
+std::unique_ptr<ProcessGroup::Pending> ProcessGroup::start_all_reduce_sum(at::Tensor&) { return nullptr; }
+void ProcessGroup::barrier() {}
+
+#endif
+
+void broadcast_model(ProcessGroup& group, Segmentor& model) {
+  std::vector<at::Tensor> tensors = model->parameters();
+  for (const at::Tensor& b : model->buffers()) tensors.push_back(b);
+  by_dtype(tensors, [&](at::Tensor& flat) {
+    std::vector<at::Tensor> one{flat};
+    group.broadcast(one, 0);
+  });
+}
+
+void broadcast_buffers(ProcessGroup& group, Segmentor& model) {
+  by_dtype(model->buffers(), [&](at::Tensor& flat) {
+    std::vector<at::Tensor> one{flat};
+    group.broadcast(one, 0);
+  });
+}
+
+struct GradientAverager::State {
+  ProcessGroup* group = nullptr;
+  std::vector<at::Tensor> parameters;
+  std::vector<std::vector<size_t>> buckets;  // parameter indices
+  std::vector<size_t> bucket_of, offset_in_bucket;
+  std::vector<at::Tensor> flat;               // one per bucket
+  std::vector<size_t> arrived;                // gradients arrived per bucket this step
+  std::vector<bool> has_gradient;             // per parameter, this step
+  std::vector<std::unique_ptr<ProcessGroup::Pending>> pending;
+  size_t next_to_start = 0;
+  std::mutex mutex;
+
+  void start_ready() {
+    while (next_to_start < buckets.size() && arrived[next_to_start] == buckets[next_to_start].size()) {
+      pending[next_to_start] = group->start_all_reduce_sum(flat[next_to_start]);
+      ++next_to_start;
+    }
+  }
+
+  void gradient_arrived(size_t index, const at::Tensor& grad) {
+    std::lock_guard<std::mutex> lock(mutex);
+    const size_t b = bucket_of[index];
+    const at::Tensor& p = parameters[index];
+    flat[b].narrow(0, static_cast<int64_t>(offset_in_bucket[index]), p.numel()).copy_(grad.reshape({-1}));
+    if (!has_gradient[index]) {
+      has_gradient[index] = true;
+      ++arrived[b];
+    }
+    start_ready();
+  }
+};
+
+GradientAverager::GradientAverager(ProcessGroup& group, Segmentor& model, int64_t bucket_bytes)
+    : state_(std::make_shared<State>()) {
+  State& s = *state_;
+  s.group = &group;
+  for (const at::Tensor& p : model->parameters()) {
+    if (p.requires_grad()) s.parameters.push_back(p);
+  }
+  s.bucket_of.resize(s.parameters.size());
+  s.offset_in_bucket.resize(s.parameters.size());
+  // Reverse registration order: backward reaches the head's parameters first.
+  int64_t bytes = 0;
+  for (size_t k = s.parameters.size(); k-- > 0;) {
+    const at::Tensor& p = s.parameters[k];
+    const bool same_kind = !s.buckets.empty() && s.parameters[s.buckets.back().front()].scalar_type() == p.scalar_type() &&
+                           s.parameters[s.buckets.back().front()].device() == p.device();
+    if (s.buckets.empty() || !same_kind || bytes >= bucket_bytes) {
+      s.buckets.emplace_back();
+      bytes = 0;
+    }
+    s.buckets.back().push_back(k);
+    bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  }
+  for (size_t b = 0; b < s.buckets.size(); ++b) {
+    int64_t numel = 0;
+    for (size_t k : s.buckets[b]) {
+      s.bucket_of[k] = b;
+      s.offset_in_bucket[k] = static_cast<size_t>(numel);
+      numel += s.parameters[k].numel();
+    }
+    s.flat.push_back(at::zeros({numel}, s.parameters[s.buckets[b].front()].options().requires_grad(false)));
+  }
+  s.arrived.assign(s.buckets.size(), 0);
+  s.has_gradient.assign(s.parameters.size(), false);
+  s.pending.resize(s.buckets.size());
+  std::weak_ptr<State> weak = state_;
+  for (size_t k = 0; k < s.parameters.size(); ++k) {
+    s.parameters[k].register_hook([weak, k](const at::Tensor& grad) {
+      if (auto state = weak.lock()) state->gradient_arrived(k, grad);
+    });
+  }
+}
+
+GradientAverager::~GradientAverager() = default;
+
+void GradientAverager::finish(Segmentor&) {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  // A parameter no gradient reached this step adds zeros; then every bucket not yet started
+  // starts, in order.
+  for (size_t b = s.next_to_start; b < s.buckets.size(); ++b) {
+    for (size_t k : s.buckets[b]) {
+      if (!s.has_gradient[k]) {
+        s.flat[b].narrow(0, static_cast<int64_t>(s.offset_in_bucket[k]), s.parameters[k].numel()).zero_();
+        s.has_gradient[k] = true;
+        ++s.arrived[b];
+      }
+    }
+  }
+  s.start_ready();
+  const double world = s.group->size();
+  torch::NoGradGuard no_grad;
+  for (size_t b = 0; b < s.buckets.size(); ++b) {
+    s.pending[b]->wait();
+    s.pending[b].reset();
+    s.flat[b].div_(world);
+    for (size_t k : s.buckets[b]) {
+      at::Tensor& p = s.parameters[k];
+      const at::Tensor average = s.flat[b].narrow(0, static_cast<int64_t>(s.offset_in_bucket[k]), p.numel()).view_as(p);
+      if (p.grad().defined()) {
+        p.mutable_grad().copy_(average);
+      } else {
+        p.mutable_grad() = average.clone();
+      }
+    }
+  }
+  s.arrived.assign(s.buckets.size(), 0);
+  s.has_gradient.assign(s.parameters.size(), false);
+  s.next_to_start = 0;
+}
+
+std::vector<std::vector<size_t>> GradientAverager::buckets() const { return state_->buckets; }
+
+}  // namespace attnseg

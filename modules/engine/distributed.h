@@ -1,0 +1,99 @@
+// Data-parallel training on PyTorch's own distributed engine, c10d: a process joins a group
+// the way PyTorch jobs do (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, as torchrun
+// or a Slurm wrapper sets them; rendezvous through c10d's TCPStore), with the Gloo process
+// group on CPUs. Every rank starts from rank 0's parameters and buffers; the gradients are
+// averaged over the ranks in buckets whose all-reduce starts during the backward pass, as soon
+// as the bucket's last gradient is ready (c10d's reducer does the same in DDP); the buffers a
+// training step changes (BatchNorm statistics, EMA bases, routing centroids) are made rank 0's
+// again after every step, as DDP's broadcast_buffers does.
+//
+// The c10d headers stay inside distributed.cpp: a build without them (no libgloo-dev) still
+// compiles, and joining a group there is refused with one line.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "head/segmentor.h"
+
+namespace attnseg {
+
+// Where this process sits in a job, from the environment.
+struct DistributedEnv {
+  int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+};
+
+// The job this process belongs to, from RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+// MASTER_ADDR and MASTER_PORT; nullopt when WORLD_SIZE is not set. A malformed or
+// inconsistent value throws attnseg::Error naming the variable.
+std::optional<DistributedEnv> distributed_env_from_environment();
+
+// Whether this build has c10d's Gloo process group.
+bool distributed_available();
+
+// A c10d process group (Gloo) and what training asks of it. Joining waits up to `timeout` for
+// every rank; a collective that waits longer (a rank that died or hangs) throws
+// attnseg::Error naming the operation and this rank.
+class ProcessGroup {
+ public:
+  ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds timeout);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  int rank() const;
+  int size() const;
+  // In place, every rank ends with root's values.
+  void broadcast(std::vector<at::Tensor>& tensors, int root = 0);
+  // In place, every rank ends with the sum over the ranks.
+  void all_reduce_sum(std::vector<at::Tensor>& tensors);
+  // Starts an in-place sum; wait() finishes it. Collectives must be started in the same order
+  // on every rank.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  std::unique_ptr<Pending> start_all_reduce_sum(at::Tensor& flat);
+  void barrier();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Every parameter and buffer of `model` made rank 0's.
+void broadcast_model(ProcessGroup& group, Segmentor& model);
+
+// Averages the gradients of a model's parameters over the ranks. Parameters are grouped into
+// buckets of about `bucket_bytes`, in reverse order of registration (roughly the order in
+// which backward produces their gradients); a hook on each parameter copies its gradient into
+// its bucket, and the bucket's all-reduce starts when its last gradient has arrived and every
+// earlier bucket has started, so the ranks start them in the same order. finish(), called
+// between backward and the optimizer step, starts what is left (a parameter that received no
+// gradient contributes zeros), waits, and writes the averages into the parameters' .grad.
+class GradientAverager {
+ public:
+  GradientAverager(ProcessGroup& group, Segmentor& model, int64_t bucket_bytes = 25 << 20);
+  ~GradientAverager();
+  void finish(Segmentor& model);
+  // The buckets as lists of parameter indices (in model->parameters() order): for tests.
+  std::vector<std::vector<size_t>> buckets() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+// The buffers of `model` that training changes made rank 0's again: after every step.
+void broadcast_buffers(ProcessGroup& group, Segmentor& model);
+
+}  // namespace attnseg
