@@ -5,11 +5,15 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "data/dataset.h"
 #include "data/synthetic.h"
 #include "engine/checkpoint.h"
 #include "engine/distributed.h"
@@ -117,7 +121,8 @@ TEST_F(Distributed, WithoutSyncBnEachRankNormalisesItsOwnShardAndTheWeightsDiffe
 TEST_F(Distributed, ProcessesLaunchedThroughTheEnvironmentAsTorchrunSetsItFormOneJob) {
   const auto nproc = train("nproc", "--nproc 2 model.sync_bn=true", 4);
   ASSERT_EQ(nproc.exit_code, 0) << nproc.output;
-  const std::string common = "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29731";
+  const std::string common =
+      "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(test::free_port());
   const fs::path log = dir / "rank1.log";
   const pid_t rank1 = test::spawn_attnseg(
       "train '" + (dir / "tiny.yaml").string() + "' --work-dir '" + (dir / "env").string() +
@@ -148,6 +153,50 @@ TEST_F(Distributed, AKilledRankEndsTheJobNamingItAndOneProcessResumesFromTheLast
   const auto resumed = train("run", "--resume");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_TRUE(fs::exists(dir / "run" / "iter_20.pt"));
+}
+
+// The learning curve's validation in a job: each rank segments every second image, the
+// confusion matrices are added over the ranks, and every rank holds the one-process matrix,
+// exactly. Two ranks as two threads of this process, each with its own process group and its
+// own copy of the model.
+TEST_F(Distributed, ShardedValidationGivesTheOneProcessConfusionMatrixExactly) {
+  const Experiment x = read_experiment(Config::load(dir / "tiny.yaml"));
+  const FolderDataset val(x.data.val);
+  ASSERT_GE(val.size(), 3u);
+  Segmentor single = build_model(x);
+  const Validation whole = validate(single, val, x, Runtime{}, 0);
+  std::array<Segmentor, 2> models{build_model(x), build_model(x)};
+  std::array<Validation, 2> shards;
+  std::array<std::string, 2> errors;
+  const int port = test::free_port();
+  auto rank = [&](int r) {
+    try {
+      DistributedEnv env;
+      env.rank = r;
+      env.world_size = 2;
+      env.master_port = port;
+      ProcessGroup group(env, std::chrono::seconds(60));
+      Runtime runtime;
+      runtime.rank = r;
+      runtime.world_size = 2;
+      shards[r] = validate(models[r], val, x, runtime, 0, [&](at::Tensor& t) {
+        std::vector<at::Tensor> one{t};
+        group.all_reduce_sum(one);
+      });
+    } catch (const std::exception& e) {
+      errors[r] = e.what();
+    }
+  };
+  std::thread rank0(rank, 0), rank1(rank, 1);
+  rank0.join();
+  rank1.join();
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_TRUE(torch::equal(shards[r].confusion, whole.confusion)) << "rank " << r;
+    EXPECT_EQ(shards[r].images, whole.images);
+    EXPECT_EQ(shards[r].metrics.miou, whole.metrics.miou);
+  }
+  EXPECT_GT(whole.confusion.sum().item<int64_t>(), 0);
 }
 
 TEST_F(Distributed, AMalformedEnvironmentIsRefusedNamingTheVariable) {

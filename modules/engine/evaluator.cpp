@@ -223,7 +223,7 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
 }
 
 Validation validate(Segmentor& model, const FolderDataset& dataset, const Experiment& x, const Runtime& runtime,
-                    int64_t limit) {
+                    int64_t limit, const SumOverRanks& sum_over_ranks) {
   const int64_t count = limit > 0 ? std::min<int64_t>(limit, static_cast<int64_t>(dataset.size()))
                                   : static_cast<int64_t>(dataset.size());
   const bool was_training = model->is_training();
@@ -231,7 +231,7 @@ Validation validate(Segmentor& model, const FolderDataset& dataset, const Experi
   ConfusionMatrix confusion(static_cast<int64_t>(x.data.class_names.size()));
   {
     c10::InferenceMode guard;
-    for (int64_t k = 0; k < count; ++k) {
+    for (int64_t k = runtime.rank; k < count; k += runtime.world_size) {
       const Sample sample = dataset.load(static_cast<size_t>(k));
       check_inference_size(x, sample.image.rows, sample.image.cols, "validation image " + sample.name);
       const at::Tensor image = image_to_tensor(sample.image, x.norm).unsqueeze(0).to(runtime.device);
@@ -239,7 +239,9 @@ Validation validate(Segmentor& model, const FolderDataset& dataset, const Experi
     }
   }
   model->train(was_training);
-  return {compute_metrics(confusion.matrix()), count};
+  at::Tensor matrix = confusion.matrix().to(at::kCPU).clone();
+  if (sum_over_ranks) sum_over_ranks(matrix);
+  return {compute_metrics(matrix), count, matrix};
 }
 
 std::string format_report(const EvalResult& r) {

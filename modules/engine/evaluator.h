@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/batch_norm.h"
 #include "core/device.h"
 #include "engine/experiment.h"
 #include "engine/inference.h"
@@ -69,12 +70,16 @@ EvalResult evaluate(const Experiment& experiment, const Runtime& runtime, const 
 // Confusion-matrix metrics of `model` on the first `limit` images of `val` (0: every one),
 // in eval mode for the call and in training mode again after it when it was so before; no
 // random generator is drawn from, so a training run that validates takes the same steps.
+// Sharded in a data-parallel job: rank r of W segments images r, r + W, ...; `sum_over_ranks`
+// adds the ranks' confusion matrices (every rank must call it), so every rank gets the
+// one-process metrics.
 struct Validation {
   SegMetrics metrics;
   int64_t images = 0;
+  at::Tensor confusion;  // [K, K] int64 on the CPU, the whole split's
 };
 Validation validate(Segmentor& model, const FolderDataset& val, const Experiment& experiment, const Runtime& runtime,
-                    int64_t limit);
+                    int64_t limit, const SumOverRanks& sum_over_ranks = {});
 
 // The per-class table and summary lines that `attnseg eval` prints.
 std::string format_report(const EvalResult& result);

@@ -246,7 +246,8 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   // A learning curve reads the validation split: opened once, so a missing or empty one stops
   // the run now, not at the first evaluation.
   std::optional<FolderDataset> val;
-  if (x.eval.interval > 0 && runtime.rank == 0) val.emplace(x.data.val);
+  // Every rank of a job validates its share of the images.
+  if (x.eval.interval > 0) val.emplace(x.data.val);
   TrainingState state = make_training_state(x, runtime);  // a block the runtime cannot run stops here
   // One run per directory; what a killed run left half-written goes before anything is read.
   const std::unique_ptr<WorkDirLock> lock = runtime.rank == 0 ? claim_work_dir(work_dir, "train") : nullptr;
@@ -373,7 +374,7 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
     // them resumes from an earlier checkpoint, and the MetricsLog drops the point with the rest.
     if (val && (done % x.eval.interval == 0 || done == s.iters)) {
       stop_if_nonfinite();
-      const Validation v = validate(state.model, *val, x, runtime, x.eval.subset);
+      const Validation v = validate(state.model, *val, x, runtime, x.eval.subset, sum_over_ranks);
       nlohmann::json iou = nlohmann::json::object();
       for (size_t c = 0; c < x.data.class_names.size(); ++c) {
         iou[x.data.class_names[c]] = std::isnan(v.metrics.iou[c]) ? nlohmann::json(nullptr) : nlohmann::json(v.metrics.iou[c]);
