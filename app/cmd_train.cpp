@@ -21,6 +21,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "data/dataset.h"
 #include "engine/distributed.h"
 #include "engine/experiment.h"
 #include "engine/trainer.h"
@@ -70,6 +71,16 @@ int launch_local_workers(const TrainOptions& options) {
     throw Error("--nproc: this build has no c10d process group (Debian's libgloo-dev was missing when it was "
                 "configured; run tools/setup.sh and build again)");
   }
+  // What every rank would refuse alike is refused once, here, before any rank starts.
+  const Experiment experiment = read_experiment(Config::load(options.config, options.overrides));
+  if (experiment.train.batch_size < options.nproc) {
+    throw Error("--nproc " + std::to_string(options.nproc) + ": data.batch_size (" +
+                std::to_string(experiment.train.batch_size) +
+                ") is the job's batch and must give every rank at least one image");
+  }
+  (void)start_runtime(experiment.runtime);  // a device or precision the machine cannot run
+  FolderDataset train_split(experiment.data.train);
+  if (experiment.eval.interval > 0) FolderDataset val_split(experiment.data.val);
   const int port = free_local_port();
   const std::vector<std::string> args = without_nproc(options.argv);
   spdlog::info("train: starting {} local ranks (Gloo, rendezvous at 127.0.0.1:{})", options.nproc, port);
@@ -122,6 +133,11 @@ int launch_local_workers(const TrainOptions& options) {
         if (p > 0) ::kill(p, SIGTERM);
       }
     }
+  }
+  if (failed >= 0 && code == 1) {
+    // attnseg's own error exit: the rank has printed its one line already.
+    spdlog::warn("rank {} of {} {}; the other ranks were stopped", failed, options.nproc, why);
+    return code;
   }
   if (failed >= 0) {
     throw Error("rank " + std::to_string(failed) + " of " + std::to_string(options.nproc) + " " + why +

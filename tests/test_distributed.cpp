@@ -199,12 +199,16 @@ TEST_F(Distributed, ShardedValidationGivesTheOneProcessConfusionMatrixExactly) {
   EXPECT_GT(whole.confusion.sum().item<int64_t>(), 0);
 }
 
-TEST_F(Distributed, AMalformedEnvironmentIsRefusedNamingTheVariable) {
+// Each refused with one line naming the variable or key; what every rank would refuse alike
+// (the batch, the datasets) is refused by --nproc before any rank starts, so it is said once.
+TEST_F(Distributed, AMalformedEnvironmentOrJobSettingIsRefusedOnceNamingIt) {
   test::expect_clean_error(train("bad", "", 2, "WORLD_SIZE=2 RANK=5"), {"RANK", "WORLD_SIZE"});
   test::expect_clean_error(train("bad", "", 2, "WORLD_SIZE=two RANK=0"), {"WORLD_SIZE", "'two'"});
   test::expect_clean_error(train("bad", "", 2, "WORLD_SIZE=2 RANK=0 MASTER_PORT=70000"), {"MASTER_PORT"});
   test::expect_clean_error(train("bad", "--nproc 2", 2, "WORLD_SIZE=2 RANK=0"), {"--nproc", "WORLD_SIZE"});
   test::expect_clean_error(train("bad", "runtime.dist_timeout=-1", 2), {"runtime.dist_timeout"});
+  test::expect_clean_error(train("bad", "--nproc 3 data.batch_size=2", 2), {"--nproc 3", "data.batch_size"});
+  test::expect_clean_error(train("bad", "--nproc 2 data.root=/nonexistent/attnseg", 2), {"/nonexistent/attnseg"});
 }
 
 }  // namespace
