@@ -179,10 +179,7 @@ TEST_F(Distributed, ShardedValidationGivesTheOneProcessConfusionMatrixExactly) {
       Runtime runtime;
       runtime.rank = r;
       runtime.world_size = 2;
-      shards[r] = validate(models[r], val, x, runtime, 0, [&](at::Tensor& t) {
-        std::vector<at::Tensor> one{t};
-        group.all_reduce_sum(one);
-      });
+      shards[r] = validate(models[r], val, x, runtime, 0, [&](at::Tensor& t) { group.all_reduce_sum(t); });
     } catch (const std::exception& e) {
       errors[r] = e.what();
     }

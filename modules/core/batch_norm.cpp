@@ -34,19 +34,27 @@ at::Tensor per_channel(const at::Tensor& t, int64_t dim) {
   return t.view(shape);
 }
 
+// The sum a forward used, kept in its autograd context (saved_data holds IValues: a capsule).
+struct SumHolder : torch::CustomClassHolder {
+  explicit SumHolder(SumOverRanks s) : sum(std::move(s)) {}
+  SumOverRanks sum;
+};
+
 // Normalises with global statistics computed before (they carry no gradient of their own: the
 // backward below is the whole derivative, through the mean and variance included); its
 // backward adds the ranks' per-channel sums of dy and dy·x̂.
 class SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
-                            const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& invstd, double count) {
+                            const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& invstd, double count,
+                            const SumOverRanks& sum) {
     const int64_t dim = input.dim();
     const at::Tensor xhat = (input.to(at::kFloat) - per_channel(mean, dim)) * per_channel(invstd, dim);
     at::Tensor y = xhat;
     if (weight.defined()) y = y * per_channel(weight.to(at::kFloat), dim) + per_channel(bias.to(at::kFloat), dim);
     ctx->save_for_backward({xhat, invstd, weight});
     ctx->saved_data["count"] = count;
+    ctx->saved_data["sum"] = c10::IValue::make_capsule(c10::make_intrusive<SumHolder>(sum));
     ctx->saved_data["input_type"] = static_cast<int64_t>(input.scalar_type());
     return y.to(input.scalar_type());
   }
@@ -59,8 +67,8 @@ class SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunc
     const at::Tensor& weight = saved[2];
     const double count = ctx->saved_data["count"].toDouble();
     const auto input_type = static_cast<at::ScalarType>(ctx->saved_data["input_type"].toInt());
-    const SumOverRanks sum = current_sum();
-    if (!sum) throw Error("sync_batch_norm: backward ran after the job's synchronisation ended");
+    const SumOverRanks& sum =
+        c10::static_intrusive_pointer_cast<SumHolder>(ctx->saved_data["sum"].toCapsule())->sum;
     const at::Tensor dy = grads[0].to(at::kFloat);
     const int64_t channels = xhat.size(1), dim = xhat.dim();
     const std::vector<int64_t> dims = reduced_dims(xhat);
@@ -78,7 +86,7 @@ class SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunc
       dweight = sum_dy_xhat.to(weight.scalar_type());  // this rank's share: the job averages gradients
       dbias = sum_dy.to(weight.scalar_type());
     }
-    return {dx.to(input_type), dweight, dbias, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx.to(input_type), dweight, dbias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -122,7 +130,7 @@ at::Tensor sync_batch_norm(const at::Tensor& input, const at::Tensor& weight, co
     mean = global_mean.to(at::kFloat);
     invstd = (var + eps).rsqrt().to(at::kFloat);
   }
-  return SyncBatchNormFunction::apply(input, weight, bias, mean, invstd, count);
+  return SyncBatchNormFunction::apply(input, weight, bias, mean, invstd, count, sum);
 }
 }  // namespace functional
 

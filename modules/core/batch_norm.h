@@ -13,9 +13,8 @@
 #include <torch/nn/options/batchnorm.h>
 #include <torch/nn/pimpl.h>
 
-#include <ostream>
-
 #include <functional>
+#include <ostream>
 
 namespace attnseg {
 

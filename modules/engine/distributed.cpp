@@ -21,7 +21,7 @@ namespace attnseg {
 
 namespace {
 
-// A whole non-negative number from an environment variable; `fallback` when it is not set.
+// A whole non-negative number from an environment variable; nullopt when it is not set.
 std::optional<int> env_int(const char* name) {
   const char* text = std::getenv(name);
   if (text == nullptr) return std::nullopt;
@@ -169,20 +169,16 @@ ProcessGroup::~ProcessGroup() = default;
 int ProcessGroup::rank() const { return impl_->env.rank; }
 int ProcessGroup::size() const { return impl_->env.world_size; }
 
-void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int root) {
-  for (at::Tensor& t : tensors) {
-    std::vector<at::Tensor> one{t};
-    c10d::BroadcastOptions options;
-    options.rootRank = root;
-    impl_->wait(impl_->group->broadcast(one, options), "broadcast");
-  }
+void ProcessGroup::broadcast(at::Tensor& tensor, int root) {
+  std::vector<at::Tensor> one{tensor};
+  c10d::BroadcastOptions options;
+  options.rootRank = root;
+  impl_->wait(impl_->group->broadcast(one, options), "broadcast");
 }
 
-void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>& tensors) {
-  for (at::Tensor& t : tensors) {
-    std::vector<at::Tensor> one{t};
-    impl_->wait(impl_->group->allreduce(one), "all-reduce");
-  }
+void ProcessGroup::all_reduce_sum(at::Tensor& tensor) {
+  std::vector<at::Tensor> one{tensor};
+  impl_->wait(impl_->group->allreduce(one), "all-reduce");
 }
 
 std::unique_ptr<ProcessGroup::Pending> ProcessGroup::start_all_reduce_sum(at::Tensor& flat) {
@@ -199,8 +195,6 @@ std::unique_ptr<ProcessGroup::Pending> ProcessGroup::start_all_reduce_sum(at::Te
   return std::make_unique<GlooPending>(impl_.get(), impl_->group->allreduce(one));
 }
 
-void ProcessGroup::barrier() { impl_->wait(impl_->group->barrier(), "barrier"); }
-
 #else
 
 bool distributed_available() { return false; }
@@ -215,27 +209,20 @@ ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds)
 ProcessGroup::~ProcessGroup() = default;
 int ProcessGroup::rank() const { return 0; }
 int ProcessGroup::size() const { return 1; }
-void ProcessGroup::broadcast(std::vector<at::Tensor>&, int) {}
-void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>&) {}
+void ProcessGroup::broadcast(at::Tensor&, int) {}
+void ProcessGroup::all_reduce_sum(at::Tensor&) {}
 std::unique_ptr<ProcessGroup::Pending> ProcessGroup::start_all_reduce_sum(at::Tensor&) { return nullptr; }
-void ProcessGroup::barrier() {}
 
 #endif
 
 void broadcast_model(ProcessGroup& group, Segmentor& model) {
   std::vector<at::Tensor> tensors = model->parameters();
   for (const at::Tensor& b : model->buffers()) tensors.push_back(b);
-  by_dtype(tensors, [&](at::Tensor& flat) {
-    std::vector<at::Tensor> one{flat};
-    group.broadcast(one, 0);
-  });
+  by_dtype(tensors, [&](at::Tensor& flat) { group.broadcast(flat, 0); });
 }
 
 void broadcast_buffers(ProcessGroup& group, Segmentor& model) {
-  by_dtype(model->buffers(), [&](at::Tensor& flat) {
-    std::vector<at::Tensor> one{flat};
-    group.broadcast(one, 0);
-  });
+  by_dtype(model->buffers(), [&](at::Tensor& flat) { group.broadcast(flat, 0); });
 }
 
 struct GradientAverager::State {
@@ -314,7 +301,7 @@ GradientAverager::GradientAverager(ProcessGroup& group, Segmentor& model, int64_
 
 GradientAverager::~GradientAverager() = default;
 
-void GradientAverager::finish(Segmentor&) {
+void GradientAverager::finish() {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   // A parameter no gradient reached this step adds zeros; then every bucket not yet started

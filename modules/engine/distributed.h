@@ -52,9 +52,9 @@ class ProcessGroup {
   int rank() const;
   int size() const;
   // In place, every rank ends with root's values.
-  void broadcast(std::vector<at::Tensor>& tensors, int root = 0);
+  void broadcast(at::Tensor& tensor, int root = 0);
   // In place, every rank ends with the sum over the ranks.
-  void all_reduce_sum(std::vector<at::Tensor>& tensors);
+  void all_reduce_sum(at::Tensor& tensor);
   // Starts an in-place sum; wait() finishes it. Collectives must be started in the same order
   // on every rank.
   class Pending {
@@ -63,7 +63,6 @@ class ProcessGroup {
     virtual void wait() = 0;
   };
   std::unique_ptr<Pending> start_all_reduce_sum(at::Tensor& flat);
-  void barrier();
 
  private:
   struct Impl;
@@ -84,7 +83,7 @@ class GradientAverager {
  public:
   GradientAverager(ProcessGroup& group, Segmentor& model, int64_t bucket_bytes = 25 << 20);
   ~GradientAverager();
-  void finish(Segmentor& model);
+  void finish();
   // The buckets as lists of parameter indices (in model->parameters() order): for tests.
   std::vector<std::vector<size_t>> buckets() const;
 

@@ -258,9 +258,9 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
     // names, from the same directory.
     fs::path last = runtime.rank == 0 ? resume_training(state, work_dir) : fs::path();
     if (group) {
-      std::vector<at::Tensor> chosen{at::full({1}, last.empty() ? int64_t{-1} : state.iteration, at::kLong)};
+      at::Tensor chosen = at::full({1}, last.empty() ? int64_t{-1} : state.iteration, at::kLong);
       group->broadcast(chosen, 0);
-      const int64_t iteration = chosen[0].item<int64_t>();
+      const int64_t iteration = chosen.item<int64_t>();
       if (runtime.rank != 0 && iteration >= 0) {
         last = work_dir / ("iter_" + std::to_string(iteration) + ".pt");
         if (!fs::exists(last)) {
@@ -284,15 +284,11 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
     spdlog::info("data-parallel: rank {} of {}, {} gradient bucket(s), batch {} per rank", runtime.rank,
                  runtime.world_size, averager->buckets().size(), s.batch_size / runtime.world_size);
   }
-  const GradientHook average = [&](Segmentor& model) {
-    if (averager) averager->finish(model);
-  };
+  GradientHook average;
   SumOverRanks sum_over_ranks;
   if (group) {
-    sum_over_ranks = [group](at::Tensor& t) {
-      std::vector<at::Tensor> one{t};
-      group->all_reduce_sum(one);
-    };
+    average = [&](Segmentor&) { averager->finish(); };
+    sum_over_ranks = [group](at::Tensor& t) { group->all_reduce_sum(t); };
   }
   std::optional<BatchNormSync> sync_bn;
   if (group && x.model.sync_bn) sync_bn.emplace(sum_over_ranks);
@@ -348,8 +344,7 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
       if (group) {
         // The job's loss: the mean over the ranks of each rank's mean over its share.
         at::Tensor all = at::cat(losses).to(at::kCPU, at::kDouble);
-        std::vector<at::Tensor> one{all};
-        group->all_reduce_sum(one);
+        group->all_reduce_sum(all);
         all.div_(runtime.world_size);
         for (size_t i = 0; i < losses.size(); ++i) losses[i] = all[static_cast<int64_t>(i)];
       }
