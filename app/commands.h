@@ -42,6 +42,14 @@ struct EvalOptions {
 void setup_eval(CLI::App& app, EvalOptions& options);
 int run_eval(const EvalOptions& options);
 
+struct PredictOptions {
+  std::string config, checkpoint, out;
+  std::vector<std::string> inputs, overrides;
+  bool overlay = false, probabilities = false, slide = false;
+};
+void setup_predict(CLI::App& app, PredictOptions& options);
+int run_predict(const PredictOptions& options);
+
 struct BenchOptions {
   std::string blocks = "all", sizes, model, json, csv;
   // The runtime; when not given: the --model config's runtime section, else auto, fp32 and

@@ -9,6 +9,7 @@
 #include "core/cpu_bf16.h"
 #include "core/error.h"
 #include "core/runtime.h"
+#include "engine/trainer.h"
 
 namespace attnseg::app {
 
@@ -18,6 +19,27 @@ Runtime begin_command(const std::string& command, const RuntimeSettings& setting
   warn_if_slow_blas();
   warn_if_bf16_sums_in_bf16(runtime);
   return runtime;
+}
+
+TrainedModel resolve_trained_model(const std::string& config, const std::string& checkpoint) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(config)) {
+    if (checkpoint.empty()) {
+      throw Error("--checkpoint is required with a config file (" + config +
+                  "); or give a run's work directory, which stands for its config.yaml and latest checkpoint");
+    }
+    return {config, checkpoint};
+  }
+  const fs::path own = fs::path(config) / "config.yaml";
+  if (!fs::exists(own)) throw Error(own.string() + " does not exist: " + config + " is not a run's work directory");
+  if (!checkpoint.empty()) return {own.string(), checkpoint};
+  fs::path latest = latest_checkpoint(config);  // what the run recorded as its last good one
+  if (latest.empty()) {
+    const auto saved = checkpoints_in(config);
+    if (saved.empty()) throw Error(config + " holds no checkpoint (iter_<N>.pt)");
+    latest = saved.front().second;
+  }
+  return {own.string(), latest.string()};
 }
 
 std::vector<std::array<int64_t, 2>> parse_sizes(const std::string& text) {

@@ -17,6 +17,14 @@ namespace attnseg::app {
 // "<command>: device cpu, precision fp32, 2 threads, LibTorch 1.13.0".
 Runtime begin_command(const std::string& command, const RuntimeSettings& settings);
 
+// The model a command loads, as CONFIG and --checkpoint name it: CONFIG is a config file (then
+// --checkpoint is required) or a run's work directory, which stands for its config.yaml and,
+// without --checkpoint, its latest checkpoint. Errors name the flag or the missing file.
+struct TrainedModel {
+  std::string config, checkpoint;
+};
+TrainedModel resolve_trained_model(const std::string& config, const std::string& checkpoint);
+
 // "32x64,64x128" → {{32, 64}, {64, 128}}; throws attnseg::Error naming --sizes and the bad item.
 std::vector<std::array<int64_t, 2>> parse_sizes(const std::string& text);
 // "all" → every registered block; otherwise a comma-separated list of known names (--blocks).

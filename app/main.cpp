@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   SynthOptions synth;
   TrainOptions train;
   EvalOptions eval;
+  PredictOptions predict;
   BenchOptions bench;
   SweepOptions sweep;
   DemoOptions demo;
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   setup_synth(*app.add_subcommand("synth", "Write the synthetic long-range-context dataset"), synth);
   setup_train(*app.add_subcommand("train", "Train a model from a config"), train);
   setup_eval(*app.add_subcommand("eval", "Evaluate a checkpoint: mIoU, per-class IoU, speed"), eval);
+  setup_predict(*app.add_subcommand("predict", "Segment images without labels: class-id PNGs, overlays, probabilities"),
+                predict);
 
   setup_bench(*app.add_subcommand("bench", "Time attention blocks alone on a feature map, or a whole model"), bench);
   setup_sweep(*app.add_subcommand("sweep", "Train, evaluate and bench every listed block alike: the leaderboard"),
@@ -54,6 +57,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("synth")) return run_synth(synth);
     if (app.got_subcommand("train")) return run_train(train);
     if (app.got_subcommand("eval")) return run_eval(eval);
+    if (app.got_subcommand("predict")) return run_predict(predict);
     if (app.got_subcommand("bench")) return run_bench(bench);
     if (app.got_subcommand("sweep")) return run_sweep(sweep);
     if (app.got_subcommand("demo")) return run_demo(demo);

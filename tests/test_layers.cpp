@@ -1,5 +1,5 @@
 // The include graph points one way: core ← config ← {data, attention, backbone} ← head ←
-// engine ← demo ← app. A file may include its own layer and those below it, never one above
+// engine ← {demo, api (the public interface's implementation)} ← app. A file may include its own layer and those below it, never one above
 // (core, attention, backbone or data reaching up into engine or app is what this forbids).
 #include <gtest/gtest.h>
 
@@ -16,7 +16,8 @@ namespace fs = std::filesystem;
 const std::map<std::string, int>& layers() {
   static const std::map<std::string, int> rank{{"core", 0},     {"config", 1},   {"data", 2},
                                                {"attention", 2}, {"backbone", 2}, {"head", 3},
-                                               {"engine", 4},   {"demo", 5},     {"app", 6}};
+                                               {"engine", 4},   {"demo", 5},     {"api", 5},
+                                               {"attnseg", 5},  {"app", 6}};
   return rank;
 }
 
@@ -36,7 +37,7 @@ TEST(Layers, NoFileIncludesALayerAboveItsOwn) {
            {root / "modules" / "data", "data"},         {root / "modules" / "attention", "attention"},
            {root / "modules" / "backbone", "backbone"}, {root / "modules" / "head", "head"},
            {root / "modules" / "engine", "engine"},     {root / "modules" / "demo", "demo"},
-           {root / "app", "app"}}) {
+           {root / "modules" / "api", "api"},           {root / "app", "app"}}) {
     ASSERT_TRUE(fs::is_directory(dir)) << dir;
     for (const auto& entry : fs::directory_iterator(dir)) {
       const std::string ext = entry.path().extension().string();
@@ -58,6 +59,29 @@ TEST(Layers, NoFileIncludesALayerAboveItsOwn) {
   }
   EXPECT_GT(files, 50);
   EXPECT_GT(includes, 100);
+}
+
+// include/attnseg/ is what `cmake --install` ships: it may include LibTorch, OpenCV and the
+// standard library, never a project header (which is not installed) nor spdlog, fmt, yaml-cpp
+// or CLI11 (whose versions would then bind the user's program).
+TEST(Layers, ThePublicHeadersIncludeNoInternalOrLoggingHeader) {
+  const fs::path dir = fs::path(ATTNSEG_SOURCE_DIR) / "include" / "attnseg";
+  const std::regex any_include("^\\s*#\\s*include\\s+([<\"])([^>\"]+)[>\"]");
+  int headers = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    ++headers;
+    std::ifstream in(entry.path());
+    std::smatch m;
+    for (std::string line; std::getline(in, line);) {
+      if (!std::regex_search(line, m, any_include)) continue;
+      const std::string name = m[2];
+      EXPECT_EQ(m[1], "<") << entry.path().filename() << " includes \"" << name << "\", a project header";
+      const bool allowed = name.rfind("ATen/", 0) == 0 || name.rfind("c10/", 0) == 0 ||
+                           name.rfind("opencv2/", 0) == 0 || name.find('/') == std::string::npos;
+      EXPECT_TRUE(allowed) << entry.path().filename() << " includes <" << name << ">";
+    }
+  }
+  EXPECT_GE(headers, 1);
 }
 
 }  // namespace

@@ -156,6 +156,13 @@ inline std::string tiny_config(const fs::path& data_root, const std::string& blo
          "eval: {speed_warmup: 1, speed_runs: 2}\n";
 }
 
+// `train` overrides for a tiny model whose predictions mean something when two routes to them
+// are compared: 2 steps at lr 1e-5 leave the weights about where they started, and the
+// predictions vary from pixel to pixel over most classes, where 4 steps at the config's rate
+// already make every pixel background.
+inline const std::string kVariedPredictions =
+    " train.iters=2 train.warmup_iters=0 train.lr=0.00001 train.min_lr=0.000001 train.checkpoint_interval=1";
+
 // A fixture for tests that run the executable: a tiny synthetic dataset made once for the
 // suite, a temporary directory per test, and `config(block)` writing a tiny config there.
 class TinyDataTest : public ::testing::Test {

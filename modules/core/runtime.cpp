@@ -80,6 +80,12 @@ void init_logging(const std::string& level) {
     throw Error("unknown log level '" + level + "'; accepted: trace, debug, info, warn, error, off");
   }
   if (!spdlog::get("attnseg")) spdlog::set_default_logger(spdlog::stderr_color_mt("attnseg"));
+  // Progress lines (engine/progress.h) go to the same sinks through a logger of their own,
+  // whose level stays the user's while the sweep quiets the default logger.
+  if (!spdlog::get("attnseg.progress")) {
+    const auto& sinks = spdlog::default_logger()->sinks();
+    spdlog::register_logger(std::make_shared<spdlog::logger>("attnseg.progress", sinks.begin(), sinks.end()));
+  }
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
   spdlog::set_level(parsed);
 }

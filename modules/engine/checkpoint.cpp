@@ -115,7 +115,8 @@ CheckpointInfo load_checkpoint(const fs::path& path, Segmentor& model,
   const std::string signature = tensor_string(t);
   if (signature != model->signature()) {
     throw Error("checkpoint " + path.string() + " was written for another model (" +
-                first_difference(model->signature(), signature) + ")");
+                first_difference(model->signature(), signature) +
+                "; a run's own config.yaml, or its work directory, describes the model it trained)");
   }
   CheckpointInfo info;
   try {
