@@ -292,6 +292,11 @@ TEST_F(Cli, SweepWritesTheLeaderboardWithSeedsAndBothPictures) {
   EXPECT_NE(r.output.find("| none | "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("| ccnet | "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(" ± "), std::string::npos) << r.output;
+  // Off a terminal, each run's training progress is logged with its place in the sweep and
+  // the estimated end of the sweep's training; the last run ends at its last iteration.
+  EXPECT_NE(r.output.find("info none seed 0 (1/4) iter "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("info ccnet seed 1 (4/4) iter 4/4 (100%)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(", sweep 0:"), std::string::npos) << r.output;
   for (const char* run : {"none/seed0", "none/seed1", "ccnet/seed0", "ccnet/seed1"}) {
     EXPECT_TRUE(fs::exists(dir / "sweep" / run / "eval.json")) << run;
   }

@@ -47,16 +47,17 @@ struct Run {
   fs::path dir;
   Config config;
   Experiment experiment;
+  int64_t ordinal = 0;  // its place among the runs this sweep trains (1, 2, ...); 0: trained earlier
 };
 
 // Info-level lines of the trainer and evaluator would bury the sweep's own; they are kept
 // for warnings while a run trains, unless the user asked for more (debug or trace).
 class QuietRun {
  public:
-  QuietRun() : level_(spdlog::get_level()) {
-    if (level_ == spdlog::level::info) spdlog::set_level(spdlog::level::warn);
+  QuietRun() : level_(spdlog::default_logger()->level()) {
+    if (level_ == spdlog::level::info) spdlog::default_logger()->set_level(spdlog::level::warn);
   }
-  ~QuietRun() { spdlog::set_level(level_); }
+  ~QuietRun() { spdlog::default_logger()->set_level(level_); }
 
  private:
   spdlog::level::level_enum level_;
@@ -85,7 +86,7 @@ std::string trained_part(const std::string& config_yaml) {
 }
 
 // The run's eval.json, training it first (or resuming it) when it is missing.
-nlohmann::json finished_run(const Run& run, const Runtime& runtime) {
+nlohmann::json finished_run(const Run& run, const Runtime& runtime, JobProgress& job, int64_t to_train) {
   const fs::path eval_file = run.dir / "eval.json", config_file = run.dir / "config.yaml";
   const std::string config_yaml = run.config.dump() + "\n";
   if (fs::exists(config_file) && trained_part(read_text(config_file)) != trained_part(config_yaml)) {
@@ -115,7 +116,8 @@ nlohmann::json finished_run(const Run& run, const Runtime& runtime) {
   EvalResult result;
   {
     QuietRun quiet;
-    trained = train(run.experiment, run.config.dump(), runtime, run.dir, resume);
+    job.part = fmt::format("{} seed {} ({}/{})", run.block, run.seed, run.ordinal, to_train);
+    trained = train(run.experiment, run.config.dump(), runtime, run.dir, resume, nullptr, &job);
     result = evaluate(run.experiment, runtime, trained.checkpoint);
   }
   const nlohmann::json eval = report_json(result);
@@ -170,6 +172,19 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
   spdlog::info("sweep of {} blocks x {} seed(s) from {} into {}", s.blocks.size(), s.seeds, s.config.string(),
                s.work_dir.string());
 
+  // The training still to do: its iterations are the sweep's progress (evaluation and the
+  // benchmark are not counted, but their time is in the rate, so in the estimated end).
+  JobProgress job;
+  job.name = "sweep";
+  int64_t to_train = 0;
+  for (Run& run : runs) {
+    if (fs::exists(run.dir / "eval.json")) continue;
+    const auto saved = checkpoints_in(run.dir);
+    const int64_t iters = run.experiment.train.iters;
+    job.total += iters - (saved.empty() ? 0 : std::min(saved.front().first, iters));
+    run.ordinal = ++to_train;
+  }
+
   Leaderboard board;
   board.config = s.config.string();
   for (const auto& o : s.overrides) board.overrides += (board.overrides.empty() ? "" : " ") + o;
@@ -190,7 +205,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
     std::vector<double> erfs, cues;
     for (const Run& run : runs) {
       if (run.block != block) continue;
-      const nlohmann::json eval = finished_run(run, runtime);
+      const nlohmann::json eval = finished_run(run, runtime, job, to_train);
       row.miou.push_back(eval.at("mIoU").get<double>());
       std::vector<double> ious;
       row.class_names.clear();

@@ -234,7 +234,7 @@ fs::path resume_training(TrainingState& state, const fs::path& work_dir) {
 }
 
 TrainResult train(const Experiment& x, const std::string& config_yaml, const Runtime& runtime,
-                  const fs::path& work_dir, bool resume, ProcessGroup* group) {
+                  const fs::path& work_dir, bool resume, ProcessGroup* group, JobProgress* job) {
   if ((group != nullptr) != (runtime.world_size > 1) || (group && (group->rank() != runtime.rank ||
                                                                      group->size() != runtime.world_size))) {
     throw Error("train: the runtime's rank and world size must be the process group's");
@@ -308,7 +308,7 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
       },
       start, s.iters, static_cast<int>(s.workers), static_cast<int>(2 * s.workers));
   state.model->train();
-  Progress progress(s.iters, start, /*show=*/runtime.rank == 0);
+  Progress progress(s.iters, start, /*show=*/runtime.rank == 0, "iter", job);
   // The iteration of the first non-finite loss (0: none yet), kept on the device and read
   // only when a line is logged or a checkpoint is due, so no step waits for the device.
   at::Tensor first_nonfinite = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(runtime.device));

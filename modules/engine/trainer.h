@@ -22,6 +22,7 @@
 #include "core/device.h"
 #include "data/loader.h"
 #include "engine/experiment.h"
+#include "engine/progress.h"
 
 namespace attnseg {
 
@@ -133,8 +134,12 @@ struct TrainResult {
 // others load the checkpoint it names), reads its shard of each global batch, averages
 // gradients over the ranks during backward and takes rank 0's buffers after each step; the
 // logged losses are the ranks' mean, images/s the job's; rank 0 alone validates and writes.
+//
+// With `job`, the run is one part of a longer job (a sweep's run): its progress lines say so and
+// estimate the job's end.
 TrainResult train(const Experiment& experiment, const std::string& config_yaml, const Runtime& runtime,
-                  const std::filesystem::path& work_dir, bool resume, ProcessGroup* group = nullptr);
+                  const std::filesystem::path& work_dir, bool resume, ProcessGroup* group = nullptr,
+                  JobProgress* job = nullptr);
 
 // The checkpoint a resumed run would start from (empty when there is none).
 std::filesystem::path latest_checkpoint(const std::filesystem::path& work_dir);
