@@ -8,18 +8,6 @@
 namespace attnseg::test {
 namespace {
 
-// Runs a shell command, its output (stdout and stderr) and exit code.
-CommandResult run_shell(const std::string& command) {
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  CommandResult result{-1, {}};
-  if (!pipe) return result;
-  std::array<char, 4096> buf;
-  while (size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) result.output.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return result;
-}
-
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
 TEST(Install, AProjectBuiltAgainstTheInstalledPackageSegmentsLikeTheInstalledPredict) {

@@ -59,11 +59,9 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs `attnseg <args>` (args already shell-quoted where needed) in the source directory,
-// with `env` ("NAME=value ...") prepended to its environment.
-inline CommandResult run_attnseg(const std::string& args, const std::string& env = "") {
-  const std::string command =
-      "cd '" ATTNSEG_SOURCE_DIR "' && " + env + " '" ATTNSEG_BINARY "' " + args + " 2>&1";
+// Runs a shell command line: its exit code and its output (stdout and stderr together).
+inline CommandResult run_shell(const std::string& command_line) {
+  const std::string command = command_line + " 2>&1";
   FILE* pipe = ::popen(command.c_str(), "r");
   CommandResult result{-1, {}};
   if (!pipe) return result;
@@ -72,6 +70,12 @@ inline CommandResult run_attnseg(const std::string& args, const std::string& env
   const int status = ::pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
+}
+
+// Runs `attnseg <args>` (args already shell-quoted where needed) in the source directory,
+// with `env` ("NAME=value ...") prepended to its environment.
+inline CommandResult run_attnseg(const std::string& args, const std::string& env = "") {
+  return run_shell("cd '" ATTNSEG_SOURCE_DIR "' && " + env + " '" ATTNSEG_BINARY "' " + args);
 }
 
 // Starts `attnseg <args>` in the background in the source directory, with `env`
