@@ -181,6 +181,12 @@ TEST_F(Predict, InputsThatNameNothingOrCollideAreRefusedByName) {
                                  q(dir / "y" / "same.png") + " --out " + q(dir / "o")),
                      {"would both write", "same.png"});
   EXPECT_FALSE(fs::exists(dir / "o"));
+  // an output folder that cannot be made: one line naming it, nothing half-written
+  write_file(dir / "taken", "a file where the output folder would go");
+  expect_clean_error(run_attnseg("predict " + q(run) + " --input " + q(data() / "images" / "val_00000.png") +
+                                 " --out " + q(dir / "taken")),
+                     {"cannot create the output directory", (dir / "taken" / "labels").string()});
+  EXPECT_EQ(read_file(dir / "taken"), "a file where the output folder would go");
 }
 
 // The library's class: the labels of `predict`, probabilities over the classes, and errors as
