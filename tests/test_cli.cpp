@@ -16,6 +16,7 @@
 #include <cstdlib>
 
 #include "attention/registry.h"
+#include "data/dataset_types.h"
 #include "test_util.h"
 #include "test_video.h"
 
@@ -23,7 +24,9 @@ namespace attnseg {
 namespace {
 
 using test::expect_clean_error;
+using test::Npy;
 using test::read_file;
+using test::read_npy;
 using test::read_video;
 using test::run_attnseg;
 using test::TempDir;
@@ -536,6 +539,27 @@ TEST_F(Cli, TrainEvaluateAndCheckACityscapesTree) {
   for (const char* name : {"road", "car", "traffic sign", "bicycle"}) {
     EXPECT_NE(r.output.find(name), std::string::npos) << name << " in " << r.output;
   }
+  // predict writes Cityscapes' labels as indexed PNGs (colour type 3) whose colours are the
+  // palette entries of the classes the probabilities rank first
+  const fs::path image = root / "leftImg8bit" / "val" / "lindau" / "lindau_000000_000012_leftImg8bit.png";
+  r = run_attnseg("predict '" + cfg.string() + "' --checkpoint '" + (dir / "cs/iter_2.pt").string() + "' --input '" +
+                  image.string() + "' --out '" + (dir / "cs_pred").string() + "' --probabilities");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string png = read_file(dir / "cs_pred/labels/lindau_000000_000012_leftImg8bit.png");
+  ASSERT_GT(png.size(), 26u);
+  EXPECT_EQ(png[25], 3) << "not an indexed PNG";
+  const cv::Mat shown = cv::imread((dir / "cs_pred/labels/lindau_000000_000012_leftImg8bit.png").string(), cv::IMREAD_COLOR);
+  const Npy probs = read_npy(dir / "cs_pred/probabilities/lindau_000000_000012_leftImg8bit.npy");
+  ASSERT_EQ(probs.shape, (std::vector<int64_t>{19, 32, 64}));
+  const auto& palette = find_dataset_type("cityscapes", "test").palette;
+  int64_t wrong = 0;
+  for (int i = 0; i < 32 * 64; ++i) {
+    int best = 0;
+    for (int k = 1; k < 19; ++k) best = probs.values[k * 2048 + i] > probs.values[best * 2048 + i] ? k : best;
+    const cv::Vec3b rgb = palette[best], bgr = shown.at<cv::Vec3b>(i / 64, i % 64);
+    wrong += bgr != cv::Vec3b(rgb[2], rgb[1], rgb[0]);
+  }
+  EXPECT_EQ(wrong, 0);
   r = run_attnseg("data check '" + cfg.string() + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("cityscapes dataset"), std::string::npos) << r.output;

@@ -14,28 +14,6 @@
 namespace attnseg::test {
 namespace {
 
-// A .npy file written by encode_npy: its shape and its float32 values.
-struct Npy {
-  std::vector<int64_t> shape;
-  std::vector<float> values;
-};
-
-Npy read_npy(const fs::path& file) {
-  const std::string bytes = read_file(file);
-  Npy npy;
-  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) return npy;
-  const size_t header = static_cast<uint8_t>(bytes[8]) | static_cast<size_t>(static_cast<uint8_t>(bytes[9])) << 8;
-  const std::string dict = bytes.substr(10, header);
-  const size_t open = dict.find("'shape': (") + 10, close = dict.find(')', open);
-  std::stringstream dims(dict.substr(open, close - open));
-  for (std::string d; std::getline(dims, d, ',');) {
-    if (d.find_first_not_of(' ') != std::string::npos) npy.shape.push_back(std::stoll(d));
-  }
-  npy.values.resize((bytes.size() - 10 - header) / sizeof(float));
-  std::memcpy(npy.values.data(), bytes.data() + 10 + header, npy.values.size() * sizeof(float));
-  return npy;
-}
-
 cv::Mat read_labels(const fs::path& file) { return cv::imread(file.string(), cv::IMREAD_UNCHANGED); }
 
 bool same_pixels(const cv::Mat& a, const cv::Mat& b) {

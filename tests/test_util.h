@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -158,6 +159,28 @@ inline std::string tiny_config(const fs::path& data_root, const std::string& blo
          "  log_interval: 1\n"
          "runtime: {threads: 1}\n"
          "eval: {speed_warmup: 1, speed_runs: 2}\n";
+}
+
+// A .npy file written by encode_npy: its shape and its float32 values.
+struct Npy {
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
+inline Npy read_npy(const fs::path& file) {
+  const std::string bytes = read_file(file);
+  Npy npy;
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) return npy;
+  const size_t header = static_cast<uint8_t>(bytes[8]) | static_cast<size_t>(static_cast<uint8_t>(bytes[9])) << 8;
+  const std::string dict = bytes.substr(10, header);
+  const size_t open = dict.find("'shape': (") + 10, close = dict.find(')', open);
+  std::stringstream dims(dict.substr(open, close - open));
+  for (std::string d; std::getline(dims, d, ',');) {
+    if (d.find_first_not_of(' ') != std::string::npos) npy.shape.push_back(std::stoll(d));
+  }
+  npy.values.resize((bytes.size() - 10 - header) / sizeof(float));
+  std::memcpy(npy.values.data(), bytes.data() + 10 + header, npy.values.size() * sizeof(float));
+  return npy;
 }
 
 // `train` overrides for a tiny model whose predictions mean something when two routes to them

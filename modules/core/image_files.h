@@ -12,7 +12,7 @@ namespace attnseg {
 
 // A PNG of colour type 3 (indexed, 8 bits): each pixel stores its label (CV_8UC1), and the
 // palette's RGB colours (at most 256, more than the largest label) are what viewers show.
-// Readers that keep indices (PIL's mode "P", attnseg's VOC masks) get the labels back;
+// Readers that keep indices (PIL's mode "P") get the labels back;
 // cv::imread gets the colours.
 std::string encode_indexed_png(const cv::Mat& labels, const std::vector<cv::Vec3b>& palette);
 
