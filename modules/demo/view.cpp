@@ -18,9 +18,9 @@ namespace fs = std::filesystem;
 
 cv::Mat draw_segmented(const Segmented& f, const std::vector<cv::Vec3b>& palette, double opacity,
                        int zoom) {
-  cv::Mat rgb, out;
+  cv::Mat rgb;
   cv::cvtColor(f.bgr, rgb, cv::COLOR_BGR2RGB);
-  cv::cvtColor(overlay(rgb, f.labels, palette, opacity), out, cv::COLOR_RGB2BGR);
+  cv::Mat out = overlay_bgr(rgb, f.labels, palette, opacity);
   if (!f.influence.empty()) {
     // Cells as they are (nearest), so a block's reach shows with its true edges; colour on a
     // log scale over three decades (TURBO: blue weak, red strong), untinted where exactly zero.

@@ -186,9 +186,7 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
         const at::Tensor p8 = pred.to(at::kCPU, at::kByte).contiguous();
         const cv::Mat labels(static_cast<int>(p8.size(0)), static_cast<int>(p8.size(1)), CV_8UC1,
                              p8.data_ptr<uint8_t>());
-        cv::Mat bgr;
-        cv::cvtColor(overlay(item.rgb, labels, palette, 0.5), bgr, cv::COLOR_RGB2BGR);
-        write_png_atomically(show_dir / (item.name + ".png"), bgr);
+        write_png_atomically(show_dir / (item.name + ".png"), overlay_bgr(item.rgb, labels, palette, 0.5));
       }
       ++result.images;
     }

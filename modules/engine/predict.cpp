@@ -103,54 +103,53 @@ PredictSummary predict_images(Predictor& predictor, const std::vector<PredictInp
   const DatasetInfo& data = predictor.experiment().data;
   const bool indexed = !data.palette.empty();
   const std::vector<cv::Vec3b> palette = class_palette(data);
-  std::vector<fs::path> dirs = {out / "labels"};
-  if (outputs.overlay) dirs.push_back(out / "overlays");
-  if (outputs.probabilities) dirs.push_back(out / "probabilities");
+  // <out>/<kind>/<name><ext>, its folder made first
+  const auto output = [&](const char* kind, const fs::path& name, const char* ext) {
+    const fs::path file = out / kind / (name.string() + ext);
+    std::error_code ec;
+    fs::create_directories(file.parent_path(), ec);
+    if (!fs::is_directory(file.parent_path())) {
+      throw Error("cannot create the output directory " + file.parent_path().string());
+    }
+    return file;
+  };
   PredictSummary summary;
   Progress progress(static_cast<int64_t>(inputs.size()), 0, true, "image");
   for (size_t i = 0; i < inputs.size(); ++i) {
     const PredictInput& input = inputs[i];
     const cv::Mat bgr = cv::imread(input.file.string(), cv::IMREAD_COLOR);
-    at::Tensor scores;
     cv::Mat rgb;
+    at::Tensor scores;
+    std::string failure;
     if (bgr.empty()) {
-      summary.failures.push_back("cannot read image " + input.file.string() + " (missing, corrupt or not an image)");
+      failure = "cannot read image " + input.file.string() + " (missing, corrupt or not an image)";
     } else {
       cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
       try {
         scores = predictor.scores(rgb, "image " + input.file.string());
       } catch (const Error& e) {
-        summary.failures.push_back(e.what());
+        failure = e.what();
       }
     }
-    if (!scores.defined()) {
-      spdlog::warn("{}: skipped", summary.failures.back());
-      progress.update(static_cast<int64_t>(i + 1), "");
-      continue;
-    }
-    for (const fs::path& dir : dirs) {
-      const fs::path parent = (dir / input.name).parent_path();
-      std::error_code ec;
-      fs::create_directories(parent, ec);
-      if (!fs::is_directory(parent)) throw Error("cannot create the output directory " + parent.string());
-    }
-    const cv::Mat labels = class_map(scores);
-    const fs::path label_file = out / "labels" / (input.name.string() + ".png");
-    if (indexed) {
-      write_text_atomically(label_file, encode_indexed_png(labels, palette));
+    if (failure.empty()) {
+      const cv::Mat labels = class_map(scores);
+      const fs::path label_file = output("labels", input.name, ".png");
+      if (indexed) {
+        write_text_atomically(label_file, encode_indexed_png(labels, palette));
+      } else {
+        write_png_atomically(label_file, labels);
+      }
+      if (outputs.overlay) {
+        write_png_atomically(output("overlays", input.name, ".png"), overlay_bgr(rgb, labels, palette, outputs.opacity));
+      }
+      if (outputs.probabilities) {
+        write_text_atomically(output("probabilities", input.name, ".npy"), encode_npy(class_probabilities(scores)));
+      }
+      ++summary.written;
     } else {
-      write_png_atomically(label_file, labels);
+      spdlog::warn("{}: skipped", failure);
+      summary.failures.push_back(failure);
     }
-    if (outputs.overlay) {
-      cv::Mat shown;
-      cv::cvtColor(overlay(rgb, labels, palette, outputs.opacity), shown, cv::COLOR_RGB2BGR);
-      write_png_atomically(out / "overlays" / (input.name.string() + ".png"), shown);
-    }
-    if (outputs.probabilities) {
-      write_text_atomically(out / "probabilities" / (input.name.string() + ".npy"),
-                            encode_npy(class_probabilities(scores)));
-    }
-    ++summary.written;
     progress.update(static_cast<int64_t>(i + 1), "");
   }
   progress.finish();

@@ -1,6 +1,7 @@
 #include "engine/visualize.h"
 
 #include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "core/rng.h"
 
@@ -39,6 +40,13 @@ cv::Mat overlay(const cv::Mat& rgb, const cv::Mat& labels, const std::vector<cv:
   cv::Mat out;
   cv::addWeighted(rgb, 1.0 - opacity, colour, opacity, 0.0, out);
   return out;
+}
+
+cv::Mat overlay_bgr(const cv::Mat& rgb, const cv::Mat& labels, const std::vector<cv::Vec3b>& palette,
+                    double opacity) {
+  cv::Mat bgr;
+  cv::cvtColor(overlay(rgb, labels, palette, opacity), bgr, cv::COLOR_RGB2BGR);
+  return bgr;
 }
 
 }  // namespace attnseg

@@ -16,5 +16,8 @@ std::vector<cv::Vec3b> class_palette(const DatasetInfo& data);
 // Image (RGB) blended with the palette colours of `labels`.
 cv::Mat overlay(const cv::Mat& rgb, const cv::Mat& labels, const std::vector<cv::Vec3b>& palette,
                 double opacity);
+// The same in OpenCV's channel order (BGR), as image files and windows take it.
+cv::Mat overlay_bgr(const cv::Mat& rgb, const cv::Mat& labels, const std::vector<cv::Vec3b>& palette,
+                    double opacity);
 
 }  // namespace attnseg
