@@ -9,6 +9,8 @@
 #include <cmath>
 #include <vector>
 
+#include "attention/pattern.h"
+
 namespace attnseg::test {
 
 // out_i = Σ_j softmax_j(q_i·k_j/√d) v_j over the keys j where `allowed(i, j)`.
@@ -152,6 +154,42 @@ inline at::Tensor linformer_reference(const at::Tensor& q, const at::Tensor& k, 
     }
   }
   return softmax_attention_reference(q, pk, pv);
+}
+
+// The patterned blocks' engine written query by query: for each batch, head and query, a
+// softmax over exactly the keys the pattern says it reads (each once), in float64; a query
+// that reads nothing gets 0. `weights` [G, N, P] instead of scores: the handcrafted mix.
+inline at::Tensor patterned_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const Pattern& pattern, double scale, const at::Tensor& weights = {}) {
+  const at::Tensor kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+  at::Tensor out = at::zeros({v.size(0), v.size(1), pattern.queries(), v.size(3)}, at::kDouble);
+  for (int64_t head = 0; head < v.size(1); ++head) {
+    const int64_t g = pattern.groups() == 1 ? 0 : head;
+    for (int64_t i = 0; i < pattern.queries(); ++i) {
+      const std::vector<int64_t> keys = pattern.reads(i, g);
+      if (keys.empty()) continue;
+      const at::Tensor at_keys = at::tensor(keys, at::kLong);
+      at::Tensor w;
+      if (weights.defined()) {
+        std::vector<double> row;
+        for (const int64_t key : keys) {
+          for (int64_t p = 0; p < pattern.width(); ++p) {
+            if (pattern.valid[g][i][p].item<bool>() && pattern.index[g][i][p].item<int64_t>() == key) {
+              row.push_back(weights[weights.size(0) == 1 ? 0 : head][i][p].item<double>());
+              break;
+            }
+          }
+        }
+        w = at::tensor(row, at::kDouble).unsqueeze(0).expand({v.size(0), -1});
+      } else {
+        const at::Tensor qi = q.select(1, head).select(1, i).to(at::kDouble);       // [B, d]
+        const at::Tensor ki = kd.select(1, head).index_select(1, at_keys);          // [B, P, d]
+        w = at::softmax(at::bmm(ki, qi.unsqueeze(2)).squeeze(2) * scale, 1);        // [B, P]
+      }
+      out.select(1, head).select(1, i).copy_(at::bmm(w.unsqueeze(1), vd.select(1, head).index_select(1, at_keys)).squeeze(1));
+    }
+  }
+  return out;
 }
 
 }  // namespace attnseg::test

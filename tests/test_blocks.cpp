@@ -19,6 +19,8 @@
 #include "attention/ema.h"
 #include "attention/fast_l2.h"
 #include "attention/gcnet.h"
+#include "attention/handcrafted.h"
+#include "attention/pattern.h"
 #include "attention/isa.h"
 #include "attention/linear.h"
 #include "attention/linformer.h"
@@ -314,6 +316,27 @@ double relative_error(const at::Tensor& out, const at::Tensor& ref) {
 // The functional core of each block against its float64 reference on an odd-sized input.
 // Every registered block must appear here: a block without a reference check fails.
 using CoreCheck = std::function<double()>;
+// A patterned block's core is the pattern engine on its declared pattern: on a 7×9 map, over
+// its tokens and extra keys, in chunks that do not divide the 63 queries, against the engine
+// written query by query over each query's declared keys (handcrafted: its fixed weights).
+CoreCheck patterned_check(const std::string& name, uint64_t seed) {
+  return [name, seed] {
+    torch::manual_seed(seed);
+    auto block = std::dynamic_pointer_cast<PatternedBlockImpl>(build_block(name, 16));
+    const int64_t h = 7, w = 9, keys = h * w + static_cast<int64_t>(block->extra_key_sources(h, w).size());
+    const Pattern pattern = block->build_pattern(h, w);
+    const auto q = torch::randn({2, 4, h * w, 5}, torch::kDouble), k = torch::randn({2, 4, keys, 5}, torch::kDouble),
+               v = torch::randn({2, 4, keys, 6}, torch::kDouble);
+    if (auto handcrafted = std::dynamic_pointer_cast<HandcraftedImpl>(block)) {
+      const at::Tensor weights = handcrafted->weights(h, w).to(torch::kDouble);
+      return relative_error(functional::patterned_mix(v, pattern, weights, 10),
+                            test::patterned_reference(q, k, v, pattern, 0.0, weights));
+    }
+    return relative_error(functional::patterned_attention(q, k, v, pattern, 0.4, 10),
+                          test::patterned_reference(q, k, v, pattern, 0.4));
+  };
+}
+
 const std::map<std::string, CoreCheck>& core_checks() {
   static const std::map<std::string, CoreCheck> checks{
       // The identity: on odd sizes the output is the input, bit for bit (anything else: +inf).
@@ -566,6 +589,17 @@ const std::map<std::string, CoreCheck>& core_checks() {
          block->to(torch::kFloat);
          return relative_error(block->forward(f["x"].to(torch::kFloat)), f["y"]);
        }},
+      {"sparse_transformer", patterned_check("sparse_transformer", 30)},
+      {"longformer", patterned_check("longformer", 31)},
+      {"bigbird", patterned_check("bigbird", 32)},
+      {"etc", patterned_check("etc", 33)},
+      {"star", patterned_check("star", 34)},
+      {"bp_transformer", patterned_check("bp_transformer", 35)},
+      {"diet", patterned_check("diet", 36)},
+      {"multiscale", patterned_check("multiscale", 37)},
+      {"jukebox", patterned_check("jukebox", 38)},
+      {"gmat", patterned_check("gmat", 39)},
+      {"handcrafted", patterned_check("handcrafted", 40)},
   };
   return checks;
 }

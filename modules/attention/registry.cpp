@@ -6,6 +6,17 @@
 #include <utility>
 
 #include "attention/autonl.h"
+#include "attention/sparse_transformer.h"
+#include "attention/longformer.h"
+#include "attention/bigbird.h"
+#include "attention/etc.h"
+#include "attention/star.h"
+#include "attention/bp_transformer.h"
+#include "attention/diet.h"
+#include "attention/multiscale.h"
+#include "attention/jukebox.h"
+#include "attention/gmat.h"
+#include "attention/handcrafted.h"
 #include "attention/axial.h"
 #include "attention/cbam.h"
 #include "attention/ccnet.h"
@@ -115,6 +126,18 @@ std::vector<BlockSpec> make_registry() {
                                              kProductKeyCaps),
       row<CompressiveImpl, CompressiveOptions>("compressive", "sequence", "1911.05507", "O(N(S+M)C)", kOwnLoss),
       row<SacImpl, SacOptions>("sac", "sequence", "2003.09833", "O(N k C)", kFloatChoices),
+      // The patterned sparse blocks (pattern.h): the pattern engine, never the N×N scores.
+      row<SparseTransformerImpl, SparseTransformerOptions>("sparse_transformer", "sequence", "1904.10509", "O(N(l+N/l)C)"),
+      row<LongformerImpl, LongformerOptions>("longformer", "sequence", "2004.05150", "O(N(w^2+g)C)"),
+      row<BigBirdImpl, BigBirdOptions>("bigbird", "sequence", "2007.14062", "O(N(9+g+r)b^2 C)"),
+      row<EtcImpl, EtcOptions>("etc", "sequence", "2004.08483", "O(N(w^2+g)C)"),
+      row<StarImpl, StarOptions>("star", "sequence", "1902.09113", "O(N r^2 C)"),
+      row<BpTransformerImpl, BpTransformerOptions>("bp_transformer", "sequence", "1911.04070", "O(N log N C)"),
+      row<DietImpl, DietOptions>("diet", "sequence", "2002.06170", "O(N w^2 C)"),
+      row<MultiscaleImpl, MultiscaleOptions>("multiscale", "sequence", "2005.00581", "O(N L w^2 C)"),
+      row<JukeboxImpl, JukeboxOptions>("jukebox", "sequence", "2005.00341", "O(N(H+W)C)"),
+      row<GmatImpl, GmatOptions>("gmat", "sequence", "2006.03274", "O(N(w^2+M)C)"),
+      row<HandcraftedImpl, HandcraftedOptions>("handcrafted", "sequence", "2006.05174", "O(N w^2 C)"),
   };
   std::set<std::string> seen;
   for (const auto& spec : specs) {

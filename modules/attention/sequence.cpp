@@ -127,6 +127,8 @@ torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
   }
   const int64_t multiple = token_multiple(), padding = (multiple - n % multiple) % multiple;
   grid = padded_grid(std::move(grid), padding, x.device());
+  grid.qk_input = qk_in;
+  grid.value_input = normed;
   // [B, N, inner] → [B, heads, N + padding, d], the padded tokens zero.
   auto split = [&](const at::Tensor& t) {
     const at::Tensor heads_first = t.view({b, n, heads, d}).transpose(1, 2);
@@ -150,9 +152,13 @@ torch::Tensor TokenHostImpl::forward(const torch::Tensor& x) {
 
 int64_t TokenHostImpl::macs(const std::vector<int64_t>& shape) const {
   const int64_t b = shape[0], c = shape[1], n = shape[2] * shape[3];
-  const int64_t multiple = token_multiple(), padded = (n + multiple - 1) / multiple * multiple;
   const int64_t projections = 1 + (to_q_ ? 1 : 0) + (to_k_ ? 1 : 0) + (to_v_ ? 1 : 0);
-  return projections * b * n * c * host_.inner() + core_macs(b, padded);
+  return projections * b * n * c * host_.inner() + core_macs_on(b, shape[2], shape[3]);
+}
+
+int64_t TokenHostImpl::core_macs_on(int64_t b, int64_t height, int64_t width) const {
+  const int64_t n = height * width, multiple = token_multiple();
+  return core_macs(b, (n + multiple - 1) / multiple * multiple);
 }
 
 }  // namespace attnseg

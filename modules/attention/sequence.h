@@ -71,6 +71,10 @@ struct TokenGrid {
   at::Tensor pixel_of;  // [N] long: the raster index (y·W + x) of token t; undefined in raster order
   int64_t padding = 0;  // tokens appended after the H·W real ones
   at::Tensor key_valid;  // [H·W + padding] bool, true at real tokens; undefined when padding is 0
+  // The inputs of the host's projections, [B, H·W, C] in the grid's order (not padded): the
+  // normalised tokens with the positions (queries', keys') and without (values'), for a core
+  // with projections of its own (longformer's global attention).
+  at::Tensor qk_input = {}, value_input = {};
   int64_t length() const { return height * width; }
   int64_t padded_length() const { return height * width + padding; }
 };
@@ -113,6 +117,10 @@ class TokenHostImpl : public AttentionBlockImpl {
   // Multiply-adds of `attend` for batch b on a grid of n tokens (projections excluded; n is the
   // padded length when the block pads).
   virtual int64_t core_macs(int64_t b, int64_t n) const = 0;
+  // The same on an H×W map: what macs() reports. By default core_macs of its padded token count;
+  // a block whose cost depends on the map's shape, not only on N (the patterned blocks' rows and
+  // columns), overrides it.
+  virtual int64_t core_macs_on(int64_t b, int64_t height, int64_t width) const;
   // The core needs a token count divisible by this (chunks, blocks, segments): the host pads q,
   // k and v with zero tokens up to the next multiple and marks them in TokenGrid::key_valid.
   virtual int64_t token_multiple() const { return 1; }
