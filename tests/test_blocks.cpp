@@ -332,8 +332,17 @@ CoreCheck patterned_check(const std::string& name, uint64_t seed) {
       return relative_error(functional::patterned_mix(v, pattern, weights, 10),
                             test::patterned_reference(q, k, v, pattern, 0.0, weights));
     }
-    return relative_error(functional::patterned_attention(q, k, v, pattern, 0.4, 10),
-                          test::patterned_reference(q, k, v, pattern, 0.4));
+    const at::Tensor ref = test::patterned_reference(q, k, v, pattern, 0.4);
+    // The path the block takes: its pattern cut into its tiles, one group per head or one for all.
+    const std::vector<TiledPattern> tiles = block->tiled(h, w);
+    std::vector<at::Tensor> heads;
+    for (size_t g = 0; g < tiles.size(); ++g) {
+      const int64_t first = tiles.size() == 1 ? 0 : static_cast<int64_t>(g), count = tiles.size() == 1 ? 4 : 1;
+      heads.push_back(functional::tiled_attention(q.narrow(1, first, count), k.narrow(1, first, count),
+                                                  v.narrow(1, first, count), tiles[g], 0.4, 3));
+    }
+    return std::max(relative_error(functional::patterned_attention(q, k, v, pattern, 0.4, 10), ref),
+                    relative_error(at::cat(heads, 1), ref));
   };
 }
 

@@ -78,6 +78,29 @@ TEST(PatternEngine, PatternedAttentionEqualsDenseMaskedAttentionAndItsGradients)
   for (size_t i = 0; i < grads.size(); ++i) EXPECT_LT(relative_error(grads[i], ref_grads[i]), 1e-12) << i;
 }
 
+// The same pattern computed tile by tile: queries in tiles of unequal sizes that are not
+// neighbours, each scored against its tile's union of keys and masked to its own; chunks of
+// tiles that do not divide their count.
+TEST(PatternEngine, TiledAttentionEqualsPerQueryAttentionAndItsGradients) {
+  torch::manual_seed(4);
+  const int64_t n = 31, m = 37, p = 6, d = 5;
+  const Pattern pattern = concat_patterns({Pattern{torch::randint(0, m, {1, n, p}, torch::kLong),
+                                                   torch::rand({1, n, p}) < 0.8}});
+  const at::Tensor tile_of = torch::randperm(n, torch::kLong).remainder(7);  // 7 tiles of 4 or 5
+  const TiledPattern tiles = tile_pattern(pattern, tile_of);
+  ASSERT_EQ(tiles.members.size(0), 7);
+  auto options = torch::TensorOptions(torch::kDouble).requires_grad(true);
+  const at::Tensor q = torch::randn({2, 3, n, d}, options), k = torch::randn({2, 3, m, d}, options),
+                   v = torch::randn({2, 3, m, d}, options);
+  const at::Tensor out = functional::tiled_attention(q, k, v, tiles, 0.7, /*chunk=*/3);
+  const at::Tensor ref = functional::patterned_attention(q, k, v, pattern, 0.7);
+  EXPECT_LT(relative_error(out, ref), 1e-12);
+  const at::Tensor g = torch::randn_like(out);
+  const auto grads = torch::autograd::grad({out}, {q, k, v}, {g});
+  const auto ref_grads = torch::autograd::grad({ref}, {q, k, v}, {g});
+  for (size_t i = 0; i < grads.size(); ++i) EXPECT_LT(relative_error(grads[i], ref_grads[i]), 1e-12) << i;
+}
+
 TEST(PatternEngine, ConcatReadsAKeyThatTwoPartsShareOnce) {
   const Pattern window = offset_pattern(5, 7, window_offsets(1, 1));
   const Pattern globals = same_keys(35, torch::tensor({17, 0}, torch::kLong));  // 17 is (2, 3)

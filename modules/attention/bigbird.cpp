@@ -109,8 +109,7 @@ at::Tensor BigBirdImpl::attend_raster(const at::Tensor& q, const at::Tensor& k, 
   if (is_training()) {
     // Fresh random blocks from LibTorch's generator.
     blocks = layout(grid.height, grid.width, static_cast<uint64_t>(at::randint(1LL << 62, {1}, at::kLong).item<int64_t>()));
-    out = functional::patterned_attention(q, k, v, pattern_of(blocks, n).to(q.device()),
-                                          1.0 / std::sqrt(static_cast<double>(q.size(3))));
+    out = attend_tiles(q, k, v, {tile_pattern(pattern_of(blocks, n), tile_of(grid.height, grid.width, 0)).to(q.device())});
   } else {
     blocks = layout(grid.height, grid.width);
     out = attend_pattern(q, k, v, grid.height, grid.width);

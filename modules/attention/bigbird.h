@@ -59,6 +59,10 @@ class BigBirdImpl : public PatternedBlockImpl {
   at::Tensor attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const TokenGrid& grid) override;
   int64_t core_macs_on(int64_t b, int64_t height, int64_t width) const override;
+  // A block's pixels read the same keys: the blocks are the tiles.
+  at::Tensor tile_of(int64_t height, int64_t width, int64_t) const override {
+    return rectangle_tiles(height, width, options.block(), options.block());
+  }
 
   BigBirdOptions options;
 

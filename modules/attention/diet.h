@@ -35,6 +35,9 @@ class DietImpl : public PatternedBlockImpl {
   void reset();
 
   Pattern build_pattern(int64_t height, int64_t width) const override;
+  // 4×4 pixels spaced by the head's dilation: they share the dilated window's keys as neighbours
+  // share an undilated one's.
+  at::Tensor tile_of(int64_t height, int64_t width, int64_t group) const override;
   at::Tensor attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const TokenGrid& grid) override;
 

@@ -36,6 +36,12 @@ class JukeboxImpl : public PatternedBlockImpl {
   static JukeboxMask mask_of_head(int64_t head) { return static_cast<JukeboxMask>(head % 3); }
   static Pattern mask_pattern(int64_t height, int64_t width, JukeboxMask mask);
   Pattern build_pattern(int64_t height, int64_t width) const override;
+  // Runs of 16 pixels along the row (row, previous row) or the column (column): they share
+  // every key.
+  at::Tensor tile_of(int64_t height, int64_t width, int64_t group) const override {
+    return mask_of_head(group) == JukeboxMask::column ? rectangle_tiles(height, width, 16, 1)
+                                                       : rectangle_tiles(height, width, 1, 16);
+  }
   at::Tensor attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const TokenGrid& grid) override;
 

@@ -96,6 +96,63 @@ Pattern stack_groups(const std::vector<Pattern>& heads) {
   return {at::cat(index, 0), at::cat(valid, 0)};
 }
 
+TiledPattern TiledPattern::to(c10::Device device) const {
+  return {members.to(device), keys.to(device), reads.to(device), slot.to(device)};
+}
+
+TiledPattern tile_pattern(const Pattern& pattern, const at::Tensor& tile_of) {
+  TORCH_CHECK(pattern.groups() == 1, "tile_pattern: one group at a time, got ", pattern.groups());
+  const int64_t n = pattern.queries(), p = pattern.width();
+  const at::Tensor tiles_cpu = tile_of.to(at::kCPU, at::kLong).contiguous();
+  const at::Tensor index_cpu = pattern.index[0].to(at::kCPU).contiguous(), valid_cpu = pattern.valid[0].to(at::kCPU).contiguous();
+  const auto tile = tiles_cpu.accessor<int64_t, 1>();
+  const auto index = index_cpu.accessor<int64_t, 2>();
+  const auto valid = valid_cpu.accessor<bool, 2>();
+  TORCH_CHECK(tiles_cpu.numel() == n, "tile_pattern: ", tiles_cpu.numel(), " tiles given for ", n, " queries");
+  const int64_t count = tiles_cpu.max().item<int64_t>() + 1;
+  std::vector<std::vector<int64_t>> members(count), unions(count);
+  for (int64_t i = 0; i < n; ++i) members[tile[i]].push_back(i);
+  int64_t q = 0, u = 0;
+  for (int64_t t = 0; t < count; ++t) {
+    for (const int64_t i : members[t]) {
+      for (int64_t s = 0; s < p; ++s) {
+        if (valid[i][s]) unions[t].push_back(index[i][s]);
+      }
+    }
+    std::sort(unions[t].begin(), unions[t].end());
+    unions[t].erase(std::unique(unions[t].begin(), unions[t].end()), unions[t].end());
+    q = std::max<int64_t>(q, static_cast<int64_t>(members[t].size()));
+    u = std::max<int64_t>(u, static_cast<int64_t>(unions[t].size()));
+  }
+  u = std::max<int64_t>(u, 1);
+  TiledPattern tiled{at::full({count, q}, -1, at::kLong), at::full({count, u}, -1, at::kLong),
+                     at::zeros({count, q, u}, at::kBool), at::empty({n}, at::kLong)};
+  auto member = tiled.members.accessor<int64_t, 2>();
+  auto key = tiled.keys.accessor<int64_t, 2>();
+  auto reads = tiled.reads.accessor<bool, 3>();
+  auto slot = tiled.slot.accessor<int64_t, 1>();
+  for (int64_t t = 0; t < count; ++t) {
+    for (size_t j = 0; j < unions[t].size(); ++j) key[t][static_cast<int64_t>(j)] = unions[t][j];
+    for (size_t m = 0; m < members[t].size(); ++m) {
+      const int64_t i = members[t][m], place = static_cast<int64_t>(m);
+      member[t][place] = i;
+      slot[i] = t * q + place;
+      for (int64_t s = 0; s < p; ++s) {
+        if (!valid[i][s]) continue;
+        const auto at = std::lower_bound(unions[t].begin(), unions[t].end(), index[i][s]) - unions[t].begin();
+        reads[t][place][at] = true;
+      }
+    }
+  }
+  return tiled;
+}
+
+at::Tensor rectangle_tiles(int64_t height, int64_t width, int64_t rows, int64_t cols) {
+  const at::Tensor y = at::arange(height, at::kLong).div(rows, "floor").unsqueeze(1);
+  const at::Tensor x = at::arange(width, at::kLong).div(cols, "floor").unsqueeze(0);
+  return (y * ((width + cols - 1) / cols) + x).flatten();
+}
+
 Regions map_regions(int64_t height, int64_t width, int64_t rows, int64_t cols) {
   rows = std::min(rows, height);
   cols = std::min(cols, width);
@@ -186,6 +243,30 @@ at::Tensor patterned_mix(const at::Tensor& v, const Pattern& pattern, const at::
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 2);
 }
 
+at::Tensor tiled_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const TiledPattern& tiles,
+                           double scale, int64_t chunk) {
+  const int64_t b = q.size(0), h = q.size(1), d = q.size(3), dv = v.size(3);
+  const int64_t count = tiles.members.size(0), width = tiles.members.size(1), keys = tiles.keys.size(1);
+  std::vector<at::Tensor> outputs;
+  for (int64_t start = 0; start < count; start += chunk) {
+    const int64_t len = std::min(chunk, count - start);
+    const at::Tensor members = tiles.members.narrow(0, start, len).clamp_min(0).reshape({-1});
+    const at::Tensor union_keys = tiles.keys.narrow(0, start, len).clamp_min(0).reshape({-1});
+    const at::Tensor qt = q.index_select(2, members).view({b, h, len, width, d});
+    const at::Tensor kt = k.index_select(2, union_keys).view({b, h, len, keys, d});
+    const at::Tensor vt = v.index_select(2, union_keys).view({b, h, len, keys, dv});
+    const at::Tensor scores = at::matmul(qt * scale, kt.transpose(-1, -2));  // [B, h, len, Q, U]
+    const at::Tensor weights = masked_softmax(scores, tiles.reads.narrow(0, start, len));
+    outputs.push_back(at::matmul(weights.to(vt.scalar_type()), vt).view({b, h, len * width, dv}));
+  }
+  const at::Tensor all = outputs.size() == 1 ? outputs[0] : at::cat(outputs, 2);
+  return all.index_select(2, tiles.slot);
+}
+
+int64_t tiled_macs(const TiledPattern& tiles, int64_t b, int64_t heads, int64_t d) {
+  return 2 * b * heads * tiles.members.size(0) * tiles.members.size(1) * tiles.keys.size(1) * d;
+}
+
 int64_t patterned_macs(const Pattern& pattern, int64_t b, int64_t heads, int64_t d) {
   return 2 * b * heads * pattern.queries() * pattern.width() * d;
 }
@@ -240,9 +321,22 @@ std::vector<int64_t> PatternedBlockImpl::declared_support(int64_t height, int64_
   return {pixels.begin(), pixels.end()};
 }
 
+std::vector<TiledPattern> PatternedBlockImpl::tiled(int64_t height, int64_t width) const {
+  const Pattern pattern = build_pattern(height, width);
+  std::vector<TiledPattern> tiles;
+  for (int64_t g = 0; g < pattern.groups(); ++g) {
+    const Pattern group{pattern.index.narrow(0, g, 1), pattern.valid.narrow(0, g, 1)};
+    tiles.push_back(tile_pattern(group, tile_of(height, width, g)));
+  }
+  return tiles;
+}
+
 int64_t PatternedBlockImpl::core_macs_on(int64_t b, int64_t height, int64_t width) const {
-  return functional::patterned_macs(build_pattern(height, width), b, host_options().heads(),
-                                    host_options().head_width());
+  const std::vector<TiledPattern> tiles = tiled(height, width);
+  const int64_t heads = host_options().heads(), d = host_options().head_width();
+  int64_t macs = 0;
+  for (const auto& group : tiles) macs += functional::tiled_macs(group, b, tiles.size() == 1 ? heads : 1, d);
+  return macs;
 }
 
 at::Tensor PatternedBlockImpl::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -274,10 +368,34 @@ const Pattern& PatternedBlockImpl::pattern_for(int64_t height, int64_t width, c1
 at::Tensor PatternedBlockImpl::attend_pattern(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                               int64_t height, int64_t width, const at::Tensor& extra_k,
                                               const at::Tensor& extra_v) {
-  const Pattern& pattern = pattern_for(height, width, q.device());
+  if (height != tiled_height_ || width != tiled_width_ || q.device() != tiled_device_ || cached_tiles_.empty()) {
+    c10::InferenceMode normal_tensors(false);  // as in pattern_for
+    cached_tiles_.clear();
+    for (const auto& group : tiled(height, width)) cached_tiles_.push_back(group.to(q.device()));
+    tiled_height_ = height;
+    tiled_width_ = width;
+    tiled_device_ = q.device();
+  }
   const at::Tensor keys = extra_k.defined() ? at::cat({k, extra_k.to(k.scalar_type())}, 2) : k;
   const at::Tensor values = extra_v.defined() ? at::cat({v, extra_v.to(v.scalar_type())}, 2) : v;
-  return functional::patterned_attention(q, keys, values, pattern, 1.0 / std::sqrt(static_cast<double>(q.size(3))));
+  return attend_tiles(q, keys, values, cached_tiles_);
+}
+
+at::Tensor PatternedBlockImpl::attend_tiles(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                            const std::vector<TiledPattern>& tiles) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  // About 1024 queries a chunk, whatever the tile size.
+  auto per_chunk = [](const TiledPattern& group) {
+    return std::max<int64_t>(1, 1024 / std::max<int64_t>(1, group.members.size(1)));
+  };
+  if (tiles.size() == 1) return functional::tiled_attention(q, k, v, tiles[0], scale, per_chunk(tiles[0]));
+  std::vector<at::Tensor> heads;
+  for (size_t g = 0; g < tiles.size(); ++g) {
+    const int64_t head = static_cast<int64_t>(g);
+    heads.push_back(functional::tiled_attention(q.narrow(1, head, 1), k.narrow(1, head, 1), v.narrow(1, head, 1),
+                                                tiles[g], scale, per_chunk(tiles[g])));
+  }
+  return at::cat(heads, 1);
 }
 
 }  // namespace attnseg

@@ -59,6 +59,26 @@ Pattern concat_patterns(const std::vector<Pattern>& parts);
 // One group per head from per-head patterns of one query count (rows padded to the widest).
 Pattern stack_groups(const std::vector<Pattern>& heads);
 
+// The queries cut into tiles of queries that share most of their keys (neighbouring pixels, a
+// row, a block): a tile's queries are scored against the union of their keys in one matrix
+// product, each masked to its own keys. The same attention as the pattern, computed with dense
+// products on small tiles instead of one gather and one vector product per query.
+struct TiledPattern {
+  at::Tensor members;  // [T, Q] long: each tile's queries, −1 pads
+  at::Tensor keys;     // [T, U] long: the union of their keys, ascending, −1 pads
+  at::Tensor reads;    // [T, Q, U] bool: member q reads key u
+  at::Tensor slot;     // [N] long: where query i sits in the tiles, t·Q + its place in tile t
+
+  TiledPattern to(c10::Device device) const;
+};
+
+// Tiles the queries of a one-group pattern; tile_of[i] is query i's tile (0…T−1, each used).
+TiledPattern tile_pattern(const Pattern& pattern, const at::Tensor& tile_of);
+
+// The tile of each pixel of an H×W map cut into rows×cols rectangles (raster order of tiles,
+// edge tiles cut to the map): [H·W] long.
+at::Tensor rectangle_tiles(int64_t height, int64_t width, int64_t rows, int64_t cols);
+
 // An H×W map cut into rows×cols regions (region (i, j) spans rows ⌊i·H/rows⌋ to
 // ⌊(i+1)·H/rows⌋ and likewise columns; rows and cols are cut to the map's size): the region of
 // every pixel, the pixels of every region and its centre pixel, regions in raster order.
@@ -86,6 +106,13 @@ at::Tensor patterned_attention(const at::Tensor& q, const at::Tensor& k, const a
 // weights: [G, N, P].
 at::Tensor patterned_mix(const at::Tensor& v, const Pattern& pattern, const at::Tensor& weights,
                          int64_t chunk = 1024);
+
+// patterned_attention on a tiled pattern (one group: all heads read the same keys),
+// `chunk` tiles at a time.
+at::Tensor tiled_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const TiledPattern& tiles,
+                           double scale, int64_t chunk = 64);
+// Its multiply-adds: every tile's Q×U scores and weighted sum, padding included.
+int64_t tiled_macs(const TiledPattern& tiles, int64_t b, int64_t heads, int64_t d);
 
 // Multiply-adds of patterned_attention for batch b with h heads of width d (dv = d): scores and
 // weighted sum over every slot, valid or not, as they are computed.
@@ -132,23 +159,38 @@ class PatternedBlockImpl : public TokenHostImpl {
   virtual at::Tensor attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    const TokenGrid& grid) = 0;
 
+  // The tiles the engine computes group g's queries in (tile_pattern): by default 4×4 squares
+  // of pixels, which share most of a local pattern's keys.
+  virtual at::Tensor tile_of(int64_t height, int64_t width, int64_t /*group*/) const {
+    return rectangle_tiles(height, width, 4, 4);
+  }
+  // The block's pattern tiled, one TiledPattern per group.
+  std::vector<TiledPattern> tiled(int64_t height, int64_t width) const;
+
   // A patterned block's cost depends on the map's shape: core_macs(b, n) is that of a 1×n map.
   int64_t core_macs(int64_t b, int64_t n) const final { return core_macs_on(b, 1, n); }
-  // By default the engine's products on the block's pattern.
+  // By default the engine's products on the block's tiled pattern.
   int64_t core_macs_on(int64_t b, int64_t height, int64_t width) const override;
 
  protected:
   // The pattern for an H×W map on `device`, built once per size.
   const Pattern& pattern_for(int64_t height, int64_t width, c10::Device device);
-  // Patterned attention on the block's pattern, keys and values extended by `extra_k`,
-  // `extra_v` ([B, h, E, d]) when it has extra keys.
+  // Attention on the block's pattern (tiled, built once per size), keys and values extended by
+  // `extra_k`, `extra_v` ([B, h, E, d]) when it has extra keys. With one group per head, each
+  // head is computed on its own group's tiles.
   at::Tensor attend_pattern(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t height,
                             int64_t width, const at::Tensor& extra_k = {}, const at::Tensor& extra_v = {});
+  // The same on tiles given (a pattern drawn for this pass only: bigbird's random blocks in training).
+  static at::Tensor attend_tiles(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const std::vector<TiledPattern>& tiles);
 
  private:
   int64_t cached_height_ = -1, cached_width_ = -1;
   c10::Device cached_device_{c10::kCPU};
   Pattern cached_;
+  int64_t tiled_height_ = -1, tiled_width_ = -1;
+  c10::Device tiled_device_{c10::kCPU};
+  std::vector<TiledPattern> cached_tiles_;
 };
 
 }  // namespace attnseg

@@ -57,6 +57,16 @@ Pattern SparseTransformerImpl::build_pattern(int64_t height, int64_t width) cons
   return stack_groups(per_head);
 }
 
+at::Tensor SparseTransformerImpl::tile_of(int64_t height, int64_t width, int64_t group) const {
+  const int64_t n = height * width, l = std::min(stride_for(width), n);
+  const at::Tensor i = at::arange(n, at::kLong);
+  const bool first = group < (options.host().heads() + 1) / 2;
+  if (first || options.pattern() == "fixed") return i.div(16, "floor");
+  const at::Tensor run = i.div(l, "floor").div(16, "floor"), residue = i.remainder(l);
+  // Dense ids: residue-major runs, renumbered so that every id in 0…T−1 is used.
+  return std::get<1>(at::_unique2(residue + l * run, /*sorted=*/true, /*return_inverse=*/true));
+}
+
 at::Tensor SparseTransformerImpl::attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                 const TokenGrid& grid) {
   return attend_pattern(q, k, v, grid.height, grid.width);

@@ -47,6 +47,9 @@ class SparseTransformerImpl : public PatternedBlockImpl {
   // A1 (first = true) or A2 on n tokens with stride l.
   Pattern half(int64_t n, int64_t l, bool first) const;
   Pattern build_pattern(int64_t height, int64_t width) const override;
+  // Runs of 16 consecutive tokens, and for the strided A2 runs of 16 tokens of one residue mod l
+  // (on the map with l = W, a piece of a column): each run shares most or all of its keys.
+  at::Tensor tile_of(int64_t height, int64_t width, int64_t group) const override;
   at::Tensor attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const TokenGrid& grid) override;
 
