@@ -44,12 +44,6 @@ std::shared_ptr<PatternedBlockImpl> patterned(const std::string& name, int64_t c
   return block;
 }
 
-std::vector<int64_t> all_pixels(int64_t n) {
-  std::vector<int64_t> all(n);
-  for (int64_t p = 0; p < n; ++p) all[p] = p;
-  return all;
-}
-
 // --- the engine ------------------------------------------------------------------------------
 
 // A random pattern per head, with repeated keys, invalid slots and a query that reads nothing,
@@ -141,7 +135,7 @@ TEST(PatternEngine, RegionsCutTheMapIntoDisjointPiecesThatCoverIt) {
     for (const int64_t p : cut.pixels[r]) EXPECT_EQ(cut.region_of[p].item<int64_t>(), r);
   }
   std::sort(seen.begin(), seen.end());
-  EXPECT_EQ(seen, all_pixels(77));
+  EXPECT_EQ(seen, every_pixel(7, 11));
 }
 
 // --- every patterned block ---------------------------------------------------------------------
@@ -404,7 +398,7 @@ TEST(BpTransformer, AttendedNodesTileTheMapOnceAndGrowWithTheLogOfTheSide) {
         }
       }
       std::sort(covered.begin(), covered.end());
-      ASSERT_EQ(covered, all_pixels(n)) << "query " << query;
+      ASSERT_EQ(covered, every_pixel(h, w)) << "query " << query;
     }
   }
   std::vector<int64_t> counts;

@@ -45,8 +45,7 @@ Pattern EtcImpl::global_pattern(int64_t height, int64_t width) const {
 }
 
 std::vector<std::vector<int64_t>> EtcImpl::extra_key_sources(int64_t height, int64_t width) const {
-  std::vector<int64_t> all(height * width);
-  for (int64_t p = 0; p < height * width; ++p) all[p] = p;
+  const std::vector<int64_t> all = every_pixel(height, width);
   return std::vector<std::vector<int64_t>>(regions(height, width).count(), all);
 }
 

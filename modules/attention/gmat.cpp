@@ -32,8 +32,7 @@ Pattern GmatImpl::build_pattern(int64_t height, int64_t width) const {
 }
 
 std::vector<std::vector<int64_t>> GmatImpl::extra_key_sources(int64_t height, int64_t width) const {
-  std::vector<int64_t> all(height * width);
-  for (int64_t p = 0; p < height * width; ++p) all[p] = p;
+  const std::vector<int64_t> all = every_pixel(height, width);
   return std::vector<std::vector<int64_t>>(options.memory(), all);
 }
 

@@ -48,9 +48,7 @@ std::vector<int64_t> LongformerImpl::declared_support(int64_t height, int64_t wi
   if (std::find(globals.begin(), globals.end(), query) == globals.end()) {
     return PatternedBlockImpl::declared_support(height, width, query);
   }
-  std::vector<int64_t> all(height * width);
-  for (int64_t p = 0; p < height * width; ++p) all[p] = p;
-  return all;
+  return every_pixel(height, width);
 }
 
 at::Tensor LongformerImpl::attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -177,6 +177,12 @@ Regions map_regions(int64_t height, int64_t width, int64_t rows, int64_t cols) {
   return regions;
 }
 
+std::vector<int64_t> every_pixel(int64_t height, int64_t width) {
+  std::vector<int64_t> all(height * width);
+  for (int64_t p = 0; p < height * width; ++p) all[p] = p;
+  return all;
+}
+
 std::vector<std::vector<int64_t>> cell_pixels(int64_t height, int64_t width, int64_t side) {
   const int64_t rows = (height + side - 1) / side, cols = (width + side - 1) / side;
   std::vector<std::vector<int64_t>> cells(rows * cols);

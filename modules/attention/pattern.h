@@ -90,6 +90,9 @@ struct Regions {
 };
 Regions map_regions(int64_t height, int64_t width, int64_t rows, int64_t cols);
 
+// 0, 1, …, H·W−1: the support of a query that reads a summary of the whole map.
+std::vector<int64_t> every_pixel(int64_t height, int64_t width);
+
 // The pixels of each side×side cell of an H×W map (edge cells cut to the map), cells in raster
 // order: the sources of the keys functional::pool_cells makes.
 std::vector<std::vector<int64_t>> cell_pixels(int64_t height, int64_t width, int64_t side);
