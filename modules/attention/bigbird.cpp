@@ -29,8 +29,7 @@ BigBirdLayout BigBirdImpl::layout(int64_t height, int64_t width, uint64_t seed) 
   layout.cols = (width + s - 1) / s;
   const int64_t blocks = layout.count();
   layout.pixels = cell_pixels(height, width, s);
-  const int64_t g = std::min(options.global_blocks(), blocks);
-  for (int64_t i = 0; i < g; ++i) layout.global.push_back(g == 1 ? 0 : i * (blocks - 1) / (g - 1));
+  layout.global = global_blocks(blocks);
   std::mt19937_64 random(seed);
   layout.window.resize(blocks);
   layout.random.resize(blocks);
@@ -84,15 +83,25 @@ Pattern BigBirdImpl::build_pattern(int64_t height, int64_t width) const {
   return pattern_of(layout(height, width), height * width);
 }
 
-std::vector<int64_t> BigBirdImpl::global_pixels(const BigBirdLayout& layout) const {
+std::vector<int64_t> BigBirdImpl::global_blocks(int64_t blocks) const {
+  const int64_t g = std::min(options.global_blocks(), blocks);
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < g; ++i) ids.push_back(g == 1 ? 0 : i * (blocks - 1) / (g - 1));
+  return ids;
+}
+
+std::vector<int64_t> BigBirdImpl::global_pixels(int64_t height, int64_t width) const {
+  const auto cells = cell_pixels(height, width, options.block());
   std::vector<int64_t> pixels;
-  for (const int64_t block : layout.global) pixels.insert(pixels.end(), layout.pixels[block].begin(), layout.pixels[block].end());
+  for (const int64_t block : global_blocks(static_cast<int64_t>(cells.size()))) {
+    pixels.insert(pixels.end(), cells[block].begin(), cells[block].end());
+  }
   std::sort(pixels.begin(), pixels.end());
   return pixels;
 }
 
 std::vector<int64_t> BigBirdImpl::declared_support(int64_t height, int64_t width, int64_t query) const {
-  const std::vector<int64_t> globals = global_pixels(layout(height, width));
+  const std::vector<int64_t> globals = global_pixels(height, width);
   if (!std::binary_search(globals.begin(), globals.end(), query)) {
     return PatternedBlockImpl::declared_support(height, width, query);
   }
@@ -101,18 +110,17 @@ std::vector<int64_t> BigBirdImpl::declared_support(int64_t height, int64_t width
 
 at::Tensor BigBirdImpl::attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       const TokenGrid& grid) {
-  const int64_t n = q.size(2);
   at::Tensor out;
-  BigBirdLayout blocks;
   if (is_training()) {
     // Fresh random blocks from LibTorch's generator.
-    blocks = layout(grid.height, grid.width, static_cast<uint64_t>(at::randint(1LL << 62, {1}, at::kLong).item<int64_t>()));
-    out = attend_tiles(q, k, v, {tile_pattern(pattern_of(blocks, n), tile_of(grid.height, grid.width, 0)).to(q.device())});
+    const BigBirdLayout blocks =
+        layout(grid.height, grid.width, static_cast<uint64_t>(at::randint(1LL << 62, {1}, at::kLong).item<int64_t>()));
+    out = attend_tiles(q, k, v,
+                       {tile_pattern(pattern_of(blocks, q.size(2)), tile_of(grid.height, grid.width, 0)).to(q.device())});
   } else {
-    blocks = layout(grid.height, grid.width);
     out = attend_pattern(q, k, v, grid.height, grid.width);
   }
-  const std::vector<int64_t> globals = global_pixels(blocks);
+  const std::vector<int64_t> globals = global_pixels(grid.height, grid.width);
   if (globals.empty()) return out;
   const at::Tensor at_globals = at::tensor(globals, at::TensorOptions(at::kLong).device(q.device()));
   const at::Tensor gq = q.index_select(2, at_globals) * (1.0 / std::sqrt(static_cast<double>(q.size(3))));
@@ -121,7 +129,7 @@ at::Tensor BigBirdImpl::attend_raster(const at::Tensor& q, const at::Tensor& k, 
 }
 
 int64_t BigBirdImpl::core_macs_on(int64_t b, int64_t height, int64_t width) const {
-  const int64_t g = static_cast<int64_t>(global_pixels(layout(height, width)).size());
+  const int64_t g = static_cast<int64_t>(global_pixels(height, width).size());
   return PatternedBlockImpl::core_macs_on(b, height, width) +
          2 * b * options.host().heads() * g * height * width * options.host().head_width();
 }

@@ -68,7 +68,9 @@ class BigBirdImpl : public PatternedBlockImpl {
 
  private:
   Pattern pattern_of(const BigBirdLayout& layout, int64_t n) const;
-  std::vector<int64_t> global_pixels(const BigBirdLayout& layout) const;
+  // The global blocks among `blocks` (no random draw needed) and their pixels on an H×W map.
+  std::vector<int64_t> global_blocks(int64_t blocks) const;
+  std::vector<int64_t> global_pixels(int64_t height, int64_t width) const;
 };
 TORCH_MODULE(BigBird);
 

@@ -39,11 +39,11 @@ Pattern DietImpl::build_pattern(int64_t height, int64_t width) const {
 at::Tensor DietImpl::tile_of(int64_t height, int64_t width, int64_t group) const {
   const int64_t dilation = options.head_dilations()[group];
   const at::Tensor y = at::arange(height, at::kLong).unsqueeze(1), x = at::arange(width, at::kLong).unsqueeze(0);
-  // (residue of y, residue of x, tile row, tile column) of each pixel, renumbered densely.
-  const at::Tensor key = ((y.remainder(dilation) * dilation + x.remainder(dilation)) * (height + 1) +
-                          y.div(dilation, "floor").div(4, "floor")) * (width + 1) +
-                         x.div(dilation, "floor").div(4, "floor");
-  return std::get<1>(at::_unique2(key.flatten(), /*sorted=*/true, /*return_inverse=*/true));
+  // (residue of y, residue of x, tile row, tile column) of each pixel.
+  return (((y.remainder(dilation) * dilation + x.remainder(dilation)) * (height + 1) +
+           y.div(dilation, "floor").div(4, "floor")) * (width + 1) +
+          x.div(dilation, "floor").div(4, "floor"))
+      .flatten();
 }
 
 at::Tensor DietImpl::attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -20,14 +20,8 @@ void JukeboxImpl::reset() {
 Pattern JukeboxImpl::mask_pattern(int64_t height, int64_t width, JukeboxMask mask) {
   const at::Tensor pixel = at::arange(height * width, at::kLong).unsqueeze(1);  // [N, 1]
   const at::Tensor y = pixel.div(width, "floor"), x = pixel.remainder(width);
-  switch (mask) {
-    case JukeboxMask::row:
-      return pattern_from_rows(y * width + at::arange(width, at::kLong));
-    case JukeboxMask::column:
-      return pattern_from_rows(x + width * at::arange(height, at::kLong));
-    case JukeboxMask::previous_row:
-      break;
-  }
+  if (mask == JukeboxMask::row) return pattern_from_rows(y * width + at::arange(width, at::kLong));
+  if (mask == JukeboxMask::column) return pattern_from_rows(x + width * at::arange(height, at::kLong));
   const at::Tensor above = (y - 1) * width + at::arange(width, at::kLong);
   return pattern_from_rows(at::where(y >= 1, above, at::full_like(above, -1)));
 }

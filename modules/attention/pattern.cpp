@@ -109,9 +109,12 @@ TiledPattern tile_pattern(const Pattern& pattern, const at::Tensor& tile_of) {
   const auto index = index_cpu.accessor<int64_t, 2>();
   const auto valid = valid_cpu.accessor<bool, 2>();
   TORCH_CHECK(tiles_cpu.numel() == n, "tile_pattern: ", tiles_cpu.numel(), " tiles given for ", n, " queries");
-  const int64_t count = tiles_cpu.max().item<int64_t>() + 1;
+  std::vector<int64_t> ids(tile.data(), tile.data() + n);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  const int64_t count = static_cast<int64_t>(ids.size());
   std::vector<std::vector<int64_t>> members(count), unions(count);
-  for (int64_t i = 0; i < n; ++i) members[tile[i]].push_back(i);
+  for (int64_t i = 0; i < n; ++i) members[std::lower_bound(ids.begin(), ids.end(), tile[i]) - ids.begin()].push_back(i);
   int64_t q = 0, u = 0;
   for (int64_t t = 0; t < count; ++t) {
     for (const int64_t i : members[t]) {

@@ -72,7 +72,8 @@ struct TiledPattern {
   TiledPattern to(c10::Device device) const;
 };
 
-// Tiles the queries of a one-group pattern; tile_of[i] is query i's tile (0…T−1, each used).
+// Tiles the queries of a one-group pattern: queries with the same tile_of id (any integers)
+// share a tile; tiles are numbered in ascending order of their ids.
 TiledPattern tile_pattern(const Pattern& pattern, const at::Tensor& tile_of);
 
 // The tile of each pixel of an H×W map cut into rows×cols rectangles (raster order of tiles,

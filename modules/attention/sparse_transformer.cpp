@@ -62,9 +62,7 @@ at::Tensor SparseTransformerImpl::tile_of(int64_t height, int64_t width, int64_t
   const at::Tensor i = at::arange(n, at::kLong);
   const bool first = group < (options.host().heads() + 1) / 2;
   if (first || options.pattern() == "fixed") return i.div(16, "floor");
-  const at::Tensor run = i.div(l, "floor").div(16, "floor"), residue = i.remainder(l);
-  // Dense ids: residue-major runs, renumbered so that every id in 0…T−1 is used.
-  return std::get<1>(at::_unique2(residue + l * run, /*sorted=*/true, /*return_inverse=*/true));
+  return i.remainder(l) + l * i.div(l, "floor").div(16, "floor");  // (run, residue)
 }
 
 at::Tensor SparseTransformerImpl::attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
