@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <sstream>
 
 #include "attention/kmeans.h"
@@ -158,7 +159,7 @@ TEST(Routing, CommitmentLossIsDefinedInTrainingWithGradientToTheQueryProjectionA
 // One centroid whose window is every token: every query attends to every key.
 TEST(Routing, OneClusterWhoseWindowCoversAllTokensIsFullAttention) {
   RoutingOptions options(16);
-  options.clusters(1).host().heads(4).map_size({7, 9});
+  options.clusters(1).local_heads(0).host().heads(4).map_size({7, 9});
   Routing block(options);
   block->eval();
   ASSERT_EQ(block->window_for(63), 63);
@@ -214,11 +215,17 @@ TEST(Routing, MatchesTheReferenceKmeansAttention) {
             1e-12);
 }
 
-TEST(Routing, WindowFollowsTheMapSizeUnlessFixed) {
-  Routing following(RoutingOptions(16));  // 16 clusters
-  EXPECT_EQ(following->window_for(8 * 48), 24);
-  EXPECT_EQ(following->window_for(60 * 80), 300);
-  EXPECT_EQ(following->window_for(7 * 9), 4);  // ceil(63 / 16): 64 slots for 63 tokens
+// The window is set by the trained map (map_size, default 8×48: ceil(384 / 16) = 24, k·w = T
+// there) and stays at that size on every other map, cut to the map's tokens.
+TEST(Routing, WindowIsSetByTheTrainedMapAndStaysFixedAtEveryOtherSize) {
+  Routing trained(RoutingOptions(16));  // 16 clusters, trained on 8×48
+  EXPECT_EQ(trained->window_for(8 * 48), 24);
+  EXPECT_EQ(trained->window_for(60 * 80), 24);
+  EXPECT_EQ(trained->window_for(7 * 9), 24);
+  EXPECT_EQ(trained->window_for(10), 10);
+  RoutingOptions demo(16);
+  demo.host().map_size({60, 80});
+  EXPECT_EQ(Routing(demo)->window_for(8 * 48), 300);
   RoutingOptions options(16);
   options.window(20);
   Routing fixed(options);
@@ -227,30 +234,84 @@ TEST(Routing, WindowFollowsTheMapSizeUnlessFixed) {
   EXPECT_EQ(fixed->window_for(7), 7);
 }
 
-// Products: 2·N·k·d to route the N queries and N keys, 2·k·w²·d = 2·N·w·d within the windows
-// (k·w = N): they grow as N·w. With the window fixed, 4× the tokens give 4× the routing and the
-// same windows: far under the 16× of full attention.
-TEST(Routing, ProductsGrowAsTokensTimesWindowSubQuadratically) {
-  const int64_t heads = 2, d = 8, clusters = 16;
-  auto macs = [&](Routing& block, int64_t n) {
+// Routing heads only: 2·N·k·d to route the N queries and N keys, 2·k·w²·d within the windows,
+// counted as executed. With the local heads as well (the default layout), 4× the tokens give at
+// most 4× the routing, the same windows and about 4× the local windows (fewer keys cut off at the
+// borders of the larger map): under 5×, where full attention takes 16×.
+TEST(Routing, ProductsGrowLinearlyInTokensWithTheWindowFixed) {
+  const int64_t heads = 4, d = 8, clusters = 16;
+  auto macs = [&](Routing& block, int64_t height, int64_t width) {
     block->eval();
-    const auto q = torch::randn({1, heads, n, d});
-    return counted_macs([&] { block->attend(q, q, q, raster_grid(1, n)); });
+    const auto q = torch::randn({1, heads, height * width, d});
+    const int64_t executed = counted_macs([&] { block->attend(q, q, q, raster_grid(height, width)); });
+    EXPECT_EQ(executed, block->core_macs_on(1, height, width)) << height << "x" << width;
+    return executed;
   };
-  RoutingOptions options(16);
-  options.clusters(clusters).host().heads(heads);
-  Routing following(options);
-  for (const int64_t n : {256, 1024}) {
-    const int64_t w = n / clusters;
-    EXPECT_EQ(macs(following, n), heads * (2 * n * clusters * d + 2 * n * w * d)) << n;
+  RoutingOptions options(heads * d);
+  options.clusters(clusters).local_heads(0).host().heads(heads);
+  Routing routing_only(options);
+  for (const int64_t side : {16, 32}) {
+    const int64_t n = side * side, w = 24;
+    EXPECT_EQ(macs(routing_only, side, side), heads * (2 * n * clusters * d + 2 * clusters * w * w * d)) << n;
   }
-  options.window(16);
-  Routing fixed(options);
-  const double ratio =
-      static_cast<double>(macs(fixed, 1024)) / static_cast<double>(macs(fixed, 256));
-  std::printf("routing, window 16: products at 1024 tokens / at 256 = %.3f (full attention: 16)\n",
+  options.local_heads(-1);
+  Routing layout(options);
+  const double ratio = static_cast<double>(macs(layout, 64, 64)) / static_cast<double>(macs(layout, 32, 32));
+  std::printf("routing, 2 local + 2 routing heads: products at 64x64 / at 32x32 = %.3f (full attention: 16)\n",
               ratio);
-  EXPECT_LT(ratio, 4.0);
+  EXPECT_LT(ratio, 5.0);
+  EXPECT_GT(ratio, 3.0);
+}
+
+// The layout on a 9×13 map, 3 heads: head 0 is local attention over the 5×5 window cut to the map,
+// heads 1 and 2 are the routing core on the block's centroids, each against its float64 reference.
+TEST(Routing, LocalHeadsAttendToTheirWindowAndTheOthersAreTheRoutingCore) {
+  torch::manual_seed(31);
+  RoutingOptions options(24);
+  options.clusters(4).local_heads(1).local_window(5).host().heads(3).map_size({9, 13});
+  Routing block(options);
+  block->eval();
+  const int64_t h = 9, w = 13, n = h * w;
+  const auto q = torch::randn({2, 3, n, 8}), k = torch::randn({2, 3, n, 8}), v = torch::randn({2, 3, n, 8});
+  const at::Tensor out = block->attend(q, k, v, raster_grid(h, w));
+  const at::Tensor local = test::softmax_attention_reference(
+      q.narrow(1, 0, 1), k.narrow(1, 0, 1), v.narrow(1, 0, 1), [&](int64_t i, int64_t j) {
+        return std::abs(i / w - j / w) <= 2 && std::abs(i % w - j % w) <= 2;
+      });
+  EXPECT_LT(relative_error(out.narrow(1, 0, 1), local), 1e-5);
+  ASSERT_EQ(block->window_for(n), 30);  // ceil(117 / 4)
+  const at::Tensor routed = test::routing_reference(q.narrow(1, 1, 2), k.narrow(1, 1, 2), v.narrow(1, 1, 2),
+                                                    block->kmeans->centroids(), 30);
+  EXPECT_LT(relative_error(out.narrow(1, 1, 2), routed), 1e-5);
+}
+
+// On a 30×40 map (1,200 tokens) the 16 windows of 24 hold 384 slots: most tokens are in no
+// routing window, so the routing heads give them nothing; the local heads still do, and such a
+// token's output depends on exactly the keys of its 7×7 window (cut to the map at a border).
+TEST(Routing, ATokenNoRoutingWindowTakesReadsExactlyItsLocalWindow) {
+  torch::manual_seed(32);
+  Routing block(RoutingOptions(16));  // 4 heads: 2 local, 2 routing
+  block->eval();
+  const int64_t h = 30, w = 40, n = h * w;
+  const auto q = torch::randn({1, 4, n, 4}), v = torch::randn({1, 4, n, 4});
+  const auto k = torch::randn({1, 4, n, 4}).requires_grad_(true);
+  const at::Tensor out = block->attend(q, k, v, raster_grid(h, w));
+  const at::Tensor unrouted = (out.narrow(1, 2, 2).abs().sum({0, 1, 3}) == 0);  // [N]
+  ASSERT_GT(unrouted.sum().item<int64_t>(), n / 2) << "most tokens should be in no routing window";
+  EXPECT_TRUE((out.narrow(1, 0, 2).abs().sum({0, 1, 3}) > 0).all().item<bool>())
+      << "a token got nothing from the local heads";
+  // The first unrouted token of row 1 (a border row: its window loses the row above the map's top).
+  int64_t token = -1;
+  for (int64_t i = w; i < 2 * w && token < 0; ++i) {
+    if (unrouted[i].item<bool>()) token = i;
+  }
+  ASSERT_GE(token, 0);
+  out.select(2, token).sum().backward();
+  const at::Tensor read = k.grad().abs().sum({0, 1, 3}) > 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const bool in_window = std::abs(j / w - token / w) <= 3 && std::abs(j % w - token % w) <= 3;
+    EXPECT_EQ(read[j].item<bool>(), in_window) << "token " << token << ", key " << j;
+  }
 }
 
 TEST(Routing, RunsOnTheDemoFrameFeatureMapInBothModes) {
@@ -273,6 +334,9 @@ TEST(Routing, BadOptionsNameTheBlockAndTheKey) {
   for (const auto& [yaml, key] : std::vector<std::pair<std::string, std::string>>{
            {"{type: routing, routing: {clusters: 0}}", "clusters"},
            {"{type: routing, routing: {window: -1}}", "window"},
+           {"{type: routing, routing: {local_heads: 4}}", "local_heads"},
+           {"{type: routing, routing: {local_heads: -2}}", "local_heads"},
+           {"{type: routing, routing: {local_window: 4}}", "local_window"},
            {"{type: routing, routing: {decay: 1.0}}", "decay"},
            {"{type: routing, routing: {commitment_weight: -1.0}}", "commitment_weight"}}) {
     const std::string message = configure_error(yaml);
@@ -516,8 +580,8 @@ TEST(Sinkhorn, BadOptionsNameTheBlockAndTheKey) {
 
 // --- both: the reported count is the executed one ---------------------------------------------
 
-// On a 7×9 map: 63 tokens, padded to 64 for sinkhorn's blocks of 32; routing's windows of
-// ceil(63 / 16) = 4.
+// On a 7×9 map: 63 tokens, padded to 64 for sinkhorn's blocks of 32; routing's 2 local heads on
+// their 7×7 windows and 2 routing heads with windows of 24 (set by the 8×48 trained map).
 TEST(TokenHost, ExecutedMultiplyAddsEqualTheAnalyticCountOfTheRoutingAndSinkhornBlocks) {
   SinkhornOptions soft(16);
   soft.soft(true);

@@ -44,8 +44,14 @@ at::Tensor routing_attention(const at::Tensor& q, const at::Tensor& k, const at:
 void RoutingOptions::check() const {
   host_.check("routing");
   TORCH_CHECK(clusters_ >= 1, "routing: clusters must be at least 1, got ", clusters_);
-  TORCH_CHECK(window_ >= 0, "routing: window must be 0 (ceil(N / clusters)) or positive, got ",
-              window_);
+  TORCH_CHECK(window_ >= 0,
+              "routing: window must be 0 (ceil(map_size tokens / clusters)) or positive, got ", window_);
+  TORCH_CHECK(local_heads_ >= -1 && local_head_count() < host_.heads(),
+              "routing: local_heads must be -1 (half the heads) or from 0 to heads - 1 (at least one "
+              "routing head), got ",
+              local_heads_, " of ", host_.heads(), " heads");
+  TORCH_CHECK(local_window_ >= 1 && local_window_ % 2 == 1,
+              "routing: local_window must be odd and positive, got ", local_window_);
   TORCH_CHECK(commitment_weight_ >= 0, "routing: commitment_weight must not be negative, got ",
               commitment_weight_);
   TORCH_CHECK(decay_ >= 0 && decay_ < 1, "routing: decay must be in [0, 1), got ", decay_);
@@ -60,7 +66,7 @@ void RoutingImpl::reset() {
   options.check();
   reset_host(options.host());
   kmeans = register_module(
-      "kmeans", OnlineKMeans(OnlineKMeansOptions(options.host().heads(), options.clusters(),
+      "kmeans", OnlineKMeans(OnlineKMeansOptions(options.routing_head_count(), options.clusters(),
                                                  options.host().head_width())
                                  .decay(options.decay())
                                  .init_iters(options.init_iters())));
@@ -68,20 +74,34 @@ void RoutingImpl::reset() {
 }
 
 int64_t RoutingImpl::window_for(int64_t n) const {
-  const int64_t w =
-      options.window() > 0 ? options.window() : (n + options.clusters() - 1) / options.clusters();
+  const std::vector<int64_t>& trained = options.host().map_size();
+  const int64_t tokens = trained[0] * trained[1];
+  const int64_t w = options.window() > 0 ? options.window()
+                                         : (tokens + options.clusters() - 1) / options.clusters();
   return std::min(w, n);
 }
 
-at::Tensor RoutingImpl::attend(const at::Tensor& q_in, const at::Tensor& k_in,
-                               const at::Tensor& v_in, const TokenGrid&) {
+Pattern RoutingImpl::build_pattern(int64_t height, int64_t width) const {
+  const int64_t r = options.local_window() / 2;
+  return offset_pattern(height, width, window_offsets(r, r));
+}
+
+std::vector<int64_t> RoutingImpl::declared_support(int64_t height, int64_t width, int64_t) const {
+  return every_pixel(height, width);
+}
+
+at::Tensor RoutingImpl::attend_raster(const at::Tensor& q_in, const at::Tensor& k_in,
+                                      const at::Tensor& v_in, const TokenGrid& grid) {
   // Routing takes the largest similarities: in bf16 near-equal ones swap and whole windows change,
   // so the core computes in float under any autocast.
   AutocastDisabled in_float;
   const at::Tensor q = q_in.to(at::kFloat), k = k_in.to(at::kFloat), v = v_in.to(at::kFloat);
-  const int64_t n = q.size(2);
+  const int64_t n = q.size(2), local = options.local_head_count(),
+                routed_heads = options.routing_head_count();
+  const at::Tensor rq = q.narrow(1, local, routed_heads), rk = k.narrow(1, local, routed_heads),
+                   rv = v.narrow(1, local, routed_heads);
   const at::Tensor routed =
-      at::cat({functional::unit_normalise(q), functional::unit_normalise(k)}, 2);  // [B, h, 2N, d]
+      at::cat({functional::unit_normalise(rq), functional::unit_normalise(rk)}, 2);  // [B, r, 2N, d]
   auto [similarity, nearest] = kmeans->assign(routed);
   if (is_training()) {
     aux_loss_ = kmeans->commitment(routed, nearest) * options.commitment_weight();
@@ -89,15 +109,21 @@ at::Tensor RoutingImpl::attend(const at::Tensor& q_in, const at::Tensor& k_in,
   } else {
     aux_loss_ = at::Tensor();
   }
-  return functional::routed_attention(q, k, v, similarity.narrow(2, 0, n),
-                                      similarity.narrow(2, n, n), window_for(n));
+  const at::Tensor out = functional::routed_attention(rq, rk, rv, similarity.narrow(2, 0, n),
+                                                      similarity.narrow(2, n, n), window_for(n));
+  if (local == 0) return out;
+  return at::cat({attend_pattern(q.narrow(1, 0, local), k.narrow(1, 0, local),
+                                 v.narrow(1, 0, local), grid.height, grid.width),
+                  out},
+                 1);
 }
 
-int64_t RoutingImpl::core_macs(int64_t b, int64_t n) const {
-  const int64_t h = options.host().heads(), d = options.host().head_width(), c = options.clusters(),
-                w = window_for(n);
-  return b * h *
-         (2 * n * c * d + 2 * c * w * w * d);  // similarities of 2N vectors; QKᵀ and AV per window
+int64_t RoutingImpl::core_macs_on(int64_t b, int64_t height, int64_t width) const {
+  const int64_t n = height * width, d = options.host().head_width(), c = options.clusters(),
+                w = window_for(n), local = options.local_head_count();
+  // Similarities of the 2N routed vectors; QKᵀ and AV per window.
+  const int64_t routing = b * options.routing_head_count() * (2 * n * c * d + 2 * c * w * w * d);
+  return routing + (local == 0 ? 0 : functional::tiled_macs(tiled(height, width)[0], b, local, d));
 }
 
 }  // namespace attnseg
