@@ -29,6 +29,10 @@ void setup_bench(CLI::App& app, BenchOptions& options) {
   app.add_option("--model", options.model, "bench this whole model (a config file) instead of blocks alone")
       ->excludes(blocks)
       ->excludes(channels);
+  app.add_option("--set", options.block_options,
+                 "a listed block's option, BLOCK.KEY=VALUE as under model.attention in a config "
+                 "(routing.local_heads=0); repeatable")
+      ->excludes("--model");
   app.add_flag("--backward", options.backward, "also time forward + backward in training mode");
   app.add_option("--max-memory", options.max_memory_mb,
                  "MB a block may use at its peak (default: what the device has free); a block whose estimated "
@@ -48,6 +52,7 @@ int run_bench(const BenchOptions& options) {
                                     : parse_sizes(options.sizes);
   } else {
     s.blocks = parse_block_list(options.blocks);
+    s.block_options = options.block_options;
     s.sizes = parse_sizes(options.sizes.empty() ? "32x64,64x128" : options.sizes);
   }
   if (!options.device.empty()) {

@@ -52,6 +52,7 @@ int run_predict(const PredictOptions& options);
 
 struct BenchOptions {
   std::string blocks = "all", sizes, model, json, csv;
+  std::vector<std::string> block_options;  // --set block.key=value
   // The runtime; when not given: the --model config's runtime section, else auto, fp32 and
   // every core.
   std::string device, precision;

@@ -91,6 +91,33 @@ TEST(Bench, ReportsEachBlocksOwnMultiplyAddsAtEverySize) {
   }
 }
 
+// --set routing.local_heads=0 reaches routing alone: its parameters and products are those of
+// routing built with no local heads (fewer products than the default), linear's stay its defaults.
+TEST(Bench, SetOptionsReachOnlyTheBlockTheyNameAndBadOnesAreNamed) {
+  BenchSettings s = tiny({"routing", "linear"}, {{9, 11}});
+  s.block_options = {"routing.local_heads=0", "routing.clusters=4"};
+  const BenchReport report = bench_blocks(s, one_thread());
+  ASSERT_EQ(report.blocks.size(), 2u);
+  const Config set = Config::from_string("{type: routing, routing: {local_heads: 0, clusters: 4}}", "test");
+  const AttentionBlock routing = configure_block(set.root(), 16).build();
+  EXPECT_EQ(report.blocks[0].sizes[0].macs, routing->macs({1, 16, 9, 11}));
+  EXPECT_NE(report.blocks[0].sizes[0].macs, build_block("routing", 16)->macs({1, 16, 9, 11}));
+  EXPECT_EQ(report.blocks[1].sizes[0].macs, build_block("linear", 16)->macs({1, 16, 9, 11}));
+  for (const auto& [option, named] : std::vector<std::pair<std::string, std::string>>{
+           {"longformer.window=3", "longformer"},  // not among --blocks
+           {"routing.no_such_key=1", "no_such_key"},
+           {"routing.local_heads=9", "local_heads"},
+           {"routing=1", "block.key=value"}}) {
+    s.block_options = {option};
+    try {
+      bench_blocks(s, one_thread());
+      ADD_FAILURE() << option << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(named), std::string::npos) << option << ": " << e.what();
+    }
+  }
+}
+
 TEST(Bench, ThroughputFollowsTheMedianAndBackwardIsTimedOnlyWhenAsked) {
   BenchSettings s = tiny({"ccnet", "scram"}, {{5, 7}});
   s.batch = 3;

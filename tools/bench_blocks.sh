@@ -32,8 +32,15 @@ if [ "$blocks" = all ]; then blocks=$("$bin" list | awk 'NR > 1 {print $1}' | pa
 blas_dir=$(dirname "$(ldd "$bin" | awk '$1 == "libblas.so.3" {print $3}')")
 rm -f "$out"/ours_*.json "$out"/ref_*.json "$out/log.txt"
 for b in ${blocks//,/ }; do
+  # A reference that is one part of our block names the options that make ours that part
+  # (OURS_SET in its tools/reference/<block>.py, passed to bench --set).
+  set_args=()
+  if [ -f "tools/reference/$b.py" ]; then
+    ours_set=$(sed -n 's/^OURS_SET = "\(.*\)"$/\1/p' "tools/reference/$b.py")
+    if [ -n "$ours_set" ]; then set_args=(--set "$ours_set"); fi
+  fi
   for r in $(seq "$rounds"); do
-    "$bin" bench --blocks "$b" --channels "$channels" --sizes "$sizes" --iters "$iters" \
+    "$bin" bench --blocks "$b" "${set_args[@]}" --channels "$channels" --sizes "$sizes" --iters "$iters" \
       --json "$out/ours_${b}_r$r.json" > /dev/null 2>> "$out/log.txt"
     if [ -f "tools/reference/$b.py" ] && grep -q '^def build' "tools/reference/$b.py"; then
       MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 LD_LIBRARY_PATH="$blas_dir" \

@@ -155,7 +155,8 @@ Config Config::load(const fs::path& file, const std::vector<std::string>& overri
   return config;
 }
 
-Config Config::from_string(const std::string& yaml, const std::string& origin) {
+Config Config::from_string(const std::string& yaml, const std::string& origin,
+                           const std::vector<std::string>& overrides) {
   Config config;
   config.file_ = origin;
   YAML::Node node;
@@ -168,6 +169,7 @@ Config Config::from_string(const std::string& yaml, const std::string& origin) {
   if (!node.IsMap()) throw Error("config in " + origin + " must hold a mapping at top level");
   config.tree_ = YAML::Node(YAML::NodeType::Map);
   merge(config.tree_, node, "", origin, &config.origins_);
+  for (const auto& assignment : overrides) config.apply_override(assignment);
   return config;
 }
 

@@ -65,8 +65,9 @@ class Config {
   // Loads `file` with its `_base_` chain, then applies `overrides` ("a.b=value", value in YAML).
   static Config load(const std::filesystem::path& file,
                      const std::vector<std::string>& overrides = {});
-  // A configuration from YAML text (used for checkpoints and tests).
-  static Config from_string(const std::string& yaml, const std::string& origin);
+  // A configuration from YAML text (used for checkpoints and tests), then `overrides` as load's.
+  static Config from_string(const std::string& yaml, const std::string& origin,
+                            const std::vector<std::string>& overrides = {});
 
   ConfigNode root() const { return ConfigNode(this, tree_, ""); }
   // The file (or "command line") that set the value at a dotted path, or its nearest parent.

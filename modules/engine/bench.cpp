@@ -204,6 +204,27 @@ SizeResult bench_input(const BenchSubject& subject, const at::Tensor& x, int64_t
   return r;
 }
 
+namespace {
+// Block `name` with the options of s.block_options that name it; an option naming no listed
+// block is an error, as is a key the block does not have (configure_block names it).
+AttentionBlock configured_block(const std::string& name, const BenchSettings& s) {
+  std::vector<std::string> own;
+  for (const std::string& option : s.block_options) {
+    const std::string block = option.substr(0, option.find_first_of(".="));
+    if (std::find(s.blocks.begin(), s.blocks.end(), block) == s.blocks.end()) {
+      throw Error("--set " + option + ": '" + block + "' is not one of the blocks benched (--blocks)");
+    }
+    if (option.find('.') == std::string::npos || option.find('.') > option.find('=')) {
+      throw Error("--set " + option + " must have the form block.key=value");
+    }
+    if (block == name) own.push_back(option);
+  }
+  if (own.empty()) return build_block(name, s.channels);
+  const Config config = Config::from_string("type: " + name, "--set", own);
+  return configure_block(config.root(), s.channels).build();
+}
+}  // namespace
+
 BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
   BenchReport report;
   report.settings = s;
@@ -219,7 +240,7 @@ BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
         report.refused.push_back(refusal);
         continue;
       }
-      subjects.push_back(block_subject(name, build_block(name, s.channels), s.channels));
+      subjects.push_back(block_subject(name, configured_block(name, s), s.channels));
     }
     if (subjects.empty()) throw Error(report.refused.front());
   }

@@ -26,6 +26,9 @@ namespace attnseg {
 
 struct BenchSettings {
   std::vector<std::string> blocks;
+  // Options of the listed blocks, "block.key=value" as under model.attention in a config
+  // (routing.local_heads=0); the others keep their defaults.
+  std::vector<std::string> block_options;
   std::vector<std::array<int64_t, 2>> sizes{{32, 64}, {64, 128}};  // height, width
   int64_t channels = 512, batch = 1, warmup = 3, iters = 20;
   bool backward = false;  // also time forward + backward in training mode

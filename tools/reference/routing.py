@@ -48,13 +48,19 @@ def fixture(src, repo_at_commit):
     }
 
 
-def build_for(src, channels, height, width, heads=4, clusters=16):
-    """KmeansAttention with 16 clusters and windows of N/16 (our defaults: the window follows
-    the map, so one is built per size), separate q and k, in eval mode."""
+# Ours is timed with its routing heads only (bench --set), the part KmeansAttention is: the
+# reference's local heads are lucidrains' 1-D LocalAttention from another package (local-attention,
+# which needs einops, not in Debian), ours 2-D windows on the pattern engine.
+OURS_SET = "routing.local_heads=0"
+
+
+def build_for(src, channels, height, width, heads=4, clusters=16, trained_tokens=8 * 48):
+    """KmeansAttention with 16 clusters and windows of ceil(384 / 16) = 24 tokens at every size
+    (ours: the window set by the trained 8×48 map), separate q and k, in eval mode."""
     import sequence
 
-    n = height * width
-    attention = _load(src).KmeansAttention(clusters, (n + clusters - 1) // clusters, heads, channels // heads)
+    window = min((trained_tokens + clusters - 1) // clusters, height * width)
+    attention = _load(src).KmeansAttention(clusters, window, heads, channels // heads)
     layer = sequence.HeadsLayer(channels, heads, lambda q, k, v: attention(q, k, v)[0])
     layer.attention = attention
     return sequence.OnFeatureMap(channels, layer)
