@@ -1,5 +1,9 @@
 // Config layering, overrides and the errors that name the key and the file.
 #include <gtest/gtest.h>
+#include <malloc.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include <set>
 
@@ -224,6 +228,27 @@ TEST(Runtime, MatrixProductsUseTheOpenMPBuildOfOpenBlas) {
   (void)at::mm(a, a);
   EXPECT_NE(blas_library().find("openblas-openmp"), std::string::npos) << blas_library();
 }
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+void* volatile escaped_block = nullptr;  // so that the allocation below is not optimised away
+
+// glibc maps every block over its 32 MiB threshold limit afresh (and page-faults it in on every
+// forward) unless mmap is switched off; a 64 MiB block (one [1, 65536, 256] float map) must
+// come from the heap once keep_freed_memory() has run.
+TEST(Runtime, KeepFreedMemoryServesA64MiBBlockFromTheHeapWithoutAMapping) {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (std::getenv("MALLOC_MMAP_MAX_") || (tunables && std::strstr(tunables, "malloc"))) {
+    GTEST_SKIP() << "the environment sets the allocator";
+  }
+  keep_freed_memory();
+  const size_t mapped_before = mallinfo2().hblks;
+  escaped_block = std::malloc(size_t{64} << 20);
+  ASSERT_NE(escaped_block, nullptr);
+  const size_t mapped_during = mallinfo2().hblks;
+  std::free(escaped_block);
+  EXPECT_EQ(mapped_during, mapped_before) << "the 64 MiB block was given its own mapping";
+}
+#endif
 
 TEST(Runtime, ThreadCountIsSetExplicitly) {
   EXPECT_EQ(set_threads(1), 1);

@@ -33,8 +33,12 @@ void keep_freed_memory() {
   // Settings a user made through the environment win.
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if (tunables && std::strstr(tunables, "malloc")) return;
-  // The largest threshold glibc accepts (half its 64 MiB heap size); larger blocks are rare.
+  // The largest threshold glibc accepts (half its 64 MiB heap size)...
   if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  // ...and above it no mapping at all: the maps of large feature maps (64 MiB at 256×256×256)
+  // are reused from the heap like the smaller ones. (A thread arena that cannot hold a block
+  // still maps it: glibc falls back to mmap there whatever this says.)
+  if (!std::getenv("MALLOC_MMAP_MAX_")) mallopt(M_MMAP_MAX, 0);
   if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
 }
