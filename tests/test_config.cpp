@@ -248,6 +248,23 @@ TEST(Runtime, KeepFreedMemoryServesA64MiBBlockFromTheHeapWithoutAMapping) {
   std::free(escaped_block);
   EXPECT_EQ(mapped_during, mapped_before) << "the 64 MiB block was given its own mapping";
 }
+
+// ...and the heap is never trimmed: after a 1.5 GiB block (reserved, never touched, so it costs
+// no memory) is freed, the heap keeps its size for the next forward instead of giving it back.
+TEST(Runtime, KeepFreedMemoryKeepsTheHeapAfterA1500MiBBlockIsFreed) {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (std::getenv("MALLOC_TRIM_THRESHOLD_") || std::getenv("MALLOC_MMAP_MAX_") ||
+      (tunables && std::strstr(tunables, "malloc"))) {
+    GTEST_SKIP() << "the environment sets the allocator";
+  }
+  keep_freed_memory();
+  escaped_block = std::malloc(size_t{1500} << 20);
+  ASSERT_NE(escaped_block, nullptr);
+  const size_t heap_during = mallinfo2().arena;
+  ASSERT_GE(heap_during, size_t{1500} << 20) << "the block did not come from the heap";
+  std::free(escaped_block);
+  EXPECT_EQ(mallinfo2().arena, heap_during) << "the heap was trimmed";
+}
 #endif
 
 TEST(Runtime, ThreadCountIsSetExplicitly) {

@@ -39,7 +39,9 @@ void keep_freed_memory() {
   // are reused from the heap like the smaller ones. (A thread arena that cannot hold a block
   // still maps it: glibc falls back to mmap there whatever this says.)
   if (!std::getenv("MALLOC_MMAP_MAX_")) mallopt(M_MMAP_MAX, 0);
-  if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  // Never trim the heap: a block whose peak frees more than any threshold at the heap's top
+  // (reformer at 256×256: 1.6 GB) would otherwise hand it back and fault it in on every forward.
+  if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) mallopt(M_TRIM_THRESHOLD, -1);
 #endif
 }
 
