@@ -3,11 +3,11 @@
 # (README, "Sequence blocks"; a block without one gets a 10-iteration model): every frame of a 40-frame image sequence of moving shapes is
 # segmented and written, and the demo's own summary lines are printed, per block. A block
 # with memory across frames (compressive) runs a second time with --temporal.
-#   tools/demo_blocks.sh [SWEEP_DIR] [BLOCKS]   (defaults: results/beacon, the sequence blocks)
+#   tools/demo_blocks.sh [SWEEP_DIR] [BLOCKS]   (defaults: results/beacon, the 23 sequence blocks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sweep=${1:-results/beacon}
-blocks=${2:-linear,performer,linformer,memory_compressed,synthesizer,reformer,routing,clustered,sinkhorn,product_key,compressive,sac}
+blocks=${2:-linear,performer,linformer,memory_compressed,synthesizer,reformer,routing,clustered,sinkhorn,product_key,compressive,sac,sparse_transformer,longformer,bigbird,etc,star,bp_transformer,diet,multiscale,jukebox,gmat,handcrafted}
 binary=build/release/attnseg
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
