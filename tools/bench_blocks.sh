@@ -43,7 +43,7 @@ for b in ${blocks//,/ }; do
     "$bin" bench --blocks "$b" "${set_args[@]}" --channels "$channels" --sizes "$sizes" --iters "$iters" \
       --json "$out/ours_${b}_r$r.json" > /dev/null 2>> "$out/log.txt"
     if [ -f "tools/reference/$b.py" ] && grep -q '^def build' "tools/reference/$b.py"; then
-      MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 LD_LIBRARY_PATH="$blas_dir" \
+      MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=18446744073709551615 LD_LIBRARY_PATH="$blas_dir" \
         /usr/bin/python3 tools/reference/bench.py --refs "$refs" --blocks "$b" --channels "$channels" \
         --sizes "$sizes" --iters "$iters" > "$out/ref_${b}_r$r.json" 2>> "$out/log.txt"
     fi
