@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include <set>
 
@@ -232,14 +233,22 @@ TEST(Runtime, MatrixProductsUseTheOpenMPBuildOfOpenBlas) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
 void* volatile escaped_block = nullptr;  // so that the allocation below is not optimised away
 
+// Whether the environment sets glibc's allocator (then keep_freed_memory() leaves it alone):
+// GLIBC_TUNABLES with a malloc tunable, or one of `variables`.
+bool environment_sets_allocator(std::initializer_list<const char*> variables) {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables && std::strstr(tunables, "malloc")) return true;
+  for (const char* variable : variables) {
+    if (std::getenv(variable)) return true;
+  }
+  return false;
+}
+
 // glibc maps every block over its 32 MiB threshold limit afresh (and page-faults it in on every
 // forward) unless mmap is switched off; a 64 MiB block (one [1, 65536, 256] float map) must
 // come from the heap once keep_freed_memory() has run.
 TEST(Runtime, KeepFreedMemoryServesA64MiBBlockFromTheHeapWithoutAMapping) {
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (std::getenv("MALLOC_MMAP_MAX_") || (tunables && std::strstr(tunables, "malloc"))) {
-    GTEST_SKIP() << "the environment sets the allocator";
-  }
+  if (environment_sets_allocator({"MALLOC_MMAP_MAX_"})) GTEST_SKIP() << "the environment sets the allocator";
   keep_freed_memory();
   const size_t mapped_before = mallinfo2().hblks;
   escaped_block = std::malloc(size_t{64} << 20);
@@ -252,9 +261,7 @@ TEST(Runtime, KeepFreedMemoryServesA64MiBBlockFromTheHeapWithoutAMapping) {
 // ...and the heap is never trimmed: after a 1.5 GiB block (reserved, never touched, so it costs
 // no memory) is freed, the heap keeps its size for the next forward instead of giving it back.
 TEST(Runtime, KeepFreedMemoryKeepsTheHeapAfterA1500MiBBlockIsFreed) {
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (std::getenv("MALLOC_TRIM_THRESHOLD_") || std::getenv("MALLOC_MMAP_MAX_") ||
-      (tunables && std::strstr(tunables, "malloc"))) {
+  if (environment_sets_allocator({"MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_"})) {
     GTEST_SKIP() << "the environment sets the allocator";
   }
   keep_freed_memory();

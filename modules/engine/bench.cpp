@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
 #include <sstream>
 
 #include "attention/registry.h"
@@ -205,10 +206,10 @@ SizeResult bench_input(const BenchSubject& subject, const at::Tensor& x, int64_t
 }
 
 namespace {
-// Block `name` with the options of s.block_options that name it; an option naming no listed
-// block is an error, as is a key the block does not have (configure_block names it).
-AttentionBlock configured_block(const std::string& name, const BenchSettings& s) {
-  std::vector<std::string> own;
+// s.block_options grouped by the block they name, checked once: an option naming no listed block,
+// or not of the form block.key=value, is an error (a key the block lacks: configure_block's).
+std::map<std::string, std::vector<std::string>> options_by_block(const BenchSettings& s) {
+  std::map<std::string, std::vector<std::string>> by_block;
   for (const std::string& option : s.block_options) {
     const std::string block = option.substr(0, option.find_first_of(".="));
     if (std::find(s.blocks.begin(), s.blocks.end(), block) == s.blocks.end()) {
@@ -217,11 +218,16 @@ AttentionBlock configured_block(const std::string& name, const BenchSettings& s)
     if (option.find('.') == std::string::npos || option.find('.') > option.find('=')) {
       throw Error("--set " + option + " must have the form block.key=value");
     }
-    if (block == name) own.push_back(option);
+    by_block[block].push_back(option);
   }
-  if (own.empty()) return build_block(name, s.channels);
+  return by_block;
+}
+
+// Block `name` with its --set options (`own`), or its defaults.
+AttentionBlock configured_block(const std::string& name, int64_t channels, const std::vector<std::string>& own) {
+  if (own.empty()) return build_block(name, channels);
   const Config config = Config::from_string("type: " + name, "--set", own);
-  return configure_block(config.root(), s.channels).build();
+  return configure_block(config.root(), channels).build();
 }
 }  // namespace
 
@@ -234,13 +240,17 @@ BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
     const Experiment x = read_experiment(Config::load(s.model));
     subjects.push_back(model_subject(std::filesystem::path(s.model).stem().string(), build_model(x, runtime)));
   } else {
+    const std::map<std::string, std::vector<std::string>> set = options_by_block(s);
     for (const std::string& name : s.blocks) {
       const std::string refusal = runtime_refusal(find_block(name), runtime);
       if (!refusal.empty()) {
         report.refused.push_back(refusal);
         continue;
       }
-      subjects.push_back(block_subject(name, configured_block(name, s), s.channels));
+      const auto own = set.find(name);
+      subjects.push_back(block_subject(
+          name, configured_block(name, s.channels, own == set.end() ? std::vector<std::string>{} : own->second),
+          s.channels));
     }
     if (subjects.empty()) throw Error(report.refused.front());
   }
