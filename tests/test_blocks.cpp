@@ -785,6 +785,118 @@ TEST(CrissCross, TwoPassesSeeEveryPixel) {
   EXPECT_TRUE(reach.all().item<bool>());
 }
 
+// --- ccnet's fused kernels (criss_cross_kernel.h), run on the host -------------------------
+
+// Output and the gradients of q, k and v of `attention` under the loss Σ out · g.
+std::vector<at::Tensor> criss_cross_pass(at::Tensor (*attention)(const at::Tensor&, const at::Tensor&, const at::Tensor&),
+                                         const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                         const at::Tensor& g) {
+  std::vector<at::Tensor> in{q.detach().clone().requires_grad_(), k.detach().clone().requires_grad_(),
+                             v.detach().clone().requires_grad_()};
+  const at::Tensor out = attention(in[0], in[1], in[2]);
+  (out.to(g.scalar_type()) * g).sum().backward();
+  return {out.detach(), in[0].grad(), in[1].grad(), in[2].grad()};
+}
+
+// Maps with odd sides, one row, one column and one pixel (whose criss-cross is itself alone).
+const std::vector<std::vector<int64_t>> kCrissCrossMaps = {{2, 7, 9}, {1, 1, 6}, {1, 5, 1}, {1, 1, 1}, {3, 4, 3}};
+
+TEST(CrissCrossFused, ForwardMatchesTheLoopReferenceAndTheUnfusedPathInFloat64OnOddMaps) {
+  torch::manual_seed(11);
+  for (const auto& m : kCrissCrossMaps) {
+    const auto opts = at::TensorOptions(at::kDouble);
+    const at::Tensor q = torch::randn({m[0], 3, m[1], m[2]}, opts), k = torch::randn({m[0], 3, m[1], m[2]}, opts);
+    const at::Tensor v = torch::randn({m[0], 5, m[1], m[2]}, opts);
+    const at::Tensor fused = functional::criss_cross_attention_fused(q, k, v);
+    EXPECT_LT(relative_error(fused, criss_cross_reference(q, k, v)), 1e-12) << m[1] << "x" << m[2];
+    EXPECT_LT(relative_error(fused, functional::criss_cross_attention(q, k, v)), 1e-12) << m[1] << "x" << m[2];
+  }
+}
+
+// The backward (energies' gradient, then q's and k's as aggregations of it, v's as the
+// transposed aggregation of the output's gradient) against autograd through the unfused path.
+TEST(CrissCrossFused, GradientsOfQueriesKeysAndValuesMatchAutogradThroughTheUnfusedPathInFloat64) {
+  torch::manual_seed(12);
+  for (const auto& m : kCrissCrossMaps) {
+    const auto opts = at::TensorOptions(at::kDouble);
+    const at::Tensor q = torch::randn({m[0], 3, m[1], m[2]}, opts), k = torch::randn({m[0], 3, m[1], m[2]}, opts);
+    const at::Tensor v = torch::randn({m[0], 5, m[1], m[2]}, opts), g = torch::randn({m[0], 5, m[1], m[2]}, opts);
+    const auto fused = criss_cross_pass(functional::criss_cross_attention_fused, q, k, v, g);
+    const auto unfused = criss_cross_pass(functional::criss_cross_attention, q, k, v, g);
+    const char* what[] = {"output", "dq", "dk", "dv"};
+    for (size_t i = 0; i < 4; ++i) {
+      // A one-pixel map attends to itself alone: its weight is 1 whatever q and k, whose gradients are 0.
+      if (unfused[i].norm().item<double>() == 0) {
+        EXPECT_EQ(fused[i].norm().item<double>(), 0) << what[i] << " at " << m[1] << "x" << m[2];
+      } else {
+        EXPECT_LT(relative_error(fused[i], unfused[i]), 1e-12) << what[i] << " at " << m[1] << "x" << m[2];
+      }
+    }
+  }
+}
+
+// Half and bfloat16 inputs accumulate in float: with 512 channels of query and key (scaled so
+// the energies are of order 1), summing the energies in the inputs' type adds up to √512 · u
+// of error to each (u = 2^-8 in bfloat16: seen as 3.3% on the output with the sum kept in
+// bfloat16); what float accumulation leaves is the roundoff of the inputs and of the output,
+// a few u: below 5u, 2% in bfloat16 and 0.25% in half (u = 2^-11), forward and gradients alike.
+TEST(CrissCrossFused, HalfAndBfloat16InputsAccumulateInFloatToWithinAFewRoundoffsOfFloat64) {
+  torch::manual_seed(13);
+  const at::Tensor q = torch::randn({2, 512, 5, 7}, at::kDouble) / std::sqrt(22.6);
+  const at::Tensor k = torch::randn({2, 512, 5, 7}, at::kDouble) / std::sqrt(22.6);
+  const at::Tensor v = torch::randn({2, 6, 5, 7}, at::kDouble), g = torch::randn({2, 6, 5, 7}, at::kDouble);
+  const auto exact = criss_cross_pass(functional::criss_cross_attention, q, k, v, g);
+  for (const auto& [type, bound] : {std::pair{at::kBFloat16, 2e-2}, std::pair{at::kHalf, 2.5e-3}}) {
+    const auto low = criss_cross_pass(functional::criss_cross_attention_fused, q.to(type), k.to(type), v.to(type),
+                                      g.to(type));
+    const char* what[] = {"output", "dq", "dk", "dv"};
+    for (size_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(low[i].scalar_type(), type) << what[i];
+      EXPECT_LT(relative_error(low[i], exact[i]), bound) << what[i] << " in " << type;
+    }
+  }
+}
+
+TEST(CrissCrossFused, BlockGivesTheSameOutputAndGradientsWithTheFusedAndTheUnfusedKernel) {
+  torch::manual_seed(14);
+  CrissCross fused(CrissCrossOptions(16).kernel("fused")), unfused(CrissCrossOptions(16).kernel("unfused"));
+  fused->to(at::kDouble);
+  unfused->to(at::kDouble);
+  {
+    torch::NoGradGuard no_grad;
+    fused->gamma.fill_(0.7);  // not the identity start
+    const auto from = fused->parameters(), to = unfused->parameters();
+    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
+  }
+  const at::Tensor x = torch::randn({2, 16, 7, 5}, at::kDouble);
+  auto run = [&](CrissCross& block) {
+    const at::Tensor in = x.clone().requires_grad_();
+    (block->forward(in).pow(2)).sum().backward();
+    std::vector<at::Tensor> out{block->forward(x).detach(), in.grad()};
+    for (const auto& p : block->parameters()) out.push_back(p.grad());
+    return out;
+  };
+  const auto a = run(fused), b = run(unfused);
+  ASSERT_EQ(a.size(), b.size());
+  // Against the larger of the norm and 1: the key bias's gradient is 0 in exact arithmetic (it
+  // adds q · bias to every energy of a pixel, which the softmax cancels), so both are roundoff.
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double scale = std::max(b[i].norm().item<double>(), 1.0);
+    EXPECT_LT((a[i] - b[i]).norm().item<double>() / scale, 1e-12) << "tensor " << i;
+  }
+}
+
+TEST(CrissCrossFused, AnUnknownKernelIsRefusedNamingTheKey) {
+  try {
+    CrissCross block(CrissCrossOptions(8).kernel("fast"));
+    FAIL() << "kernel 'fast' was accepted";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("ccnet: kernel must be auto, fused or unfused, got 'fast'"),
+              std::string::npos)
+        << e.what_without_backtrace();
+  }
+}
+
 // Two recurrent passes against speedinghzl/CCNet's criss-cross module with the same weights
 // (fixture recorded by tools/reference/ccnet.py in float64).
 TEST(CrissCross, MatchesTheReferenceImplementation) {

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "attention/criss_cross_fused.h"
+#include "attention/functional.h"
 #include "attention/permutohedral.h"
 #include "attention/registry.h"
 #include "attention/scram.h"
@@ -172,6 +174,44 @@ TEST(GpuLattice, PermutohedralOnCudaMatchesTheCpuLatticeForwardAndGradient) {
   const auto gpu = grads(target(), at::kFloat);
   const char* what[] = {"output", "dq", "dk", "dv"};
   for (size_t i = 0; i < cpu.size(); ++i) EXPECT_LT(relative_error(gpu[i], cpu[i]), 1e-4) << what[i];
+}
+
+// ccnet's fused kernels on the device against the unfused path on the CPU in float64: in
+// float64 to roundoff, in float to 1e-4 (no products on the tensor cores: the kernels add in
+// float on the CUDA cores), in bfloat16 (float accumulation) to 2% forward and in direction for
+// the gradients, as every block's bf16 check above. Odd sizes, a one-row map among them.
+TEST(GpuCrissCross, FusedKernelsOnCudaMatchTheUnfusedCpuPathInFloat64FloatAndBfloat16) {
+  SKIP_WITHOUT_CUDA();
+  if (!criss_cross::fused_available(target())) GTEST_SKIP() << "this build has no CUDA kernels";
+  for (const auto& m : {std::vector<int64_t>{2, 11, 13}, std::vector<int64_t>{1, 1, 37}}) {
+    // Energies of order 1 (9 channels of variance 1/3), as a trained block's.
+    const at::Tensor q = torch::randn({m[0], 9, m[1], m[2]}, at::kDouble) / std::sqrt(3.0);
+    const at::Tensor k = torch::randn({m[0], 9, m[1], m[2]}, at::kDouble) / std::sqrt(3.0);
+    const at::Tensor v = torch::randn({m[0], 17, m[1], m[2]}, at::kDouble), g = torch::randn({m[0], 17, m[1], m[2]}, at::kDouble);
+    auto grads = [&](bool fused, const at::Device& device, at::ScalarType type) {
+      auto leaf = [&](const at::Tensor& t) { return t.to(device, type).detach().requires_grad_(); };
+      std::vector<at::Tensor> in{leaf(q), leaf(k), leaf(v)};
+      const at::Tensor y = fused ? functional::criss_cross_attention_fused(in[0], in[1], in[2])
+                                 : functional::criss_cross_attention(in[0], in[1], in[2]);
+      EXPECT_EQ(y.device(), device);
+      (y * g.to(device, type)).sum().backward();
+      return std::vector<at::Tensor>{y.detach(), in[0].grad(), in[1].grad(), in[2].grad()};
+    };
+    const auto cpu = grads(false, at::kCPU, at::kDouble);
+    const auto exact = grads(true, target(), at::kDouble), single = grads(true, target(), at::kFloat);
+    const auto half = grads(true, target(), at::kBFloat16);
+    const char* what[] = {"output", "dq", "dk", "dv"};
+    const std::string size = std::to_string(m[1]) + "x" + std::to_string(m[2]);
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      EXPECT_LT(relative_error(exact[i], cpu[i]), 1e-12) << what[i] << " float64 " << size;
+      EXPECT_LT(relative_error(single[i], cpu[i]), 1e-4) << what[i] << " float32 " << size;
+      if (i == 0) {
+        EXPECT_LT(relative_error(half[i], cpu[i]), 2e-2) << what[i] << " bf16 " << size;
+      } else {
+        EXPECT_GT(cosine(half[i], cpu[i]), 0.99) << what[i] << " bf16 " << size;
+      }
+    }
+  }
 }
 
 // The search's tensor form, which the block runs on a GPU: indices on the device, distinct, best

@@ -106,6 +106,13 @@ if want bench && [ -x "$B/attnseg" ]; then
       --precision "$precision" --blocks all --sizes "$SIZES" --iters "$ITERS" --channels 512 \
       --json "$OUT/bench_$precision.json"
   done
+  # ccnet on its unfused LibTorch path, beside the fused kernels the run above used (issue 15's
+  # goal: the fused kernels at least 2x faster).
+  for precision in fp32 bf16; do
+    step "ccnet_unfused_$precision" $(($(left) / 4)) "$OUT/bench_ccnet_unfused_$precision.log" "$B/attnseg" bench \
+      --device cuda --precision "$precision" --blocks ccnet --set ccnet.kernel=unfused --sizes "$SIZES" \
+      --iters "$ITERS" --channels 512
+  done
   MODEL_CONFIG=${MODEL_CONFIG:-configs/cityscapes/ccnet_r50-d8_512x1024_80k.yaml}
   if [ -f "$SRC/$MODEL_CONFIG" ]; then
     for precision in fp32 bf16; do

@@ -1,5 +1,6 @@
 #include "attention/ccnet.h"
 
+#include "attention/criss_cross_fused.h"
 #include "attention/functional.h"
 
 namespace attnseg {
@@ -9,6 +10,8 @@ void CrissCrossOptions::check() const {
   TORCH_CHECK(recurrence() >= 1, "ccnet: recurrence must be at least 1, got ", recurrence());
   TORCH_CHECK(reduction() > 0 && channels() / reduction() >= 1, "ccnet: reduction must be in [1, channels], got ",
               reduction());
+  TORCH_CHECK(kernel() == "auto" || kernel() == "fused" || kernel() == "unfused",
+              "ccnet: kernel must be auto, fused or unfused, got '", kernel(), "'");
 }
 
 CrissCrossImpl::CrissCrossImpl(const CrissCrossOptions& options_) : options(options_) { reset(); }
@@ -23,7 +26,10 @@ void CrissCrossImpl::reset() {
 }
 
 torch::Tensor CrissCrossImpl::pass(const torch::Tensor& x) {
-  return x + gamma * functional::criss_cross_attention(query_(x), key_(x), value_(x));
+  const bool fused = options.kernel() == "fused" || (options.kernel() == "auto" && x.is_cuda() &&
+                                                      criss_cross::fused_available(x.device()));
+  const auto attention = fused ? functional::criss_cross_attention_fused : functional::criss_cross_attention;
+  return x + gamma * attention(query_(x), key_(x), value_(x));
 }
 
 torch::Tensor CrissCrossImpl::forward(const torch::Tensor& x) {

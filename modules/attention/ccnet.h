@@ -6,10 +6,16 @@
 // BlockStart): on only with `model.attention.start: paper`, since from 0 the block is at a
 // saddle (every weight before gamma gets zero gradient) that a few-minute CPU budget does not
 // leave (measured in the README).
+// `kernel` picks the attention's implementation: `unfused` is the LibTorch path (batched
+// products, the energies concatenated and softmaxed: the reference), `fused` the kernels of
+// criss_cross_fused.h, `auto` the fused kernels on a CUDA device and the unfused path on the CPU
+// (where its batched products are the faster).
 #pragma once
 
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
+
+#include <string>
 
 #include "attention/block.h"
 
@@ -21,12 +27,14 @@ struct CrissCrossOptions {
   TORCH_ARG(int64_t, recurrence) = 2;
   TORCH_ARG(int64_t, reduction) = 8;
   TORCH_ARG(bool, zero_init) = true;  // gamma starts at 0 (the identity), else at 1
+  TORCH_ARG(std::string, kernel) = "auto";  // auto, fused or unfused
 
  public:
   template <typename Field>
   void fields(Field&& field) {
     field("recurrence", recurrence_);
     field("reduction", reduction_);
+    field("kernel", kernel_);
   }
   void check() const;
 };

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "attention/criss_cross_fused.h"
 #include "core/error.h"
 #include "core/torch_compat.h"
 
@@ -55,6 +56,11 @@ at::Tensor criss_cross_attention(const at::Tensor& q, const at::Tensor& k, const
   const at::Tensor out_col = at::bmm(v_col, a_col.transpose(1, 2)).view({b, w, c, h}).permute({0, 2, 3, 1});
   const at::Tensor out_row = at::bmm(v_row, a_row.transpose(1, 2)).view({b, h, c, w}).permute({0, 2, 1, 3});
   return out_col + out_row;
+}
+
+at::Tensor criss_cross_attention_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  check_qkv("criss_cross_attention_fused", q, k, v);
+  return criss_cross::fused_attention(q, k, v);
 }
 
 }  // namespace attnseg::functional

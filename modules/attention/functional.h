@@ -15,4 +15,11 @@ at::Tensor nonlocal_attention(const at::Tensor& q, const at::Tensor& k, const at
 // q, k: [B, D, H, W]; v: [B, C, H, W] → [B, C, H, W].
 at::Tensor criss_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
+// The same attention from the fused kernels (criss_cross_fused.h): the weights are computed and
+// normalised in one pass and kept once, [B, H+W, H, W] in float (double for double inputs),
+// instead of the energies, their concatenation and the softmax; half and bfloat16 inputs
+// accumulate in float. CUDA kernels on a GPU (in a build with ATTNSEG_WITH_CUDA), the same
+// per-thread code in parallel loops on the CPU.
+at::Tensor criss_cross_attention_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
 }  // namespace attnseg::functional
