@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,6 +47,39 @@ int free_local_port() {
   return ntohs(addr.sin_port);
 }
 
+// Whether a job's ranks join NCCL's process group: runtime.dist_backend nccl, or auto on GPUs
+// (Gloo's otherwise). NCCL where this build lacks it, or for ranks on the CPU, is refused.
+bool job_uses_nccl(const RuntimeSettings& settings, const Runtime& runtime) {
+  const bool nccl = settings.dist_backend == "nccl" || (settings.dist_backend == "auto" && runtime.cuda());
+  if (nccl && !nccl_available()) {
+    throw Error("runtime.dist_backend: NCCL is not in this build; set runtime.dist_backend=gloo or train on the CPU");
+  }
+  if (nccl && !runtime.cuda()) {
+    throw Error("runtime.dist_backend: nccl needs the ranks on GPUs, but runtime.device is cpu; set "
+                "runtime.dist_backend=gloo or runtime.device=cuda");
+  }
+  return nccl;
+}
+
+// Each rank of an NCCL job computes on a GPU of its own: LOCAL_RANK's, as in torchrun's jobs, or
+// the only one a rank sees when its launcher gave each rank its own (CUDA_VISIBLE_DEVICES). Only
+// where runtime.device leaves the GPU open (auto, cuda) and NCCL will be the backend; a GPU
+// named by cuda:N is kept.
+void use_own_gpu(RuntimeSettings& settings, const DistributedEnv& env) {
+  if (settings.dist_backend == "gloo" || !nccl_available() ||
+      (settings.device != "auto" && settings.device != "cuda") || !torch::cuda::is_available()) {
+    return;
+  }
+  const int count = static_cast<int>(torch::cuda::device_count());
+  const int gpu = count == 1 ? 0 : env.local_rank;
+  if (gpu >= count) {
+    throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + ": LOCAL_RANK " +
+                std::to_string(env.local_rank) + " has no GPU of its own, this machine has " + std::to_string(count) +
+                "; start at most " + std::to_string(count) + " ranks on it");
+  }
+  settings.device = "cuda:" + std::to_string(gpu);
+}
+
 // The command line without --nproc N (or --nproc=N).
 std::vector<std::string> without_nproc(const std::vector<std::string>& argv) {
   std::vector<std::string> out;
@@ -67,7 +101,7 @@ int launch_local_workers(const TrainOptions& options) {
     throw Error("--nproc: this process is already part of a job (WORLD_SIZE is set): launch either with --nproc or "
                 "with torchrun/the environment, not both");
   }
-  if (!distributed_available()) {
+  if (!distributed_available() && !nccl_available()) {
     throw Error("--nproc: this build has no c10d process group (Debian's libgloo-dev was missing when it was "
                 "configured; run tools/setup.sh and build again)");
   }
@@ -78,12 +112,18 @@ int launch_local_workers(const TrainOptions& options) {
                 std::to_string(experiment.train.batch_size) +
                 ") is the job's batch and must give every rank at least one image");
   }
-  (void)start_runtime(experiment.runtime);  // a device or precision the machine cannot run
+  // A device or precision the machine cannot run, or NCCL where this build lacks it.
+  const bool nccl = job_uses_nccl(experiment.runtime, start_runtime(experiment.runtime));
+  if (!nccl && !distributed_available()) {
+    throw Error("--nproc: this build has no Gloo process group (Debian's libgloo-dev was missing when it was "
+                "configured; run tools/setup.sh and build again); a job on GPUs can use runtime.dist_backend=nccl");
+  }
   FolderDataset train_split(experiment.data.train);
   if (experiment.eval.interval > 0) FolderDataset val_split(experiment.data.val);
   const int port = free_local_port();
   const std::vector<std::string> args = without_nproc(options.argv);
-  spdlog::info("train: starting {} local ranks (Gloo, rendezvous at 127.0.0.1:{})", options.nproc, port);
+  spdlog::info("train: starting {} local ranks ({}, rendezvous at 127.0.0.1:{})", options.nproc,
+               nccl ? "NCCL" : "Gloo", port);
   std::fflush(stdout);
   std::fflush(stderr);
   std::vector<pid_t> ranks;
@@ -153,8 +193,9 @@ void setup_train(CLI::App& app, TrainOptions& options) {
   app.add_option("--work-dir", options.work_dir, "output directory (default work_dirs/<config name>)");
   app.add_flag("--resume", options.resume, "continue from the latest checkpoint in the work dir");
   app.add_option("--nproc", options.nproc,
-                 "start N local worker processes, one data-parallel job (c10d, Gloo); under torchrun or with "
-                 "RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, each process joins that job instead")
+                 "start N local worker processes, one data-parallel job (c10d: Gloo, or NCCL on GPUs); under "
+                 "torchrun or with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, each process joins that job "
+                 "instead")
       ->check(CLI::Range(1, 1024));
   app.add_option("overrides", options.overrides, "dotted.key=value overrides");
 }
@@ -173,16 +214,15 @@ int run_train(const TrainOptions& options) {
       const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
       experiment.runtime.threads = std::max(1, cores / env->local_world_size);
     }
+    use_own_gpu(experiment.runtime, *env);
   }
   Runtime runtime = begin_command("train", experiment.runtime);
   std::unique_ptr<ProcessGroup> group;
   if (parallel) {
-    const std::string backend = experiment.runtime.dist_backend;
-    if (backend == "nccl" || (backend == "auto" && runtime.cuda())) {
-      throw Error("runtime.dist_backend: NCCL is not in this build; set runtime.dist_backend=gloo or train on the CPU");
-    }
+    const bool nccl = job_uses_nccl(experiment.runtime, runtime);
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(1000 * experiment.runtime.dist_timeout_s));
-    group = std::make_unique<ProcessGroup>(*env, timeout);
+    group = std::make_unique<ProcessGroup>(*env, timeout,
+                                           nccl ? std::optional<c10::Device>(runtime.device) : std::nullopt);
     runtime.rank = env->rank;
     runtime.world_size = env->world_size;
   }

@@ -42,13 +42,15 @@ class Distributed : public ::testing::Test {
   }
 
   // `attnseg train` of the tiny config for `iters` steps of a global batch of 8, no dropout (its
-  // random masks differ between one and two processes), into `name`.
+  // random masks differ between one and two processes), into `name`; on the CPU (Gloo) also where
+  // a GPU would make it an NCCL job.
   test::CommandResult train(const std::string& name, const std::string& extra, int iters = 20,
                             const std::string& env = "") {
     return run_attnseg("train '" + (dir / "tiny.yaml").string() + "' --work-dir '" + (dir / name).string() +
                            "' data.batch_size=8 train.iters=" + std::to_string(iters) +
                            " train.warmup_iters=0 train.checkpoint_interval=2 train.lr=0.001 "
-                           "model.head.dropout=0 model.aux_head.dropout=0 runtime.dist_timeout=60 " +
+                           "model.head.dropout=0 model.aux_head.dropout=0 runtime.dist_timeout=60 "
+                           "runtime.device=cpu " +
                            extra,
                        env);
   }
@@ -206,6 +208,31 @@ TEST_F(Distributed, AMalformedEnvironmentOrJobSettingIsRefusedOnceNamingIt) {
   test::expect_clean_error(train("bad", "runtime.dist_timeout=-1", 2), {"runtime.dist_timeout"});
   test::expect_clean_error(train("bad", "--nproc 3 data.batch_size=2", 2), {"--nproc 3", "data.batch_size"});
   test::expect_clean_error(train("bad", "--nproc 2 data.root=/nonexistent/attnseg", 2), {"/nonexistent/attnseg"});
+  // NCCL on the CPU, or where this build lacks it.
+  test::expect_clean_error(train("bad", "--nproc 2 runtime.dist_backend=nccl", 2), {"runtime.dist_backend"});
+}
+
+// NCCL's process group with one rank on the first GPU (what a one-GPU machine can run): in-place
+// sums and a broadcast of a GPU tensor and of CPU tensors (the logged losses, the checkpoint rank
+// 0 picked), which go through the GPU and come back, and a gradient bucket's all-reduce.
+TEST(DistributedNccl, AGroupOfOneSumsAndBroadcastsGpuAndCpuTensorsInPlace) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  if (!nccl_available()) GTEST_SKIP() << "this build has no NCCL process group";
+  DistributedEnv env;  // rank 0 of 1
+  env.master_port = test::free_port();
+  ProcessGroup group(env, std::chrono::seconds(60), at::Device(at::kCUDA, 0));
+  at::Tensor gpu = torch::arange(5, torch::TensorOptions().dtype(at::kFloat).device(at::kCUDA, 0));
+  at::Tensor losses = torch::tensor({0.5, 0.25}, at::kDouble);
+  at::Tensor iteration = torch::full({1}, int64_t{7}, at::kLong);
+  group.all_reduce_sum(gpu);
+  group.all_reduce_sum(losses);
+  group.broadcast(iteration, 0);
+  group.start_all_reduce_sum(gpu)->wait();
+  ASSERT_TRUE(gpu.is_cuda());
+  ASSERT_TRUE(losses.is_cpu() && iteration.is_cpu());
+  EXPECT_TRUE(torch::equal(gpu.cpu(), torch::arange(5, at::kFloat)));
+  EXPECT_TRUE(torch::equal(losses, torch::tensor({0.5, 0.25}, at::kDouble)));
+  EXPECT_EQ(iteration.item<int64_t>(), 7);
 }
 
 }  // namespace

@@ -5,15 +5,22 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "core/error.h"
 
 #ifdef ATTNSEG_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#ifdef ATTNSEG_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
@@ -108,15 +115,35 @@ std::optional<DistributedEnv> distributed_env_from_environment() {
   return env;
 }
 
-#ifdef ATTNSEG_WITH_GLOO
+#if defined(ATTNSEG_WITH_GLOO) || defined(ATTNSEG_WITH_NCCL)
 
+#ifdef ATTNSEG_WITH_GLOO
 bool distributed_available() { return true; }
+#else
+bool distributed_available() { return false; }
+#endif
+
+#ifdef ATTNSEG_WITH_NCCL
+bool nccl_available() { return true; }
+#else
+bool nccl_available() { return false; }
+#endif
+
+namespace {
+#ifdef ATTNSEG_WITH_NCCL
+// Only a LibTorch 2.x has NCCL here, where Gloo's and NCCL's process groups are both c10d
+// backends; LibTorch 1.13's Gloo group is a c10d::ProcessGroup.
+using Collectives = c10d::Backend;
+#else
+using Collectives = c10d::ProcessGroupGloo;
+#endif
+}  // namespace
 
 struct ProcessGroup::Impl {
   DistributedEnv env;
   std::chrono::milliseconds timeout;
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<Collectives> group;
 
   // Waits for a collective; a rank that died or hangs surfaces here as a timeout or a closed
   // connection: one line naming the operation and this rank.
@@ -129,13 +156,48 @@ struct ProcessGroup::Impl {
                   " s): " + one_line(e.what()));
     }
   }
+
+#ifdef ATTNSEG_WITH_NCCL
+  // NCCL's group: this rank's GPU. NCCL moves CUDA tensors only, so a CPU tensor (the logged
+  // losses, the checkpoint rank 0 picked, a confusion matrix) goes there and comes back.
+  std::optional<c10::Device> gpu;
+  at::Tensor staged(const at::Tensor& t) const { return gpu && !t.is_cuda() ? t.to(*gpu) : t; }
+  void unstage(const at::Tensor& moved, at::Tensor& t) const {
+    if (moved.is_same(t)) return;
+    torch::NoGradGuard no_grad;
+    t.copy_(moved);
+  }
+
+  // NCCL's communicator goes with abort(), as ProcessGroupNCCL's own destructor would do after
+  // warning that destroy_process_group() was not called; abort() cannot hang on a rank that died.
+  ~Impl() {
+    if (!gpu || !group) return;
+    try {
+      static_cast<c10d::ProcessGroupNCCL*>(group.get())->abort();
+    } catch (const std::exception&) {
+    }
+  }
+#else
+  const at::Tensor& staged(const at::Tensor& t) const { return t; }
+  void unstage(const at::Tensor&, at::Tensor&) const {}
+#endif
 };
 
-ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds timeout)
+ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds timeout,
+                           std::optional<c10::Device> nccl_gpu)
     : impl_(std::make_unique<Impl>()) {
   impl_->env = env;
   impl_->timeout = timeout;
   const std::string where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size);
+#ifndef ATTNSEG_WITH_NCCL
+  if (nccl_gpu) throw Error(where + ": this build has no NCCL process group; set runtime.dist_backend=gloo");
+#endif
+#ifndef ATTNSEG_WITH_GLOO
+  if (!nccl_gpu) {
+    throw Error(where + ": this build has no Gloo process group (Debian's libgloo-dev was missing when it was "
+                "configured; run tools/setup.sh and build again); a job on GPUs can use runtime.dist_backend=nccl");
+  }
+#endif
   try {
     c10d::TCPStoreOptions options;
     options.port = static_cast<uint16_t>(env.master_port);
@@ -148,6 +210,40 @@ ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds 
     throw Error(where + ": the rendezvous at MASTER_ADDR=" + env.master_addr + " MASTER_PORT=" +
                 std::to_string(env.master_port) + " failed: " + one_line(e.what()));
   }
+#ifdef ATTNSEG_WITH_NCCL
+  if (nccl_gpu) {
+    const c10::Device gpu(c10::kCUDA, nccl_gpu->has_index() ? nccl_gpu->index() : 0);
+    // The options below hold NCCL's ncclConfig_t, which grows with NCCL's versions: compiled with
+    // an nccl.h older than the NCCL that LibTorch runs, this file would give them too little memory.
+    const std::string running = c10d::getNcclVersion();
+    int major = 0, minor = 0;
+    if (std::sscanf(running.c_str(), "%d.%d", &major, &minor) == 2 &&
+        std::make_pair(NCCL_MAJOR, NCCL_MINOR) < std::make_pair(major, minor)) {
+      throw Error(where + ": attnseg was compiled with the nccl.h of NCCL " + std::to_string(NCCL_MAJOR) + "." +
+                  std::to_string(NCCL_MINOR) + ", older than the NCCL " + running +
+                  " that LibTorch runs; configure again with -DATTNSEG_NCCL_INCLUDE_DIR=<its include folder>");
+    }
+    impl_->gpu = gpu;
+    try {
+      // The rank's GPU becomes the current CUDA device: what LibTorch and NCCL then create
+      // without naming a device (a context, streams, NCCL's buffers) goes there, not to GPU 0.
+      c10::cuda::set_device(gpu.index());
+      auto options = c10d::ProcessGroupNCCL::Options::create();
+      // NCCL's watchdog ends the process (abort) when a collective outlives options->timeout;
+      // at twice ours, wait() reports a rank that died or hangs first, in one line.
+      options->timeout = 2 * timeout;
+      impl_->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, env.rank, env.world_size, options);
+      // Bound to the GPU and connected now, as init_process_group(device_id=...) does, not at the
+      // first collective: a GPU NCCL cannot use, or two ranks on one GPU, fail here.
+      impl_->group->setBoundDeviceId(gpu);
+      impl_->group->eagerConnectSingleDevice(gpu);
+    } catch (const std::exception& e) {
+      throw Error(where + ": the NCCL process group could not start on " + gpu.str() + ": " + one_line(e.what()));
+    }
+    return;
+  }
+#endif
+#ifdef ATTNSEG_WITH_GLOO
   try {
     auto options = c10d::ProcessGroupGloo::Options::create();
     options->timeout = timeout;
@@ -162,6 +258,7 @@ ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds 
   } catch (const std::exception& e) {
     throw Error(where + ": the Gloo process group could not start: " + one_line(e.what()));
   }
+#endif
 }
 
 ProcessGroup::~ProcessGroup() = default;
@@ -170,17 +267,20 @@ int ProcessGroup::rank() const { return impl_->env.rank; }
 int ProcessGroup::size() const { return impl_->env.world_size; }
 
 void ProcessGroup::broadcast(at::Tensor& tensor, int root) {
-  std::vector<at::Tensor> one{tensor};
+  std::vector<at::Tensor> one{impl_->staged(tensor)};
   c10d::BroadcastOptions options;
   options.rootRank = root;
   impl_->wait(impl_->group->broadcast(one, options), "broadcast");
+  impl_->unstage(one[0], tensor);
 }
 
 void ProcessGroup::all_reduce_sum(at::Tensor& tensor) {
-  std::vector<at::Tensor> one{tensor};
+  std::vector<at::Tensor> one{impl_->staged(tensor)};
   impl_->wait(impl_->group->allreduce(one), "all-reduce");
+  impl_->unstage(one[0], tensor);
 }
 
+// The buckets live where the parameters do: on the rank's GPU in an NCCL job.
 std::unique_ptr<ProcessGroup::Pending> ProcessGroup::start_all_reduce_sum(at::Tensor& flat) {
   class GlooPending : public Pending {
    public:
@@ -198,10 +298,11 @@ std::unique_ptr<ProcessGroup::Pending> ProcessGroup::start_all_reduce_sum(at::Te
 #else
 
 bool distributed_available() { return false; }
+bool nccl_available() { return false; }
 
 struct ProcessGroup::Impl {};
 
-ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds) {
+ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds, std::optional<c10::Device>) {
   throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
               ": this build has no c10d process group (Debian's libgloo-dev was missing when it was configured; "
               "run tools/setup.sh and build again)");

@@ -1,17 +1,19 @@
 // Data-parallel training on PyTorch's own distributed engine, c10d: a process joins a group
 // the way PyTorch jobs do (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, as torchrun
 // or a Slurm wrapper sets them; rendezvous through c10d's TCPStore), with the Gloo process
-// group on CPUs. Every rank starts from rank 0's parameters and buffers; the gradients are
-// averaged over the ranks in buckets whose all-reduce starts during the backward pass, as soon
-// as the bucket's last gradient is ready (c10d's reducer does the same in DDP); the buffers a
-// training step changes (BatchNorm statistics, EMA bases, routing centroids) are made rank 0's
-// again after every step, as DDP's broadcast_buffers does.
+// group on CPUs and NCCL's on GPUs (a CUDA build whose LibTorch has it). Every rank starts from
+// rank 0's parameters and buffers; the gradients are averaged over the ranks in buckets whose
+// all-reduce starts during the backward pass, as soon as the bucket's last gradient is ready
+// (c10d's reducer does the same in DDP); the buffers a training step changes (BatchNorm
+// statistics, EMA bases, routing centroids) are made rank 0's again after every step, as DDP's
+// broadcast_buffers does.
 //
-// The c10d headers stay inside distributed.cpp: a build without them (no libgloo-dev) still
-// compiles, and joining a group there is refused with one line.
+// The c10d headers stay inside distributed.cpp: a build without them (no libgloo-dev, no
+// NCCL) still compiles, and joining a group there is refused with one line.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <chrono>
 #include <cstdint>
@@ -39,12 +41,18 @@ std::optional<DistributedEnv> distributed_env_from_environment();
 // Whether this build has c10d's Gloo process group.
 bool distributed_available();
 
-// A c10d process group (Gloo) and what training asks of it. Joining waits up to `timeout` for
-// every rank; a collective that waits longer (a rank that died or hangs) throws
-// attnseg::Error naming the operation and this rank.
+// Whether this build has c10d's NCCL process group (a CUDA build whose LibTorch has NCCL).
+bool nccl_available();
+
+// A c10d process group (Gloo, or NCCL given `nccl_gpu`) and what training asks of it. Joining
+// waits up to `timeout` for every rank; a collective that waits longer (a rank that died or
+// hangs) throws attnseg::Error naming the operation and this rank. With NCCL the group binds
+// this rank to `nccl_gpu` (made the current CUDA device) and connects at once; it takes CPU
+// tensors too, moving them through that GPU.
 class ProcessGroup {
  public:
-  ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds timeout);
+  ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds timeout,
+               std::optional<c10::Device> nccl_gpu = std::nullopt);
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
