@@ -15,6 +15,7 @@
 
 #include "attention/criss_cross_fused.h"
 #include "attention/functional.h"
+#include "attention/lattice_hash.h"
 #include "attention/permutohedral.h"
 #include "attention/registry.h"
 #include "attention/scram.h"
@@ -156,8 +157,8 @@ TEST_P(GpuBlock, ForwardAndBackwardOnCudaMatchTheCpuInFloat64) {
 INSTANTIATE_TEST_SUITE_P(EveryBlock, GpuBlock, ::testing::ValuesIn(block_names()),
                          [](const auto& info) { return info.param; });
 
-// The lattice's GPU form (tensor operations, a sort-based vertex table) against the CPU
-// lattice, forward and gradient, on odd sizes.
+// The lattice's GPU form (tensor operations over a vertex table from the hash table's kernels)
+// against the CPU lattice, forward and gradient, on odd sizes.
 TEST(GpuLattice, PermutohedralOnCudaMatchesTheCpuLatticeForwardAndGradient) {
   SKIP_WITHOUT_CUDA();
   NoTf32 exact;
@@ -210,6 +211,41 @@ TEST(GpuCrissCross, FusedKernelsOnCudaMatchTheUnfusedCpuPathInFloat64FloatAndBfl
       } else {
         EXPECT_GT(cosine(half[i], cpu[i]), 0.99) << what[i] << " bf16 " << size;
       }
+    }
+  }
+}
+
+// The hash table's kernels on the device: the same distinct rows as the host's table (in another
+// order: the slots the threads win differ), every row mapped to its own, and each neighbour the
+// row one step away or M, over rows with many repeats.
+TEST(GpuLattice, HashTableOnCudaHoldsTheHostTablesRowsAndNeighbours) {
+  SKIP_WITHOUT_CUDA();
+  if (!lattice_hash::available(target())) GTEST_SKIP() << "this build has no CUDA kernels";
+  const int64_t d = 5;
+  const at::Tensor distinct =
+      at::cat({torch::randint(3, {5000, 1}, at::kLong), torch::randint(-3, 4, {5000, d}, at::kLong)}, 1);
+  const at::Tensor rows = distinct.index_select(0, torch::randint(5000, {40000}, at::kLong));
+  const lattice_hash::Table host = lattice_hash::build(rows), device = lattice_hash::build(rows.to(target()));
+  ASSERT_EQ(device.rows.device(), target());
+  const at::Tensor table = device.rows.cpu();
+  EXPECT_TRUE(torch::equal(std::get<0>(torch::unique_dim(table, 0)), std::get<0>(torch::unique_dim(host.rows, 0))));
+  EXPECT_TRUE(torch::equal(table.index_select(0, device.ids.cpu()), rows));
+  const int64_t m = table.size(0);
+  for (int64_t dir = 0; dir <= d; ++dir) {
+    const at::Tensor nb = device.neighbours[dir].cpu();
+    for (int64_t side = 0; side < 2; ++side) {
+      at::Tensor shift = at::full({d + 1}, side == 0 ? -1 : 1, at::kLong);
+      shift[0] = 0;
+      if (dir < d) shift[dir + 1] = side == 0 ? d : -d;  // direction d moves the implicit last coordinate
+      const at::Tensor ids = nb[side].narrow(0, 0, m), present = ids.lt(m);
+      // Where found: exactly the row one step away; where not: that row is in no vertex's place.
+      EXPECT_TRUE(torch::equal(table.index_select(0, ids.masked_select(present)),
+                               (table + shift).index_select(0, present.nonzero().squeeze(1))))
+          << "direction " << dir << " side " << side;
+      const at::Tensor missing = (table + shift).index_select(0, present.logical_not().nonzero().squeeze(1));
+      const at::Tensor joined = at::cat({table, missing});
+      EXPECT_EQ(std::get<0>(torch::unique_dim(joined, 0)).size(0), joined.size(0))
+          << "a neighbour the table holds was not found, direction " << dir << " side " << side;
     }
   }
 }

@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <sstream>
 #include <vector>
 
+#include "attention/lattice_hash.h"
 #include "attention/permutohedral.h"
 #include "fixture.h"
 #include "permutohedral_reference.h"
@@ -319,18 +321,27 @@ std::vector<LatticeCase> lattice_cases() {
 
 constexpr double kTensorFormStd = 0.8;
 
+using Attention = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, bool);
+
+// The tensor form with its vertex table from sorts and from the hash table's kernels.
+std::vector<std::pair<std::string, Attention>> tensor_forms() {
+  return {{"sorted table", functional::permutohedral_attention_tensor},
+          {"hashed table", functional::permutohedral_attention_hashed}};
+}
+
 TEST(PermutohedralTensorForm, ForwardEqualsTheCpuKernelInFloat64) {
   for (const LatticeCase& c : lattice_cases()) {
     for (const bool normalize : {false, true}) {
       const at::Tensor cpu =
           functional::permutohedral_attention(c.q, c.k, c.v, kTensorFormStd, normalize);
-      const at::Tensor tensor =
-          functional::permutohedral_attention_tensor(c.q, c.k, c.v, kTensorFormStd, normalize);
       // Every query reached, so the comparison covers the blur everywhere.
       if (!normalize) {
         ASSERT_TRUE((cpu.abs().sum(1) > 0).all().item<bool>()) << c.name;
       }
-      EXPECT_LT(max_relative_error(tensor, cpu), 1e-10) << c.name << " normalize " << normalize;
+      for (const auto& [form, attention] : tensor_forms()) {
+        const at::Tensor tensor = attention(c.q, c.k, c.v, kTensorFormStd, normalize);
+        EXPECT_LT(max_relative_error(tensor, cpu), 1e-10) << c.name << " normalize " << normalize << " " << form;
+      }
     }
   }
 }
@@ -349,12 +360,14 @@ TEST(PermutohedralTensorForm, GradientEqualsTheCpuKernelsHandWrittenBackward) {
         return std::vector<at::Tensor>{q.grad(), k.grad(), v.grad()};
       };
       const auto cpu = gradients(functional::permutohedral_attention);
-      const auto tensor = gradients(functional::permutohedral_attention_tensor);
-      const char* what[] = {"dq", "dk", "dv"};
-      for (size_t i = shared ? 1 : 0; i < cpu.size(); ++i) {
-        ASSERT_GT(cpu[i].abs().max().item<double>(), 0) << c.name << " " << what[i];
-        EXPECT_LT(max_relative_error(tensor[i], cpu[i]), 1e-9)
-            << c.name << " normalize " << normalize << " " << what[i];
+      for (const auto& [form, attention] : tensor_forms()) {
+        const auto tensor = gradients(attention);
+        const char* what[] = {"dq", "dk", "dv"};
+        for (size_t i = shared ? 1 : 0; i < cpu.size(); ++i) {
+          ASSERT_GT(cpu[i].abs().max().item<double>(), 0) << c.name << " " << what[i];
+          EXPECT_LT(max_relative_error(tensor[i], cpu[i]), 1e-9)
+              << c.name << " normalize " << normalize << " " << what[i] << " " << form;
+        }
       }
     }
   }
@@ -371,15 +384,14 @@ TEST(PermutohedralTensorForm, FiltersEachSampleOnItsOwnLattice) {
   const at::Tensor v0 = torch::randn({1, 3, 7, 5}, torch::kDouble),
                    v1 = torch::randn({1, 3, 7, 5}, torch::kDouble);
   const at::Tensor k = torch::cat({k0, k1}), q = torch::cat({q0, q1}), v = torch::cat({v0, v1});
-  for (const bool shared : {true, false}) {
-    const at::Tensor both =
-        functional::permutohedral_attention_tensor(shared ? k : q, k, v, kTensorFormStd);
-    const at::Tensor alone0 =
-        functional::permutohedral_attention_tensor(shared ? k0 : q0, k0, v0, kTensorFormStd);
-    const at::Tensor alone1 =
-        functional::permutohedral_attention_tensor(shared ? k1 : q1, k1, v1, kTensorFormStd);
-    EXPECT_LT(max_relative_error(both.narrow(0, 0, 1), alone0), 1e-12) << "shared " << shared;
-    EXPECT_LT(max_relative_error(both.narrow(0, 1, 1), alone1), 1e-12) << "shared " << shared;
+  for (const auto& [form, attention] : tensor_forms()) {
+    for (const bool shared : {true, false}) {
+      const at::Tensor both = attention(shared ? k : q, k, v, kTensorFormStd, true);
+      const at::Tensor alone0 = attention(shared ? k0 : q0, k0, v0, kTensorFormStd, true);
+      const at::Tensor alone1 = attention(shared ? k1 : q1, k1, v1, kTensorFormStd, true);
+      EXPECT_LT(max_relative_error(both.narrow(0, 0, 1), alone0), 1e-12) << "shared " << shared << " " << form;
+      EXPECT_LT(max_relative_error(both.narrow(0, 1, 1), alone1), 1e-12) << "shared " << shared << " " << form;
+    }
   }
 }
 
@@ -416,8 +428,8 @@ TEST(PermutohedralTensorForm, ReducedPrecisionIsFilteredInFloatAndReturnedInItsD
   const LatticeCase c = lattice_cases()[1];  // D=3, queries apart from the keys
   for (const auto type : {torch::kBFloat16, torch::kHalf}) {
     const at::Tensor q = c.q.to(type), k = c.k.to(type), v = c.v.to(type);
-    for (const auto attention :
-         {functional::permutohedral_attention, functional::permutohedral_attention_tensor}) {
+    for (const auto attention : {functional::permutohedral_attention, functional::permutohedral_attention_tensor,
+                                 functional::permutohedral_attention_hashed}) {
       const at::Tensor out = attention(q, k, v, kTensorFormStd, true);
       EXPECT_EQ(out.scalar_type(), type);
       EXPECT_TRUE(torch::equal(out, attention(q.to(torch::kFloat), k.to(torch::kFloat),
@@ -449,6 +461,89 @@ TEST(Permutohedral, TrainingModeMatchesEvalMode) {
 TEST(Permutohedral, RejectsHeadsThatDoNotDivideChannels) {
   EXPECT_THROW(Permutohedral(PermutohedralOptions(16).heads(3)), c10::Error);
   EXPECT_THROW(Permutohedral(PermutohedralOptions(16).kernel_std(0)), c10::Error);
+}
+
+// --- the hash table's kernels (lattice_hash_kernel.h), run on the host ----------------------
+
+// 6000 rows of two samples drawn from 400 distinct ones, negative coordinates among them, so
+// probes collide and many threads insert the same row at once.
+at::Tensor repeated_rows(int64_t d) {
+  torch::manual_seed(21);
+  const at::Tensor distinct = at::cat({torch::randint(2, {400, 1}, torch::kLong), torch::randint(-9, 10, {400, d}, torch::kLong)}, 1);
+  return distinct.index_select(0, torch::randint(400, {6000}, torch::kLong));
+}
+
+void expect_table_of(const at::Tensor& rows, const lattice_hash::Table& table, const std::string& what) {
+  const at::Tensor expected = std::get<0>(torch::unique_dim(rows, 0));
+  ASSERT_EQ(table.rows.size(0), expected.size(0)) << what;
+  EXPECT_TRUE(torch::equal(std::get<0>(torch::unique_dim(table.rows, 0)), expected)) << what;
+  EXPECT_TRUE(torch::equal(table.rows.index_select(0, table.ids), rows)) << what;
+}
+
+TEST(LatticeHash, TableHoldsEachDistinctRowOnceAndMapsEveryRowToItsOwn) {
+  for (const int64_t d : {1, 4, 8}) {
+    const at::Tensor rows = repeated_rows(d);
+    expect_table_of(rows, lattice_hash::build(rows), "d=" + std::to_string(d));
+  }
+}
+
+// A table all but full: long probe chains, so rows that differ in one column alone (the sample
+// among them) meet in a slot's comparison, and every insert and lookup walks past others.
+TEST(LatticeHash, AnAlmostFullTableStillSeparatesRowsThatDifferInOneColumn) {
+  // 2 samples × 31 coordinates = 62 distinct rows, 63 rows, in 64 slots.
+  const at::Tensor sample = torch::arange(2, torch::kLong).repeat_interleave(31).view({62, 1});
+  const at::Tensor coord = torch::arange(-15, 16, torch::kLong).repeat(2).view({62, 1});
+  const at::Tensor rows = at::cat({at::cat({sample, coord}, 1), torch::tensor({{1, 4}}, torch::kLong)});
+  const lattice_hash::Table table = lattice_hash::build(rows, 64);
+  expect_table_of(rows, table, "64 slots");
+  EXPECT_EQ(table.rows.size(0), 62);
+  EXPECT_THROW(lattice_hash::build(rows, 63), c10::Error) << "not a power of two";
+  EXPECT_THROW(lattice_hash::build(rows, 32), c10::Error) << "fewer slots than rows";
+}
+
+// Each vertex's neighbour along each direction and side is the row one step away (±d in that
+// coordinate, ∓1 in the others, the sample kept) when the table holds it, else M; column M is M.
+TEST(LatticeHash, NeighboursAreTheRowsOneStepAwayOrMWhereTheTableLacksThem) {
+  const int64_t d = 3;
+  // A dense patch, so that most steps land on a row of the table and some do not.
+  const at::Tensor rows = at::cat({torch::zeros({2000, 1}, torch::kLong), torch::randint(-4, 5, {2000, d}, torch::kLong)}, 1);
+  const lattice_hash::Table table = lattice_hash::build(rows);
+  const int64_t m = table.rows.size(0);
+  std::map<std::vector<int64_t>, int64_t> index;
+  for (int64_t i = 0; i < m; ++i) {
+    const at::Tensor r = table.rows[i].contiguous();
+    index[std::vector<int64_t>(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + d + 1)] = i;
+  }
+  ASSERT_EQ(table.neighbours.size(), static_cast<size_t>(d + 1));
+  int64_t found = 0, missing = 0;
+  for (int64_t dir = 0; dir <= d; ++dir) {
+    const at::Tensor nb = table.neighbours[dir];
+    ASSERT_EQ(nb.sizes(), (at::IntArrayRef{2, m + 1}));
+    for (int64_t side = 0; side < 2; ++side) {
+      EXPECT_EQ(nb[side][m].item<int64_t>(), m);
+      for (int64_t i = 0; i < m; ++i) {
+        std::vector<int64_t> key(d + 1);
+        for (int64_t j = 0; j <= d; ++j) {
+          const int64_t along = j == 0 ? 0 : (j - 1 == dir ? d : -1);
+          key[j] = table.rows[i][j].item<int64_t>() + (side == 0 ? along : -along);
+        }
+        const auto it = index.find(key);
+        const int64_t expected = it == index.end() ? m : it->second;
+        (expected == m ? missing : found)++;
+        ASSERT_EQ(nb[side][i].item<int64_t>(), expected) << "vertex " << i << " direction " << dir << " side " << side;
+      }
+    }
+  }
+  EXPECT_GT(found, 0);
+  EXPECT_GT(missing, 0);
+}
+
+TEST(LatticeHash, AnEmptyTableHasNoVerticesAndEveryNeighbourColumnIsM) {
+  const lattice_hash::Table table = lattice_hash::build(torch::zeros({0, 4}, torch::kLong));
+  EXPECT_EQ(table.rows.size(0), 0);
+  EXPECT_EQ(table.ids.numel(), 0);
+  ASSERT_EQ(table.neighbours.size(), 4u);
+  for (const at::Tensor& nb : table.neighbours) EXPECT_TRUE(torch::equal(nb, torch::zeros({2, 1}, torch::kLong)));
 }
 
 }  // namespace

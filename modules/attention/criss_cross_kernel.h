@@ -18,10 +18,12 @@
 
 #include <cstdint>
 
+#ifndef ATTNSEG_HOST_DEVICE
 #if defined(__CUDACC__)
 #define ATTNSEG_HOST_DEVICE __host__ __device__
 #else
 #define ATTNSEG_HOST_DEVICE
+#endif
 #endif
 
 namespace attnseg::criss_cross {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "attention/lattice_hash.h"
 #include "core/device.h"
 
 namespace attnseg {
@@ -465,16 +466,34 @@ std::vector<at::Tensor> tensor_neighbours(const at::Tensor& table) {
   return neighbours;
 }
 
+// The vertex table and its neighbours from the hash table's kernels (lattice_hash.h) instead
+// of the sorts: the same vertices in another order.
+VertexTable hashed_vertex_table(const TensorSimplices& keys, const TensorSimplices* queries,
+                                std::vector<at::Tensor>& neighbours) {
+  const int64_t d1 = keys.weight.size(-1), nk = keys.rows.size(0);
+  lattice_hash::Table hashed = lattice_hash::build(queries ? at::cat({keys.rows, queries->rows}) : keys.rows);
+  VertexTable table;
+  table.rows = hashed.rows;
+  table.key_vertex = hashed.ids.narrow(0, 0, nk).view({-1, d1});
+  if (queries) table.query_vertex = hashed.ids.narrow(0, nk, queries->rows.size(0)).view({-1, d1});
+  neighbours = std::move(hashed.neighbours);
+  return table;
+}
+
 // PermutohedralFilter's forward (the same vertices, weights, blur and scales) from tensor
 // operations, so autograd derives its gradient: splat with index_add, blur with index_select,
-// slice with index_select, over one grid holding every sample's vertices.
+// slice with index_select, over one grid holding every sample's vertices. The vertex table
+// from sorts, or (`hashed`) from the hash table's kernels.
 at::Tensor tensor_filter(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         double kernel_std) {
+                         double kernel_std, bool hashed) {
   const bool shared = q.is_same(k);
   const int64_t batch = v.size(0), c = v.size(1), d = k.size(1), d1 = d + 1;
   const TensorSimplices keys = tensor_simplices(k, kernel_std);
   const TensorSimplices queries = shared ? keys : tensor_simplices(q, kernel_std);
-  const VertexTable table = vertex_table(keys, shared ? nullptr : &queries);
+  std::vector<at::Tensor> neighbours;
+  const VertexTable table = hashed ? hashed_vertex_table(keys, shared ? nullptr : &queries, neighbours)
+                                   : vertex_table(keys, shared ? nullptr : &queries);
+  if (!hashed) neighbours = tensor_neighbours(table.rows);
   const int64_t m = table.rows.size(0);
   const at::Tensor rows = v.transpose(1, 2).reshape({-1, c});
   const at::Tensor key_weight = keys.weight.reshape({-1, d1}).to(v.scalar_type());
@@ -482,7 +501,7 @@ at::Tensor tensor_filter(const at::Tensor& q, const at::Tensor& k, const at::Ten
   for (int64_t t = 0; t < d1; ++t)
     grid = grid.index_add(0, table.key_vertex.select(1, t),
                           key_weight.select(1, t).unsqueeze(1) * rows);
-  for (const at::Tensor& nb : tensor_neighbours(table.rows))
+  for (const at::Tensor& nb : neighbours)
     grid = grid + kBlurSide * (grid.index_select(0, nb[0]) + grid.index_select(0, nb[1]));
   const at::Tensor query_vertex = shared ? table.key_vertex : table.query_vertex;
   const at::Tensor query_weight =
@@ -492,6 +511,14 @@ at::Tensor tensor_filter(const at::Tensor& q, const at::Tensor& k, const at::Ten
     out = out +
           query_weight.select(1, t).unsqueeze(1) * grid.index_select(0, query_vertex.select(1, t));
   return out.view({batch, -1, c}).transpose(1, 2);
+}
+
+at::Tensor sorted_filter(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double kernel_std) {
+  return tensor_filter(q, k, v, kernel_std, /*hashed=*/false);
+}
+
+at::Tensor hashed_filter(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double kernel_std) {
+  return tensor_filter(q, k, v, kernel_std, /*hashed=*/true);
 }
 
 at::Tensor cpu_filter(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -551,13 +578,20 @@ namespace functional {
 
 at::Tensor permutohedral_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    double kernel_std, bool normalize) {
-  return attention(q, k, v, kernel_std, normalize,
-                   v.device().is_cpu() ? cpu_filter : tensor_filter);
+  const Filter filter = v.device().is_cpu()                      ? cpu_filter
+                        : lattice_hash::available(v.device()) ? hashed_filter
+                                                              : sorted_filter;
+  return attention(q, k, v, kernel_std, normalize, filter);
 }
 
 at::Tensor permutohedral_attention_tensor(const at::Tensor& q, const at::Tensor& k,
                                           const at::Tensor& v, double kernel_std, bool normalize) {
-  return attention(q, k, v, kernel_std, normalize, tensor_filter);
+  return attention(q, k, v, kernel_std, normalize, sorted_filter);
+}
+
+at::Tensor permutohedral_attention_hashed(const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v, double kernel_std, bool normalize) {
+  return attention(q, k, v, kernel_std, normalize, hashed_filter);
 }
 
 at::Tensor permutohedral_vertices(const at::Tensor& q, const at::Tensor& k, double kernel_std) {

@@ -40,9 +40,10 @@ namespace functional {
 // out_i = Σ_j K(q_i, k_j) v_j / Σ_j K(q_i, k_j), K ≈ exp(−‖q_i − k_j‖² / 2σ²) as the
 // permutohedral lattice approximates it (without the division when !normalize; queries whose
 // simplex the blur does not reach get 0). q: [B, D, *Q], k: [B, D, *K], v: [B, C, *K] →
-// [B, C, *Q]; differentiable in q, k and v. CPU tensors run the hand-written kernel, tensors on
-// any other device permutohedral_attention_tensor. bf16 and half inputs (autocast) are filtered
-// in float, accumulating in fp32, and the result returned in their dtype.
+// [B, C, *Q]; differentiable in q, k and v. CPU tensors run the hand-written kernel; tensors on
+// any other device permutohedral_attention_hashed where the hash table's kernels run there
+// (CUDA in a build with ATTNSEG_WITH_CUDA), else permutohedral_attention_tensor. bf16 and half
+// inputs (autocast) are filtered in float, accumulating in fp32, and returned in their dtype.
 at::Tensor permutohedral_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    double kernel_std = 1.0, bool normalize = true);
 
@@ -51,6 +52,13 @@ at::Tensor permutohedral_attention(const at::Tensor& q, const at::Tensor& k, con
 // [sample, vertex coordinates] stand in for the hash table, and autograd derives the gradient,
 // which is the one the CPU kernel's backward writes out. Runs on the CPU too, to compare.
 at::Tensor permutohedral_attention_tensor(const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v, double kernel_std = 1.0,
+                                          bool normalize = true);
+
+// The tensor form with its vertex table built by the hash table's kernels (lattice_hash.h)
+// instead of sorts: what CUDA tensors run in a build with ATTNSEG_WITH_CUDA. Runs on the CPU
+// too (the same per-thread code in loops), to compare.
+at::Tensor permutohedral_attention_hashed(const at::Tensor& q, const at::Tensor& k,
                                           const at::Tensor& v, double kernel_std = 1.0,
                                           bool normalize = true);
 
