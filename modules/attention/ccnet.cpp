@@ -26,10 +26,11 @@ void CrissCrossImpl::reset() {
 }
 
 torch::Tensor CrissCrossImpl::pass(const torch::Tensor& x) {
-  const bool fused = options.kernel() == "fused" || (options.kernel() == "auto" && x.is_cuda() &&
-                                                      criss_cross::fused_available(x.device()));
-  const auto attention = fused ? functional::criss_cross_attention_fused : functional::criss_cross_attention;
-  return x + gamma * attention(query_(x), key_(x), value_(x));
+  const torch::Tensor q = query_(x), k = key_(x), v = value_(x);
+  const bool reduced = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
+  const bool fused = options.kernel() == "fused" ||
+                     (options.kernel() == "auto" && q.is_cuda() && !reduced && criss_cross::fused_available(q.device()));
+  return x + gamma * (fused ? functional::criss_cross_attention_fused(q, k, v) : functional::criss_cross_attention(q, k, v));
 }
 
 torch::Tensor CrissCrossImpl::forward(const torch::Tensor& x) {
