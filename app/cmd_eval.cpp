@@ -1,11 +1,16 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <memory>
+#include <optional>
 
 #include "commands.h"
 #include "common.h"
 #include "core/atomic_file.h"
+#include "data/dataset.h"
+#include "engine/distributed.h"
 #include "engine/evaluator.h"
+#include "launch.h"
 
 namespace attnseg::app {
 
@@ -14,14 +19,33 @@ void setup_eval(CLI::App& app, EvalOptions& options) {
   app.add_option("--checkpoint", options.checkpoint, "checkpoint to evaluate (default with a run directory: its latest)");
   app.add_option("--json", options.json, "write every figure to this JSON file");
   app.add_option("--show-dir", options.show_dir, "write colour overlays of the predictions here");
+  app.add_option("--nproc", options.nproc,
+                 "start N local processes, each segmenting every N-th image (c10d: Gloo, or NCCL on GPUs); under "
+                 "torchrun or with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, each process joins that job "
+                 "instead")
+      ->check(CLI::Range(1, 1024));
   app.add_option("overrides", options.overrides, "dotted.key=value overrides");
 }
 
 int run_eval(const EvalOptions& options) {
   const TrainedModel trained = resolve_trained_model(options.config, options.checkpoint);
-  const Experiment experiment = read_experiment(Config::load(trained.config, options.overrides));
-  const Runtime runtime = begin_command("eval", experiment.runtime);
-  const EvalResult result = evaluate(experiment, runtime, trained.checkpoint, options.show_dir);
+  Experiment experiment = read_experiment(Config::load(trained.config, options.overrides));
+  if (options.nproc > 1) {
+    // What every rank would refuse alike is refused once, before any rank starts.
+    const bool nccl = check_local_launch(experiment.runtime);
+    FolderDataset val_split(experiment.data.val);
+    return launch_local_ranks("eval", options.nproc, options.argv, nccl, "");
+  }
+  const std::optional<DistributedEnv> env = prepare_rank(experiment.runtime);
+  Runtime runtime = begin_command("eval", experiment.runtime);
+  std::unique_ptr<ProcessGroup> group;
+  SumOverRanks sum_over_ranks;
+  if (env) {
+    group = join_job(*env, experiment.runtime, runtime);
+    sum_over_ranks = [&group](at::Tensor& t) { group->all_reduce_sum(t); };
+  }
+  const EvalResult result = evaluate(experiment, runtime, trained.checkpoint, options.show_dir, sum_over_ranks);
+  if (runtime.rank != 0) return 0;  // rank 0 reports for the job
   std::printf("%s", format_report(result).c_str());
   if (!options.json.empty()) {
     write_text_atomically(options.json, report_json(result).dump(2) + "\n");

@@ -37,7 +37,9 @@ int run_train(const TrainOptions& options);
 
 struct EvalOptions {
   std::string config, checkpoint, json, show_dir;
+  int nproc = 1;                  // local processes to shard the validation images over
   std::vector<std::string> overrides;
+  std::vector<std::string> argv;  // the whole command line, for --nproc to start the ranks with
 };
 void setup_eval(CLI::App& app, EvalOptions& options);
 int run_eval(const EvalOptions& options);

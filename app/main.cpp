@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   setup_demo(*app.add_subcommand("demo", "Segment a video or camera stream (headless: to a video file)"), demo);
 
   train.argv.assign(argv, argv + argc);
+  eval.argv = train.argv;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

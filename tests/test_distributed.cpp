@@ -2,6 +2,7 @@
 // `attnseg train --nproc 2`, and two processes launched through the environment as torchrun
 // sets it. Each run is the tiny model on a tiny synthetic dataset (a few seconds).
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -137,6 +138,32 @@ TEST_F(Distributed, ProcessesLaunchedThroughTheEnvironmentAsTorchrunSetsItFormOn
   const auto [parameters, buffers] = difference(load("nproc", 4), load("env", 4));
   EXPECT_EQ(parameters, 0.0);
   EXPECT_EQ(buffers, 0.0);
+}
+
+// `attnseg eval --nproc 2`: rank 0 segments validation images 0 and 2, rank 1 image 1 (an
+// uneven shard), each writing its own overlays; the report is the one-process report (the same
+// confusion matrix, image count, mIoU and per-class figures) and the overlays are the same files.
+TEST_F(Distributed, EvalInTwoProcessesReportsTheOneProcessConfusionMatrixAndWritesEveryOverlay) {
+  const auto trained = train("run", "", 2);
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  auto eval = [&](const std::string& name, const std::string& extra) {
+    const auto r = run_attnseg("eval '" + (dir / "tiny.yaml").string() + "' --checkpoint '" +
+                               (dir / "run/iter_2.pt").string() + "' --json '" + (dir / (name + ".json")).string() +
+                               "' --show-dir '" + (dir / name).string() + "' runtime.device=cpu " + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return nlohmann::json::parse(test::read_file(dir / (name + ".json")));
+  };
+  const nlohmann::json one = eval("one", ""), two = eval("two", "--nproc 2");
+  EXPECT_EQ(two["images"], 3);
+  for (const char* key : {"images", "confusion", "aAcc", "mIoU", "classes"}) EXPECT_EQ(two[key], one[key]) << key;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir / "one")) names.push_back(entry.path().filename().string());
+  ASSERT_EQ(names.size(), 3u);
+  for (const std::string& name : names) {
+    ASSERT_TRUE(fs::exists(dir / "two" / name)) << name;
+    EXPECT_EQ(test::read_file(dir / "two" / name), test::read_file(dir / "one" / name)) << name;
+  }
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir / "two"), fs::directory_iterator()), 3);
 }
 
 // A rank that dies (SIGKILL as it starts its sixth step) ends the job: the launcher names it,

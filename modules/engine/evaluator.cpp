@@ -136,7 +136,7 @@ std::vector<std::string> read_region_names(const fs::path& root) {
 }
 
 EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path& checkpoint,
-                    const fs::path& show_dir) {
+                    const fs::path& show_dir, const SumOverRanks& sum_over_ranks) {
   FolderDataset dataset(x.data.val);
   Segmentor model = build_model(x, runtime);
   load_checkpoint(checkpoint, model);
@@ -153,8 +153,12 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   // One matrix each (copies of one would share its tensor).
   std::vector<ConfusionMatrix> region_confusion;
   for (size_t r = 0; r < region_names.size(); ++r) region_confusion.emplace_back(num_classes);
+  // This rank's images: r, r + W, ... (all of them in one process).
+  const int64_t ranks = std::max(1, runtime.world_size), size = static_cast<int64_t>(dataset.size());
+  const int64_t mine = runtime.rank < size ? (size - runtime.rank + ranks - 1) / ranks : 0;
   Prefetcher<EvalItem> loader(
-      [&](int64_t k) {
+      [&](int64_t j) {
+        const int64_t k = runtime.rank + j * ranks;
         Sample sample = dataset.load(static_cast<size_t>(k));
         at::Tensor image = image_to_tensor(sample.image, x.norm).unsqueeze(0);
         if (runtime.cuda()) image = image.pin_memory();
@@ -165,8 +169,7 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
         }
         return EvalItem{image, mask_to_tensor(sample.mask), regions, sample.image, sample.name};
       },
-      0, static_cast<int64_t>(dataset.size()), static_cast<int>(x.train.workers),
-      static_cast<int>(2 * x.train.workers));
+      0, mine, static_cast<int>(x.train.workers), static_cast<int>(2 * x.train.workers));
   EvalResult result;
   at::Tensor first_image;
   {
@@ -191,8 +194,17 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
       ++result.images;
     }
   }
-  result.metrics = compute_metrics(confusion.matrix());
-  result.confusion = confusion.matrix().to(at::kCPU);
+  result.confusion = confusion.matrix().to(at::kCPU).clone();
+  std::vector<at::Tensor> region_matrices;
+  for (const ConfusionMatrix& m : region_confusion) region_matrices.push_back(m.matrix().to(at::kCPU).clone());
+  if (sum_over_ranks) {
+    sum_over_ranks(result.confusion);
+    for (at::Tensor& m : region_matrices) sum_over_ranks(m);
+    at::Tensor images = at::full({1}, result.images, at::kLong);
+    sum_over_ranks(images);
+    result.images = images.item<int64_t>();
+  }
+  result.metrics = compute_metrics(result.confusion);
   result.class_names = x.data.class_names;
   result.checkpoint = checkpoint.string();
   // The classes a region's IoU averages.
@@ -202,7 +214,7 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   }
   for (size_t c : scored) result.region_classes.push_back(x.data.class_names[c]);
   for (size_t r = 0; r < region_confusion.size(); ++r) {
-    const at::Tensor m = region_confusion[r].matrix().to(at::kCPU);
+    const at::Tensor& m = region_matrices[r];
     const SegMetrics metrics = compute_metrics(m);
     RegionScore score{region_names[r], m.sum().item<int64_t>(), 0, {}};
     double sum = 0;
@@ -214,9 +226,11 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
     score.iou = defined > 0 ? sum / defined : std::numeric_limits<double>::quiet_NaN();
     result.regions.push_back(score);
   }
-  result.speed = measure_speed(model, first_image, x.eval.speed_warmup, x.eval.speed_runs, runtime);
-  measure_erf(model, dataset, x, runtime, result);
-  measure_cue(model, dataset, x, runtime, result);
+  if (runtime.rank == 0) {
+    result.speed = measure_speed(model, first_image, x.eval.speed_warmup, x.eval.speed_runs, runtime);
+    measure_erf(model, dataset, x, runtime, result);
+    measure_cue(model, dataset, x, runtime, result);
+  }
   return result;
 }
 

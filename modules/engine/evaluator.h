@@ -63,9 +63,12 @@ std::vector<std::string> read_region_names(const std::filesystem::path& root);
 
 // mIoU, per-class IoU and accuracy of `checkpoint` on the validation split, and the model's
 // speed on the first validation image, on the runtime's device and precision; with
-// `show_dir`, a colour overlay of each prediction is written there.
+// `show_dir`, a colour overlay of each prediction is written there. Sharded in a data-parallel
+// job as `validate` is (rank r of W segments images r, r + W, ... and writes their overlays;
+// `sum_over_ranks` adds the ranks' confusion matrices and image counts, so every rank gets the
+// one-process figures); speed, ERF and cue influence are measured by rank 0 alone.
 EvalResult evaluate(const Experiment& experiment, const Runtime& runtime, const std::filesystem::path& checkpoint,
-                    const std::filesystem::path& show_dir = {});
+                    const std::filesystem::path& show_dir = {}, const SumOverRanks& sum_over_ranks = {});
 
 // Confusion-matrix metrics of `model` on the first `limit` images of `val` (0: every one),
 // in eval mode for the call and in training mode again after it when it was so before; no
