@@ -1,6 +1,5 @@
 #include "attention/ccnet.h"
 
-#include "attention/criss_cross_fused.h"
 #include "attention/functional.h"
 
 namespace attnseg {
@@ -10,8 +9,8 @@ void CrissCrossOptions::check() const {
   TORCH_CHECK(recurrence() >= 1, "ccnet: recurrence must be at least 1, got ", recurrence());
   TORCH_CHECK(reduction() > 0 && channels() / reduction() >= 1, "ccnet: reduction must be in [1, channels], got ",
               reduction());
-  TORCH_CHECK(kernel() == "auto" || kernel() == "fused" || kernel() == "unfused",
-              "ccnet: kernel must be auto, fused or unfused, got '", kernel(), "'");
+  TORCH_CHECK(kernel() == "unfused" || kernel() == "fused", "ccnet: kernel must be unfused or fused, got '",
+              kernel(), "'");
 }
 
 CrissCrossImpl::CrissCrossImpl(const CrissCrossOptions& options_) : options(options_) { reset(); }
@@ -26,11 +25,9 @@ void CrissCrossImpl::reset() {
 }
 
 torch::Tensor CrissCrossImpl::pass(const torch::Tensor& x) {
-  const torch::Tensor q = query_(x), k = key_(x), v = value_(x);
-  const bool reduced = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
-  const bool fused = options.kernel() == "fused" ||
-                     (options.kernel() == "auto" && q.is_cuda() && !reduced && criss_cross::fused_available(q.device()));
-  return x + gamma * (fused ? functional::criss_cross_attention_fused(q, k, v) : functional::criss_cross_attention(q, k, v));
+  const auto attention =
+      options.kernel() == "fused" ? functional::criss_cross_attention_fused : functional::criss_cross_attention;
+  return x + gamma * attention(query_(x), key_(x), value_(x));
 }
 
 torch::Tensor CrissCrossImpl::forward(const torch::Tensor& x) {

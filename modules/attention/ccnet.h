@@ -6,12 +6,13 @@
 // BlockStart): on only with `model.attention.start: paper`, since from 0 the block is at a
 // saddle (every weight before gamma gets zero gradient) that a few-minute CPU budget does not
 // leave (measured in the README).
-// `kernel` picks the attention's implementation: `unfused` is the LibTorch path (batched
-// products, the energies concatenated and softmaxed: the reference), `fused` the kernels of
-// criss_cross_fused.h, `auto` the fused kernels on a CUDA device in float and double, and the
-// unfused path on the CPU (where its BLAS products were 16-29x faster than the kernels' loops)
-// and in half and bf16 (whose products run on the tensor cores: 764 against 51 TFLOP/s in float
-// on the H200 of the first GPU run, while the kernels add in float on the CUDA cores).
+// `kernel` picks the attention's implementation: `unfused` (the default) is the LibTorch path
+// (batched products, the energies concatenated and softmaxed: the reference), `fused` the
+// kernels of criss_cross_fused.h, which keep one weight tensor instead of several but sum
+// directly: each thread re-reads the weights and values its channel needs, B·C·H·W·(H+W)
+// reads (26 GB at [1, 512, 128, 256]) where the products reuse them from tiles, and on the CPU
+// they were 16-29x slower than the unfused path's BLAS products. Not the default until a GPU
+// run measures them (tools/device_check.sh times both).
 #pragma once
 
 #include <torch/nn/modules/conv.h>
@@ -29,7 +30,7 @@ struct CrissCrossOptions {
   TORCH_ARG(int64_t, recurrence) = 2;
   TORCH_ARG(int64_t, reduction) = 8;
   TORCH_ARG(bool, zero_init) = true;  // gamma starts at 0 (the identity), else at 1
-  TORCH_ARG(std::string, kernel) = "auto";  // auto, fused or unfused
+  TORCH_ARG(std::string, kernel) = "unfused";  // unfused or fused
 
  public:
   template <typename Field>
