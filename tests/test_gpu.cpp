@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "attention/criss_cross_fused.h"
 #include "attention/functional.h"
+#include "attention/kernel_support.h"
 #include "attention/lattice_hash.h"
 #include "attention/permutohedral.h"
 #include "attention/registry.h"
@@ -183,7 +183,7 @@ TEST(GpuLattice, PermutohedralOnCudaMatchesTheCpuLatticeForwardAndGradient) {
 // the gradients, as every block's bf16 check above. Odd sizes, a one-row map among them.
 TEST(GpuCrissCross, FusedKernelsOnCudaMatchTheUnfusedCpuPathInFloat64FloatAndBfloat16) {
   SKIP_WITHOUT_CUDA();
-  if (!criss_cross::fused_available(target())) GTEST_SKIP() << "this build has no CUDA kernels";
+  if (!kernels_run_on(target())) GTEST_SKIP() << "this build has no CUDA kernels";
   for (const auto& m : {std::vector<int64_t>{2, 11, 13}, std::vector<int64_t>{1, 1, 37}}) {
     // Energies of order 1 (9 channels of variance 1/3), as a trained block's.
     const at::Tensor q = torch::randn({m[0], 9, m[1], m[2]}, at::kDouble) / std::sqrt(3.0);
@@ -220,7 +220,7 @@ TEST(GpuCrissCross, FusedKernelsOnCudaMatchTheUnfusedCpuPathInFloat64FloatAndBfl
 // row one step away or M, over rows with many repeats.
 TEST(GpuLattice, HashTableOnCudaHoldsTheHostTablesRowsAndNeighbours) {
   SKIP_WITHOUT_CUDA();
-  if (!lattice_hash::available(target())) GTEST_SKIP() << "this build has no CUDA kernels";
+  if (!kernels_run_on(target())) GTEST_SKIP() << "this build has no CUDA kernels";
   const int64_t d = 5;
   const at::Tensor distinct =
       at::cat({torch::randint(3, {5000, 1}, at::kLong), torch::randint(-3, 4, {5000, d}, at::kLong)}, 1);

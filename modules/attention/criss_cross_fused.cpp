@@ -124,20 +124,13 @@ class FusedCrissCross : public torch::autograd::Function<FusedCrissCross> {
 
 }  // namespace
 
-bool fused_available(const c10::Device& device) {
-#ifdef ATTNSEG_WITH_CUDA
-  if (device.is_cuda()) return true;
-#endif
-  return device.is_cpu();
-}
-
 at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   TORCH_CHECK(q.scalar_type() == k.scalar_type() && k.scalar_type() == v.scalar_type(),
               "criss_cross: q, k and v must have one type, got ", q.scalar_type(), ", ", k.scalar_type(), ", ",
               v.scalar_type());
   TORCH_CHECK(q.device() == k.device() && k.device() == v.device(), "criss_cross: q, k and v must be on one device");
-  TORCH_CHECK(fused_available(q.device()), "criss_cross: the fused kernels run on the CPU",
-              fused_available(c10::Device(c10::kCUDA)) ? " and on CUDA devices" : " (this build has no CUDA kernels)",
+  TORCH_CHECK(kernels_run_on(q.device()), "criss_cross: the fused kernels run on the CPU",
+              kernels_run_on(c10::Device(c10::kCUDA)) ? " and on CUDA devices" : " (this build has no CUDA kernels)",
               ", not on ", q.device());
   return FusedCrissCross::apply(q, k, v);
 }

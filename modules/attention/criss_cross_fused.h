@@ -5,16 +5,12 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/core/Device.h>
 
 namespace attnseg::criss_cross {
 
-// Whether the fused kernels run on `device`: the host always; a CUDA device in a build with
-// ATTNSEG_WITH_CUDA.
-bool fused_available(const c10::Device& device);
-
-// q, k [B, D, H, W] and v [B, C, H, W] of one floating type on one device (shapes checked by
-// the caller) → [B, C, H, W], differentiable in q, k and v.
+// q, k [B, D, H, W] and v [B, C, H, W] of one floating type on one device where this build's
+// kernels run (kernels_run_on; shapes checked by the caller) → [B, C, H, W], differentiable in
+// q, k and v.
 at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 }  // namespace attnseg::criss_cross

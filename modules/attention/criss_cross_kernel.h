@@ -18,13 +18,7 @@
 
 #include <cstdint>
 
-#ifndef ATTNSEG_HOST_DEVICE
-#if defined(__CUDACC__)
-#define ATTNSEG_HOST_DEVICE __host__ __device__
-#else
-#define ATTNSEG_HOST_DEVICE
-#endif
-#endif
+#include "attention/kernel_support.h"
 
 namespace attnseg::criss_cross {
 

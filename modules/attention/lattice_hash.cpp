@@ -43,17 +43,10 @@ void find_neighbours(const at::Tensor& table, const at::Tensor& rows, const at::
 
 }  // namespace
 
-bool available(const c10::Device& device) {
-#ifdef ATTNSEG_WITH_CUDA
-  if (device.is_cuda()) return true;
-#endif
-  return device.is_cpu();
-}
-
 Table build(const at::Tensor& input, int64_t capacity) {
   TORCH_CHECK(input.dim() == 2 && input.size(1) >= 2 && input.scalar_type() == at::kLong,
               "lattice_hash: rows must be [R, 1 + d] int64, got ", input.sizes(), " ", input.scalar_type());
-  TORCH_CHECK(available(input.device()), "lattice_hash: no kernels for ", input.device());
+  TORCH_CHECK(kernels_run_on(input.device()), "lattice_hash: no kernels for ", input.device());
   const at::Tensor rows = input.contiguous();
   const int64_t count = rows.size(0), d = rows.size(1) - 1;
   if (capacity == 0) {

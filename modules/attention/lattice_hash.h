@@ -5,15 +5,10 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/core/Device.h>
 
 #include <vector>
 
 namespace attnseg::lattice_hash {
-
-// Whether the table's kernels run on `device`: the host always; a CUDA device in a build with
-// ATTNSEG_WITH_CUDA.
-bool available(const c10::Device& device);
 
 struct Table {
   at::Tensor rows;  // [M, width] int64: the distinct rows, in no particular order
@@ -24,7 +19,8 @@ struct Table {
   std::vector<at::Tensor> neighbours;
 };
 
-// rows: [R, 1 + d] int64 (the sample, then a vertex's first d coordinates). `capacity`: the
+// rows: [R, 1 + d] int64 (the sample, then a vertex's first d coordinates), on a device where
+// this build's kernels run (kernels_run_on). `capacity`: the
 // table's slots, a power of two above R (0: the smallest at least 2R, at most half full).
 Table build(const at::Tensor& rows, int64_t capacity = 0);
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "attention/kernel_support.h"
 #include "attention/lattice_hash.h"
 #include "core/device.h"
 
@@ -579,7 +580,7 @@ namespace functional {
 at::Tensor permutohedral_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    double kernel_std, bool normalize) {
   const Filter filter = v.device().is_cpu()                      ? cpu_filter
-                        : lattice_hash::available(v.device()) ? hashed_filter
+                        : kernels_run_on(v.device()) ? hashed_filter
                                                               : sorted_filter;
   return attention(q, k, v, kernel_std, normalize, filter);
 }
