@@ -34,6 +34,9 @@ void setup_bench(CLI::App& app, BenchOptions& options) {
                  "(routing.local_heads=0); repeatable")
       ->excludes("--model");
   app.add_flag("--backward", options.backward, "also time forward + backward in training mode");
+  app.add_flag("--no-erf", options.no_erf,
+               "leave out each block's effective receptive field (a forward and backward per sampled position "
+               "at the smallest size: minutes on a large map)");
   app.add_option("--max-memory", options.max_memory_mb,
                  "MB a block may use at its peak (default: what the device has free); a block whose estimated "
                  "peak at the largest size exceeds it is not run");
@@ -69,6 +72,7 @@ int run_bench(const BenchOptions& options) {
   s.warmup = options.warmup;
   s.iters = options.iters;
   s.backward = options.backward;
+  s.erf = !options.no_erf;
   if (!std::isfinite(options.max_memory_mb) || options.max_memory_mb < 0 || options.max_memory_mb > 1e12) {
     throw Error("--max-memory must be a number of megabytes (0 for what the device has free), got " +
                 std::to_string(options.max_memory_mb));

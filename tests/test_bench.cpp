@@ -135,6 +135,19 @@ TEST(Bench, ThroughputFollowsTheMedianAndBackwardIsTimedOnlyWhenAsked) {
   EXPECT_TRUE(bench_json(report)["blocks"][0]["sizes"][0].contains("train_median_ms"));
 }
 
+// The ERF column: measured for every block alone by default, left out (no column, NaN) with
+// --no-erf.
+TEST(Bench, EffectiveReceptiveFieldIsMeasuredUnlessLeftOut) {
+  BenchSettings s = tiny({"none", "ccnet"}, {{5, 7}});
+  BenchReport report = bench_blocks(s, one_thread());
+  for (const auto& b : report.blocks) EXPECT_FALSE(std::isnan(b.erf)) << b.block;
+  EXPECT_NE(format_bench(report).find("ERF % at 5x7"), std::string::npos);
+  s.erf = false;
+  report = bench_blocks(s, one_thread());
+  for (const auto& b : report.blocks) EXPECT_TRUE(std::isnan(b.erf)) << b.block;
+  EXPECT_EQ(format_bench(report).find("ERF"), std::string::npos);
+}
+
 TEST(Bench, CsvHasOneRowPerBlockAndSizeWithEveryColumnFilled) {
   BenchSettings s = tiny({"none", "ccnet"}, {{5, 7}, {6, 9}});
   s.backward = true;

@@ -308,7 +308,7 @@ BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
     }
     result.time_exponent = growth_exponent(tokens, times);
     result.memory_exponent = growth_exponent(tokens, bytes);
-    if (s.model.empty() && !s.sizes.empty()) {
+    if (s.erf && s.model.empty() && !s.sizes.empty()) {
       auto* block = dynamic_cast<AttentionBlockImpl*>(subject.module.get());
       if (block) {
         at::manual_seed(1);
@@ -367,7 +367,7 @@ std::string format_bench(const BenchReport& r) {
     }
   }
   out += " | time ~ N^k  mem ~ N^k";
-  if (s.model.empty() && !s.sizes.empty()) {
+  if (s.erf && s.model.empty() && !s.sizes.empty()) {
     out += "  ERF % at " + std::to_string(s.sizes.front()[0]) + "x" + std::to_string(s.sizes.front()[1]);
   }
   out += "\n";

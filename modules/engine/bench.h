@@ -32,6 +32,9 @@ struct BenchSettings {
   std::vector<std::array<int64_t, 2>> sizes{{32, 64}, {64, 128}};  // height, width
   int64_t channels = 512, batch = 1, warmup = 3, iters = 20;
   bool backward = false;  // also time forward + backward in training mode
+  // A block's effective receptive field at the smallest size (blocks alone only): a forward and
+  // backward per output position sampled, minutes on a large map.
+  bool erf = true;
   // A config file: bench this whole model (sizes are image sizes, 3 input channels) instead
   // of the blocks alone.
   std::string model;
