@@ -14,6 +14,8 @@
 # (default: python3's torch.utils.cmake_prefix_path), BUILD_DIR (default /tmp/attnseg-cuda),
 # JOBS (default nproc), DEADLINE_S (whole run, default 480), SIZES (default 64x128,128x256),
 # ITERS (default 20), MODEL_CONFIG (default configs/cityscapes/ccnet_r50-d8_512x1024_80k.yaml if present),
+# REFS (the reference repositories' folder: the papers' code timed beside ours; default none),
+# REF_BLOCKS (default nonlocal,ccnet,efficient,cbam,gcnet,ema,axial,isa),
 # STEPS (of "configure build test bench", default all).
 set -uo pipefail
 : "${OUT:?OUT must name the folder for the logs}"
@@ -113,6 +115,16 @@ if want bench && [ -x "$B/attnseg" ]; then
       --device cuda --precision "$precision" --blocks ccnet --set ccnet.kernel=fused --sizes "$SIZES" \
       --iters "$ITERS" --channels 512
   done
+  # The papers' reference implementations beside ours on the same GPU, where REFS names the
+  # folder that holds their repositories (tools/reference/common.py; carry it, e.g. .gpu/refs).
+  if [ -n "${REFS:-}" ] && [ -d "$REFS" ]; then
+    for precision in fp32 bf16; do
+      step "references_$precision" $(($(left) / 3)) "$OUT/references_$precision.log" \
+        env BENCH_OUT="$OUT/references_$precision" PYTHON=python3 "$SRC/tools/bench_blocks.sh" --refs "$REFS" \
+        --blocks "${REF_BLOCKS:-nonlocal,ccnet,efficient,cbam,gcnet,ema,axial,isa}" --device cuda \
+        --precision "$precision" --sizes "$SIZES" --iters "$ITERS" --rounds 1 --bin "$B/attnseg"
+    done
+  fi
   MODEL_CONFIG=${MODEL_CONFIG:-configs/cityscapes/ccnet_r50-d8_512x1024_80k.yaml}
   if [ -f "$SRC/$MODEL_CONFIG" ]; then
     for precision in fp32 bf16; do
@@ -120,8 +132,8 @@ if want bench && [ -x "$B/attnseg" ]; then
         "$SRC/$MODEL_CONFIG" --device cuda --precision "$precision" --sizes 512x1024 --iters "$ITERS"
     done
   fi
-  for f in "$OUT"/bench_*.log "$OUT"/model_*.log; do
-    [ -f "$f" ] && { echo "--- $(basename "$f")"; grep -E ' \| |^not run|^error' "$f" | head -n 60; } >>"$SUMMARY"
+  for f in "$OUT"/bench_*.log "$OUT"/model_*.log "$OUT"/references_*/table.md; do
+    [ -f "$f" ] && { echo "--- ${f#"$OUT"/}"; grep -E ' \| |^not run|^error|^\| ' "$f" | head -n 60; } >>"$SUMMARY"
   done
 fi
 echo "total $(($(date +%s) - T0))s" >>"$SUMMARY"

@@ -1,8 +1,13 @@
 """Times the papers' reference implementations the way `attnseg bench` times ours: each
 block alone on a [B, C, H, W] feature map, eval mode, inference mode, warm-up, median and
-quartiles of the timed runs. Prints one JSON document (same shape as `attnseg bench --json`).
+quartiles of the timed runs (each run ends in .item(), which waits for the device). Prints one
+JSON document (same shape as `attnseg bench --json`).
 
     /usr/bin/python3 tools/reference/bench.py --refs REFS --blocks cbam,gcnet
+    python3 tools/reference/bench.py --refs REFS --blocks ccnet --device cuda --precision bf16
+
+On a GPU the tensors a reference makes inside its forward (ccnet's -inf mask) are made there
+too (torch.set_default_device), and bf16 is autocast, as `attnseg bench --precision bf16`.
 """
 import argparse
 import importlib
@@ -33,9 +38,15 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="0: all cores")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
+    device = torch.device(args.device)
+    if device.type != "cpu":
+        torch.set_default_device(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     results = []
     for block in args.blocks.split(","):
@@ -47,15 +58,16 @@ def main():
         # is built for each size.
         per_size = hasattr(module, "build_for")
         net = module.build_for(src, args.channels, *sizes[0]) if per_size else module.build(src, args.channels)
+        net = net.to(device)
         entry = {"block": block, "reference": f"{module.REPO}@{commit}",
                  "parameters": sum(p.numel() for p in net.eval().parameters()), "sizes": []}
         for h, w in sizes:
             if per_size:
-                net = module.build_for(src, args.channels, h, w).eval()
+                net = module.build_for(src, args.channels, h, w).to(device).eval()
             torch.manual_seed(0)
-            x = torch.randn(args.batch, args.channels, h, w)
+            x = torch.randn(args.batch, args.channels, h, w, device=device)
             ms = []
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 for i in range(args.warmup + args.iters):
                     t0 = time.perf_counter()
                     net(x).sum().item()
@@ -64,8 +76,8 @@ def main():
             median, p25, p75 = quartiles(ms)
             entry["sizes"].append({"height": h, "width": w, "median_ms": median, "p25_ms": p25, "p75_ms": p75})
         results.append(entry)
-    json.dump({"channels": args.channels, "batch": args.batch, "threads": threads,
-               "torch": torch.__version__, "blocks": results}, sys.stdout, indent=2)
+    json.dump({"channels": args.channels, "batch": args.batch, "threads": threads, "device": str(device),
+               "precision": args.precision, "torch": torch.__version__, "blocks": results}, sys.stdout, indent=2)
     print()
 
 

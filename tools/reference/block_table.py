@@ -93,7 +93,8 @@ def main():
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\n{ours['threads']} threads, batch {ours['batch']}; each figure the fastest of {n_rounds} "
+    where = f"{ours['threads']} threads" if ours.get("device", "cpu") == "cpu" else ours["device"]
+    print(f"\n{where}, {ours.get('precision', 'fp32')}, batch {ours['batch']}; each figure the fastest of {n_rounds} "
           f"alternating rounds, a round being the median of {ours['iters']} runs after {ours['warmup']} warm-up; "
           "reference on the same machine and LibTorch in the same run.")
 
