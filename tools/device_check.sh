@@ -15,7 +15,8 @@
 # JOBS (default nproc), DEADLINE_S (whole run, default 480), SIZES (default 64x128,128x256),
 # ITERS (default 20), MODEL_CONFIG (default configs/cityscapes/ccnet_r50-d8_512x1024_80k.yaml if present),
 # REFS (the reference repositories' folder: the papers' code timed beside ours; default none),
-# REF_BLOCKS (default nonlocal,ccnet,efficient,cbam,gcnet,ema,axial,isa),
+# REF_BLOCKS (default nonlocal,ccnet,efficient,cbam,gcnet,ema,axial,isa), MODEL_BLOCK (the block of
+# the plain-PyTorch model timed beside ours with REFS, default ccnet),
 # STEPS (of "configure build test bench", default all).
 set -uo pipefail
 : "${OUT:?OUT must name the folder for the logs}"
@@ -130,6 +131,17 @@ if want bench && [ -x "$B/attnseg" ]; then
     for precision in fp32 bf16; do
       step "model_$precision" $(($(left) / 2)) "$OUT/model_$precision.log" "$B/attnseg" bench --model \
         "$SRC/$MODEL_CONFIG" --device cuda --precision "$precision" --sizes 512x1024 --iters "$ITERS"
+    done
+  fi
+  # The same R-50-D8 model in plain PyTorch with the block's reference (tools/reference/model.py),
+  # at the model size above: the C++ pipeline's own overhead is the difference.
+  if [ -n "${REFS:-}" ] && [ -d "$REFS" ]; then
+    for precision in fp32 bf16; do
+      step "torch_model_$precision" $(($(left) / 3)) "$OUT/torch_model_$precision.log" python3 \
+        "$SRC/tools/reference/model.py" --refs "$REFS" --block "${MODEL_BLOCK:-ccnet}" --device cuda \
+        --precision "$precision" --sizes 512x1024 --iters "$ITERS"
+      grep -E '"(block|precision|parameters|median_ms|fps)"' "$OUT/torch_model_$precision.log" | tr -d ' \n' >>"$SUMMARY"
+      echo >>"$SUMMARY"
     done
   fi
   for f in "$OUT"/bench_*.log "$OUT"/model_*.log "$OUT"/references_*/table.md; do
