@@ -2,11 +2,17 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
 
 #include "commands.h"
 #include "common.h"
+#include "core/error.h"
+#include "engine/distributed.h"
 #include "engine/experiment.h"
 #include "engine/sweep.h"
+#include "launch.h"
 
 namespace attnseg::app {
 
@@ -18,6 +24,11 @@ void setup_sweep(CLI::App& app, SweepOptions& options) {
   app.add_option("--rounds", options.rounds, "benchmark rounds over all blocks; each block's fastest counts")
       ->check(positive());
   app.add_option("--iters", options.iters, "timed runs per block and round")->check(positive());
+  app.add_option("--nproc", options.nproc,
+                 "start N local processes that train and evaluate each run as one data-parallel job (c10d: "
+                 "Gloo, or NCCL on GPUs); under torchrun or with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, "
+                 "each process joins that job instead")
+      ->check(CLI::Range(1, 1024));
   app.add_option("overrides", options.overrides, "dotted.key=value overrides, the same for every block");
 }
 
@@ -32,9 +43,24 @@ int run_sweep(const SweepOptions& options) {
   s.seeds = options.seeds;
   s.rounds = options.rounds;
   s.iters = options.iters;
-  const Runtime runtime =
-      begin_command("sweep", read_experiment(Config::load(options.config, options.overrides)).runtime);
-  const Leaderboard board = attnseg::run_sweep(s, runtime);
+  Experiment experiment = read_experiment(Config::load(options.config, options.overrides));
+  if (options.nproc > 1) {
+    // What every rank would refuse alike is refused once, before any rank starts.
+    const bool nccl = check_local_launch(experiment.runtime);
+    if (experiment.train.batch_size < options.nproc) {
+      throw Error("--nproc " + std::to_string(options.nproc) + ": data.batch_size (" +
+                  std::to_string(experiment.train.batch_size) +
+                  ") is each run's batch and must give every rank at least one image");
+    }
+    return launch_local_ranks("sweep", options.nproc, options.argv, nccl,
+                              " (finished runs are kept: the same command continues)");
+  }
+  const std::optional<DistributedEnv> env = prepare_rank(experiment.runtime);
+  Runtime runtime = begin_command("sweep", experiment.runtime);
+  std::unique_ptr<ProcessGroup> group;
+  if (env) group = join_job(*env, experiment.runtime, runtime);
+  const Leaderboard board = attnseg::run_sweep(s, runtime, group.get());
+  if (runtime.rank != 0) return 0;  // rank 0 reports for the job
   std::printf("%s", leaderboard_markdown(board).c_str());
   std::fflush(stdout);
   for (const char* name : {"leaderboard.csv", "leaderboard.md", "leaderboard.png", "scaling.png"}) {

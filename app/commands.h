@@ -69,7 +69,9 @@ int run_bench(const BenchOptions& options);
 struct SweepOptions {
   std::string config, blocks = "all", work_dir;
   int64_t seeds = 1, rounds = 3, iters = 20;
+  int nproc = 1;                  // local processes each run is trained and evaluated by
   std::vector<std::string> overrides;
+  std::vector<std::string> argv;  // the whole command line, for --nproc to start the ranks with
 };
 void setup_sweep(CLI::App& app, SweepOptions& options);
 int run_sweep(const SweepOptions& options);

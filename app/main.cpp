@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
 
   train.argv.assign(argv, argv + argc);
   eval.argv = train.argv;
+  sweep.argv = train.argv;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -166,6 +166,37 @@ TEST_F(Distributed, EvalInTwoProcessesReportsTheOneProcessConfusionMatrixAndWrit
   EXPECT_EQ(std::distance(fs::directory_iterator(dir / "two"), fs::directory_iterator()), 3);
 }
 
+// `attnseg sweep --nproc 2`: each run is the two-process training of its config (the weights of
+// `train --nproc 2` with the same keys, bit for bit) and its sharded evaluation over all the
+// validation images; rank 0 alone writes the reports: one leaderboard with the block's row.
+TEST_F(Distributed, SweepInTwoProcessesTrainsEachRunAsTheTwoProcessTrainingAndReportsOnce) {
+  const std::string keys =
+      " data.batch_size=8 train.iters=2 train.warmup_iters=0 train.checkpoint_interval=2 train.lr=0.001 "
+      "model.head.dropout=0 model.aux_head.dropout=0 runtime.dist_timeout=60 runtime.device=cpu";
+  const auto swept = run_attnseg("sweep '" + (dir / "tiny.yaml").string() + "' --blocks ccnet --work-dir '" +
+                                 (dir / "sweep").string() + "' --nproc 2 --rounds 1 --iters 1" + keys);
+  ASSERT_EQ(swept.exit_code, 0) << swept.output;
+  std::vector<fs::path> runs;
+  for (const auto& entry : fs::directory_iterator(dir / "sweep" / "ccnet")) runs.push_back(entry.path());
+  ASSERT_EQ(runs.size(), 1u);
+  const std::string seed = runs[0].filename().string().substr(4);  // seed<N>
+  const auto direct = train("direct", "--nproc 2 model.attention.type=ccnet train.seed=" + seed, 2);
+  ASSERT_EQ(direct.exit_code, 0) << direct.output;
+  const auto [parameters, buffers] = difference(load("sweep/ccnet/seed" + seed, 2), load("direct", 2));
+  EXPECT_EQ(parameters, 0.0);
+  EXPECT_EQ(buffers, 0.0);
+  const nlohmann::json eval = nlohmann::json::parse(test::read_file(runs[0] / "eval.json"));
+  EXPECT_EQ(eval["images"], 3);
+  const std::string board = test::read_file(dir / "sweep" / "leaderboard.csv");
+  EXPECT_NE(board.find("ccnet"), std::string::npos) << board;
+  // One leaderboard printed, by rank 0.
+  size_t printed = 0;
+  for (size_t at = swept.output.find("| # | block"); at != std::string::npos; at = swept.output.find("| # | block", at + 1)) {
+    ++printed;
+  }
+  EXPECT_EQ(printed, 1u) << swept.output;
+}
+
 // A rank that dies (SIGKILL as it starts its sixth step) ends the job: the launcher names it,
 // stops the others and exits non-zero; the last complete checkpoint loads, and --resume with
 // one process (another world size) finishes the run.

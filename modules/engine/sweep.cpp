@@ -11,6 +11,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -86,7 +87,8 @@ std::string trained_part(const std::string& config_yaml) {
 }
 
 // The run's eval.json, training it first (or resuming it) when it is missing.
-nlohmann::json finished_run(const Run& run, const Runtime& runtime, JobProgress& job, int64_t to_train) {
+nlohmann::json finished_run(const Run& run, const Runtime& runtime, JobProgress& job, int64_t to_train,
+                            ProcessGroup* group) {
   const fs::path eval_file = run.dir / "eval.json", config_file = run.dir / "config.yaml";
   const std::string config_yaml = run.config.dump() + "\n";
   if (fs::exists(config_file) && trained_part(read_text(config_file)) != trained_part(config_yaml)) {
@@ -117,11 +119,18 @@ nlohmann::json finished_run(const Run& run, const Runtime& runtime, JobProgress&
   {
     QuietRun quiet;
     job.part = fmt::format("{} seed {} ({}/{})", run.block, run.seed, run.ordinal, to_train);
-    trained = train(run.experiment, run.config.dump(), runtime, run.dir, resume, nullptr, &job);
-    result = evaluate(run.experiment, runtime, trained.checkpoint);
+    trained = train(run.experiment, run.config.dump(), runtime, run.dir, resume, group, &job);
+    SumOverRanks sum_over_ranks;
+    if (group) {
+      sum_over_ranks = [group](at::Tensor& t) { group->all_reduce_sum(t); };
+      // Rank 0 writes the checkpoint every rank evaluates: a collective after it is the barrier.
+      at::Tensor written = at::zeros({1});
+      sum_over_ranks(written);
+    }
+    result = evaluate(run.experiment, runtime, trained.checkpoint, {}, sum_over_ranks);
   }
   const nlohmann::json eval = report_json(result);
-  write_text_atomically(eval_file, eval.dump(2) + "\n");
+  if (runtime.rank == 0) write_text_atomically(eval_file, eval.dump(2) + "\n");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const std::string loss = std::isnan(trained.final_loss) ? std::string("trained earlier")
                                                           : fmt::format("final loss {:.4f}", trained.final_loss);
@@ -142,7 +151,7 @@ struct Timed {
 
 }  // namespace
 
-Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
+Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime, ProcessGroup* group) {
   if (s.blocks.empty()) throw Error("sweep: no block to train");
   if (s.seeds < 1) throw Error("sweep: at least one seed is needed");
   // Every run's config is read and validated before anything is trained.
@@ -168,7 +177,9 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
       runs.push_back(run);
     }
   }
-  const auto lock = claim_work_dir(s.work_dir, "sweep");
+  // Rank 0 holds the directory for the job; every rank reads what earlier runs left there.
+  std::unique_ptr<WorkDirLock> lock;
+  if (runtime.rank == 0) lock = claim_work_dir(s.work_dir, "sweep");
   spdlog::info("sweep of {} blocks x {} seed(s) from {} into {}", s.blocks.size(), s.seeds, s.config.string(),
                s.work_dir.string());
 
@@ -205,7 +216,8 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
     std::vector<double> erfs, cues;
     for (const Run& run : runs) {
       if (run.block != block) continue;
-      const nlohmann::json eval = finished_run(run, runtime, job, to_train);
+      const nlohmann::json eval = finished_run(run, runtime, job, to_train, group);
+      if (runtime.rank != 0) continue;  // rank 0 reports
       row.miou.push_back(eval.at("mIoU").get<double>());
       std::vector<double> ious;
       row.class_names.clear();
@@ -247,6 +259,8 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime) {
     row.cue = cues.size() == row.miou.size() ? mean(cues) : std::numeric_limits<double>::quiet_NaN();
     board.rows.push_back(row);
   }
+
+  if (runtime.rank != 0) return board;
 
   // Benchmark: the trained models (first seed) in turn, several rounds, the fastest round of
   // each block kept so a slow spell of the machine does not land on one block only. Models

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/device.h"
+#include "engine/distributed.h"
 #include "engine/leaderboard.h"
 
 namespace attnseg {
@@ -27,7 +28,10 @@ struct SweepSettings {
 };
 
 // Trains what is missing, benchmarks, writes leaderboard.{csv,md,png} and scaling.png into
-// the work directory and returns the leaderboard; everything on the runtime.
-Leaderboard run_sweep(const SweepSettings& settings, const Runtime& runtime);
+// the work directory and returns the leaderboard; everything on the runtime. In a data-parallel
+// job (`group`) every rank takes part in each run's training and sharded evaluation, and rank 0
+// alone holds the work directory, writes the reports, benchmarks and returns the leaderboard
+// (the others an empty one once the last run is evaluated).
+Leaderboard run_sweep(const SweepSettings& settings, const Runtime& runtime, ProcessGroup* group = nullptr);
 
 }  // namespace attnseg
