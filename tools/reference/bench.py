@@ -13,19 +13,13 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-
-def quartiles(values):
-    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
-    return statistics.median(values), q[0], q[2]
 
 
 def main():
@@ -66,14 +60,7 @@ def main():
                 net = module.build_for(src, args.channels, h, w).to(device).eval()
             torch.manual_seed(0)
             x = torch.randn(args.batch, args.channels, h, w, device=device)
-            ms = []
-            with torch.inference_mode(), autocast:
-                for i in range(args.warmup + args.iters):
-                    t0 = time.perf_counter()
-                    net(x).sum().item()
-                    if i >= args.warmup:
-                        ms.append(1000 * (time.perf_counter() - t0))
-            median, p25, p75 = quartiles(ms)
+            median, p25, p75 = common.timed_forwards(net, x, args.warmup, args.iters, autocast)
             entry["sizes"].append({"height": h, "width": w, "median_ms": median, "p25_ms": p25, "p75_ms": p75})
         results.append(entry)
     json.dump({"channels": args.channels, "batch": args.batch, "threads": threads, "device": str(device),

@@ -108,3 +108,23 @@ def package_without_init(name, path):
         package = types.ModuleType(name)
         package.__path__ = [path]
         sys.modules[name] = package
+
+
+def timed_forwards(net, x, warmup, iters, autocast):
+    """Median and quartiles (ms) of `iters` forwards of `net` on `x` after `warmup` untimed ones,
+    as `attnseg bench` times: inference mode, under `autocast`, each run ending in .item(),
+    which waits for the device."""
+    import statistics
+    import time
+
+    import torch
+
+    ms = []
+    with torch.inference_mode(), autocast:
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            net(x).sum().item()
+            if i >= warmup:
+                ms.append(1000 * (time.perf_counter() - t0))
+    q = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else ms * 3
+    return statistics.median(ms), q[0], q[2]

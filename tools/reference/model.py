@@ -19,9 +19,7 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -93,10 +91,6 @@ class Segmentor(nn.Module):
         return F.interpolate(self.classifier(y), size=image.shape[2:], mode="bilinear", align_corners=False)
 
 
-def quartiles(values):
-    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
-    return statistics.median(values), q[0], q[2]
-
 
 def main():
     parser = argparse.ArgumentParser()
@@ -130,14 +124,7 @@ def main():
         h, w = (int(v) for v in size.split("x"))
         torch.manual_seed(0)
         image = torch.randn(1, 3, h, w, device=device)
-        ms = []
-        with torch.inference_mode(), autocast:
-            for i in range(args.warmup + args.iters):
-                t0 = time.perf_counter()
-                net(image).sum().item()
-                if i >= args.warmup:
-                    ms.append(1000 * (time.perf_counter() - t0))
-        median, p25, p75 = quartiles(ms)
+        median, p25, p75 = common.timed_forwards(net, image, args.warmup, args.iters, autocast)
         entry["sizes"].append({"height": h, "width": w, "median_ms": median, "p25_ms": p25, "p75_ms": p75,
                                "fps": 1000 / median})
     json.dump(entry, sys.stdout, indent=2)
