@@ -174,7 +174,9 @@ int launch_local_ranks(const std::string& command, int nproc, const std::vector<
 
 std::optional<DistributedEnv> prepare_rank(RuntimeSettings& settings) {
   std::optional<DistributedEnv> env = distributed_env_from_environment();
-  if (!env || env->world_size <= 1) return std::nullopt;
+  // A job of one forms no group, unless runtime.dist_backend names one: then the process goes
+  // through the whole data-parallel path alone (what it costs over plain training).
+  if (!env || (env->world_size <= 1 && settings.dist_backend == "auto")) return std::nullopt;
   // Only rank 0 talks; the others say only what goes wrong.
   if (env->rank != 0) spdlog::set_level(spdlog::level::warn);
   // The ranks on one machine share its cores.

@@ -28,9 +28,11 @@ bool check_local_launch(const RuntimeSettings& settings);
 int launch_local_ranks(const std::string& command, int nproc, const std::vector<std::string>& argv, bool nccl,
                        const std::string& after_failure);
 
-// This process's part in a job the environment describes (none, or a job of one: nullopt):
-// rank 0 alone logs, the ranks on a machine share its cores (runtime.threads 0), each rank of
-// an NCCL job takes a GPU of its own. Call before the runtime starts.
+// This process's part in a job the environment describes (none, or a job of one under
+// runtime.dist_backend auto: nullopt; a job of one with gloo or nccl named forms a group of
+// one, the data-parallel path's cost over plain training): rank 0 alone logs, the ranks on a
+// machine share its cores (runtime.threads 0), each rank of an NCCL job takes a GPU of its
+// own. Call before the runtime starts.
 std::optional<DistributedEnv> prepare_rank(RuntimeSettings& settings);
 
 // Joins the job's process group (NCCL's or Gloo's, as job_uses_nccl says) and numbers the

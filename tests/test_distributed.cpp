@@ -197,6 +197,27 @@ TEST_F(Distributed, SweepInTwoProcessesTrainsEachRunAsTheTwoProcessTrainingAndRe
   EXPECT_EQ(printed, 1u) << swept.output;
 }
 
+// WORLD_SIZE=1 forms no group unless runtime.dist_backend names one; with gloo named the process
+// runs the whole data-parallel path alone (broadcast, bucketed all-reduce, the loss over the
+// job's pixels, synchronised BatchNorm) and reaches the plain run's weights within the issue's
+// tolerance for equal runs (1e-5; statistics 1e-4 of their size): the same arithmetic in
+// another order (synchronised BatchNorm sums, then divides), 3e-8 apart in one run.
+TEST_F(Distributed, AJobOfOneWithANamedBackendTakesTheDataParallelPathToThePlainWeights) {
+  const std::string one = "WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                          std::to_string(test::free_port());
+  const auto plain = train("plain", "model.sync_bn=true", 4);
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  const auto automatic = train("auto", "model.sync_bn=true", 4, one);
+  ASSERT_EQ(automatic.exit_code, 0) << automatic.output;
+  EXPECT_EQ(automatic.output.find("data-parallel"), std::string::npos) << automatic.output;
+  const auto alone = train("alone", "model.sync_bn=true runtime.dist_backend=gloo", 4, one);
+  ASSERT_EQ(alone.exit_code, 0) << alone.output;
+  EXPECT_NE(alone.output.find("data-parallel: rank 0 of 1"), std::string::npos) << alone.output;
+  const auto [parameters, buffers] = difference(load("plain", 4), load("alone", 4));
+  EXPECT_LT(parameters, 1e-5);
+  EXPECT_LT(buffers, 1e-4);
+}
+
 // A rank that dies (SIGKILL as it starts its sixth step) ends the job: the launcher names it,
 // stops the others and exits non-zero; the last complete checkpoint loads, and --resume with
 // one process (another world size) finishes the run.

@@ -144,6 +144,17 @@ if want bench && [ -x "$B/attnseg" ]; then
       echo >>"$SUMMARY"
     done
   fi
+  # The data-parallel path's cost on the GPU (issue 20): 100 iterations of the default synthetic
+  # config plainly and as an NCCL job of one (a named backend forms a group of one).
+  if (($(left) > 90)) && "$B/attnseg" synth --out "$OUT/synthetic" >"$OUT/synth.log" 2>&1; then
+    dp=(configs/ccnet_r18_synthetic.yaml "data.root=$OUT/synthetic" runtime.device=cuda train.iters=100
+        train.log_interval=50 eval.interval=0 train.checkpoint_interval=0)
+    (cd "$SRC" && step train_plain 60 "$OUT/dp.log" "$B/attnseg" train "${dp[@]}" --work-dir "$OUT/dp_plain")
+    (cd "$SRC" && step train_nccl_of_one 60 "$OUT/dp.log" env WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 \
+      MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 "$B/attnseg" train "${dp[@]}" runtime.dist_backend=nccl \
+      --work-dir "$OUT/dp_nccl")
+    grep -E 'data-parallel|trained to|error' "$OUT/dp.log" >>"$SUMMARY"
+  fi
   for f in "$OUT"/bench_*.log "$OUT"/model_*.log "$OUT"/references_*/table.md; do
     [ -f "$f" ] && { echo "--- ${f#"$OUT"/}"; grep -E ' \| |^not run|^error|^\| ' "$f" | head -n 60; } >>"$SUMMARY"
   done

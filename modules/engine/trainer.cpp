@@ -235,8 +235,8 @@ fs::path resume_training(TrainingState& state, const fs::path& work_dir) {
 
 TrainResult train(const Experiment& x, const std::string& config_yaml, const Runtime& runtime,
                   const fs::path& work_dir, bool resume, ProcessGroup* group, JobProgress* job) {
-  if ((group != nullptr) != (runtime.world_size > 1) || (group && (group->rank() != runtime.rank ||
-                                                                     group->size() != runtime.world_size))) {
+  // A group (of one too, when a backend is named) numbers the runtime; without one it is alone.
+  if (group ? group->rank() != runtime.rank || group->size() != runtime.world_size : runtime.world_size != 1) {
     throw Error("train: the runtime's rank and world size must be the process group's");
   }
   const TrainSettings& s = x.train;
