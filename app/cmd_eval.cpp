@@ -1,8 +1,6 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
-#include <memory>
-#include <optional>
 
 #include "commands.h"
 #include "common.h"
@@ -29,23 +27,17 @@ void setup_eval(CLI::App& app, EvalOptions& options) {
 
 int run_eval(const EvalOptions& options) {
   const TrainedModel trained = resolve_trained_model(options.config, options.checkpoint);
-  Experiment experiment = read_experiment(Config::load(trained.config, options.overrides));
+  const Experiment experiment = read_experiment(Config::load(trained.config, options.overrides));
   if (options.nproc > 1) {
     // What every rank would refuse alike is refused once, before any rank starts.
     const bool nccl = check_local_launch(experiment.runtime);
     FolderDataset val_split(experiment.data.val);
     return launch_local_ranks("eval", options.nproc, options.argv, nccl, "");
   }
-  const std::optional<DistributedEnv> env = prepare_rank(experiment.runtime);
-  Runtime runtime = begin_command("eval", experiment.runtime);
-  std::unique_ptr<ProcessGroup> group;
-  SumOverRanks sum_over_ranks;
-  if (env) {
-    group = join_job(*env, experiment.runtime, runtime);
-    sum_over_ranks = [&group](at::Tensor& t) { group->all_reduce_sum(t); };
-  }
-  const EvalResult result = evaluate(experiment, runtime, trained.checkpoint, options.show_dir, sum_over_ranks);
-  if (runtime.rank != 0) return 0;  // rank 0 reports for the job
+  const RankRuntime rank = begin_rank("eval", experiment.runtime);
+  const EvalResult result =
+      evaluate(experiment, rank.runtime, trained.checkpoint, options.show_dir, sum_over(rank.group.get()));
+  if (rank.runtime.rank != 0) return 0;  // rank 0 reports for the job
   std::printf("%s", format_report(result).c_str());
   if (!options.json.empty()) {
     write_text_atomically(options.json, report_json(result).dump(2) + "\n");

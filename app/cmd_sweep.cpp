@@ -2,14 +2,9 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <memory>
-#include <optional>
-#include <string>
 
 #include "commands.h"
 #include "common.h"
-#include "core/error.h"
-#include "engine/distributed.h"
 #include "engine/experiment.h"
 #include "engine/sweep.h"
 #include "launch.h"
@@ -43,24 +38,17 @@ int run_sweep(const SweepOptions& options) {
   s.seeds = options.seeds;
   s.rounds = options.rounds;
   s.iters = options.iters;
-  Experiment experiment = read_experiment(Config::load(options.config, options.overrides));
+  const Experiment experiment = read_experiment(Config::load(options.config, options.overrides));
   if (options.nproc > 1) {
     // What every rank would refuse alike is refused once, before any rank starts.
     const bool nccl = check_local_launch(experiment.runtime);
-    if (experiment.train.batch_size < options.nproc) {
-      throw Error("--nproc " + std::to_string(options.nproc) + ": data.batch_size (" +
-                  std::to_string(experiment.train.batch_size) +
-                  ") is each run's batch and must give every rank at least one image");
-    }
+    check_images_per_rank(experiment.train.batch_size, options.nproc, "each run's");
     return launch_local_ranks("sweep", options.nproc, options.argv, nccl,
                               " (finished runs are kept: the same command continues)");
   }
-  const std::optional<DistributedEnv> env = prepare_rank(experiment.runtime);
-  Runtime runtime = begin_command("sweep", experiment.runtime);
-  std::unique_ptr<ProcessGroup> group;
-  if (env) group = join_job(*env, experiment.runtime, runtime);
-  const Leaderboard board = attnseg::run_sweep(s, runtime, group.get());
-  if (runtime.rank != 0) return 0;  // rank 0 reports for the job
+  const RankRuntime rank = begin_rank("sweep", experiment.runtime);
+  const Leaderboard board = attnseg::run_sweep(s, rank.runtime, rank.group.get());
+  if (rank.runtime.rank != 0) return 0;  // rank 0 reports for the job
   std::printf("%s", leaderboard_markdown(board).c_str());
   std::fflush(stdout);
   for (const char* name : {"leaderboard.csv", "leaderboard.md", "leaderboard.png", "scaling.png"}) {

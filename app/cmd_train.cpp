@@ -1,25 +1,17 @@
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <memory>
-#include <optional>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "commands.h"
 #include "common.h"
-#include "launch.h"
 #include "core/error.h"
 #include "data/dataset.h"
-#include "engine/distributed.h"
 #include "engine/experiment.h"
 #include "engine/trainer.h"
+#include "launch.h"
 
 namespace attnseg::app {
 
@@ -30,11 +22,7 @@ namespace {
 int launch_local_workers(const TrainOptions& options) {
   const Experiment experiment = read_experiment(Config::load(options.config, options.overrides));
   const bool nccl = check_local_launch(experiment.runtime);
-  if (experiment.train.batch_size < options.nproc) {
-    throw Error("--nproc " + std::to_string(options.nproc) + ": data.batch_size (" +
-                std::to_string(experiment.train.batch_size) +
-                ") is the job's batch and must give every rank at least one image");
-  }
+  check_images_per_rank(experiment.train.batch_size, options.nproc, "the job's");
   FolderDataset train_split(experiment.data.train);
   if (experiment.eval.interval > 0) FolderDataset val_split(experiment.data.val);
   return launch_local_ranks("train", options.nproc, options.argv, nccl,
@@ -58,16 +46,13 @@ void setup_train(CLI::App& app, TrainOptions& options) {
 int run_train(const TrainOptions& options) {
   if (options.nproc > 1) return launch_local_workers(options);
   const Config config = Config::load(options.config, options.overrides);
-  Experiment experiment = read_experiment(config);
-  const std::optional<DistributedEnv> env = prepare_rank(experiment.runtime);
-  Runtime runtime = begin_command("train", experiment.runtime);
-  std::unique_ptr<ProcessGroup> group;
-  if (env) group = join_job(*env, experiment.runtime, runtime);
+  const Experiment experiment = read_experiment(config);
+  const RankRuntime rank = begin_rank("train", experiment.runtime);
   const std::filesystem::path work_dir =
       options.work_dir.empty()
           ? std::filesystem::path("work_dirs") / std::filesystem::path(options.config).stem()
           : std::filesystem::path(options.work_dir);
-  const TrainResult r = train(experiment, config.dump(), runtime, work_dir, options.resume, group.get());
+  const TrainResult r = train(experiment, config.dump(), rank.runtime, work_dir, options.resume, rank.group.get());
   if (std::isnan(r.final_loss)) {
     spdlog::info("nothing left to train; checkpoint {}", r.checkpoint.string());
   } else {

@@ -10,12 +10,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common.h"
 #include "core/error.h"
 
 namespace attnseg::app {
@@ -71,8 +74,8 @@ std::vector<std::string> without_nproc(const std::vector<std::string>& argv) {
   return out;
 }
 
-}  // namespace
-
+// Whether a job's ranks join NCCL's process group: runtime.dist_backend nccl, or auto on GPUs
+// (Gloo's otherwise). NCCL where this build lacks it, or for ranks on the CPU, is refused.
 bool job_uses_nccl(const RuntimeSettings& settings, const Runtime& runtime) {
   const bool nccl = settings.dist_backend == "nccl" || (settings.dist_backend == "auto" && runtime.cuda());
   if (nccl && !nccl_available()) {
@@ -84,6 +87,8 @@ bool job_uses_nccl(const RuntimeSettings& settings, const Runtime& runtime) {
   }
   return nccl;
 }
+
+}  // namespace
 
 bool check_local_launch(const RuntimeSettings& settings) {
   if (std::getenv("WORLD_SIZE") != nullptr) {
@@ -172,29 +177,38 @@ int launch_local_ranks(const std::string& command, int nproc, const std::vector<
 }
 
 
-std::optional<DistributedEnv> prepare_rank(RuntimeSettings& settings) {
-  std::optional<DistributedEnv> env = distributed_env_from_environment();
-  // A job of one forms no group, unless runtime.dist_backend names one: then the process goes
-  // through the whole data-parallel path alone (what it costs over plain training).
-  if (!env || (env->world_size <= 1 && settings.dist_backend == "auto")) return std::nullopt;
-  // Only rank 0 talks; the others say only what goes wrong.
-  if (env->rank != 0) spdlog::set_level(spdlog::level::warn);
-  // The ranks on one machine share its cores.
-  if (settings.threads == 0) {
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    settings.threads = std::max(1, cores / env->local_world_size);
+void check_images_per_rank(int64_t batch, int nproc, const std::string& whose) {
+  if (batch < nproc) {
+    throw Error("--nproc " + std::to_string(nproc) + ": data.batch_size (" + std::to_string(batch) + ") is " + whose +
+                " batch and must give every rank at least one image");
   }
-  use_own_gpu(settings, *env);
-  return env;
 }
 
-std::unique_ptr<ProcessGroup> join_job(const DistributedEnv& env, const RuntimeSettings& settings, Runtime& runtime) {
-  const bool nccl = job_uses_nccl(settings, runtime);
-  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(1000 * settings.dist_timeout_s));
-  auto group = std::make_unique<ProcessGroup>(env, timeout, nccl ? std::optional<c10::Device>(runtime.device) : std::nullopt);
-  runtime.rank = env.rank;
-  runtime.world_size = env.world_size;
-  return group;
+RankRuntime begin_rank(const std::string& command, RuntimeSettings settings) {
+  const std::optional<DistributedEnv> env = distributed_env_from_environment();
+  // A job of one forms no group, unless runtime.dist_backend names one: then the process goes
+  // through the whole data-parallel path alone (what it costs over plain training).
+  const bool job = env && (env->world_size > 1 || settings.dist_backend != "auto");
+  if (job) {
+    // Only rank 0 talks; the others say only what goes wrong.
+    if (env->rank != 0) spdlog::set_level(spdlog::level::warn);
+    // The ranks on one machine share its cores.
+    if (settings.threads == 0) {
+      const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      settings.threads = std::max(1, cores / env->local_world_size);
+    }
+    use_own_gpu(settings, *env);
+  }
+  RankRuntime rank{begin_command(command, settings), nullptr};
+  if (job) {
+    const bool nccl = job_uses_nccl(settings, rank.runtime);
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(1000 * settings.dist_timeout_s));
+    rank.group = std::make_unique<ProcessGroup>(
+        *env, timeout, nccl ? std::optional<c10::Device>(rank.runtime.device) : std::nullopt);
+    rank.runtime.rank = env->rank;
+    rank.runtime.world_size = env->world_size;
+  }
+  return rank;
 }
 
 }  // namespace attnseg::app

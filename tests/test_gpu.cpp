@@ -157,6 +157,24 @@ TEST_P(GpuBlock, ForwardAndBackwardOnCudaMatchTheCpuInFloat64) {
 INSTANTIATE_TEST_SUITE_P(EveryBlock, GpuBlock, ::testing::ValuesIn(block_names()),
                          [](const auto& info) { return info.param; });
 
+using Attention = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&);
+
+// Output and the gradients of q, k and v of `attention` on copies of them on `device` in `type`,
+// under the loss Σ out · g.
+std::vector<at::Tensor> outputs_and_gradients(Attention attention, const at::Tensor& q, const at::Tensor& k,
+                                              const at::Tensor& v, const at::Tensor& g, const at::Device& device,
+                                              at::ScalarType type) {
+  auto leaf = [&](const at::Tensor& t) { return t.to(device, type).detach().requires_grad_(); };
+  std::vector<at::Tensor> in{leaf(q), leaf(k), leaf(v)};
+  const at::Tensor y = attention(in[0], in[1], in[2]);
+  (y * g.to(device, type)).sum().backward();
+  return {y.detach(), in[0].grad(), in[1].grad(), in[2].grad()};
+}
+
+at::Tensor permutohedral_default(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return functional::permutohedral_attention(q, k, v);
+}
+
 // The lattice's GPU form (tensor operations over a vertex table from the hash table's kernels)
 // against the CPU lattice, forward and gradient, on odd sizes.
 TEST(GpuLattice, PermutohedralOnCudaMatchesTheCpuLatticeForwardAndGradient) {
@@ -164,15 +182,8 @@ TEST(GpuLattice, PermutohedralOnCudaMatchesTheCpuLatticeForwardAndGradient) {
   NoTf32 exact;
   const at::Tensor q = torch::randn({2, 5, 7, 5}, at::kDouble), k = torch::randn({2, 5, 9, 3}, at::kDouble);
   const at::Tensor v = torch::randn({2, 3, 9, 3}, at::kDouble), g = torch::randn({2, 3, 7, 5}, at::kDouble);
-  auto grads = [&](const at::Device& device, at::ScalarType type) {
-    auto leaf = [&](const at::Tensor& t) { return t.to(device, type).detach().requires_grad_(); };
-    std::vector<at::Tensor> in{leaf(q), leaf(k), leaf(v)};
-    const at::Tensor y = functional::permutohedral_attention(in[0], in[1], in[2]);
-    (y * g.to(device, type)).sum().backward();
-    return std::vector<at::Tensor>{y.detach(), in[0].grad(), in[1].grad(), in[2].grad()};
-  };
-  const auto cpu = grads(at::kCPU, at::kDouble);
-  const auto gpu = grads(target(), at::kFloat);
+  const auto cpu = outputs_and_gradients(permutohedral_default, q, k, v, g, at::kCPU, at::kDouble);
+  const auto gpu = outputs_and_gradients(permutohedral_default, q, k, v, g, target(), at::kFloat);
   const char* what[] = {"output", "dq", "dk", "dv"};
   for (size_t i = 0; i < cpu.size(); ++i) EXPECT_LT(relative_error(gpu[i], cpu[i]), 1e-4) << what[i];
 }
@@ -189,18 +200,13 @@ TEST(GpuCrissCross, FusedKernelsOnCudaMatchTheUnfusedCpuPathInFloat64FloatAndBfl
     const at::Tensor q = torch::randn({m[0], 9, m[1], m[2]}, at::kDouble) / std::sqrt(3.0);
     const at::Tensor k = torch::randn({m[0], 9, m[1], m[2]}, at::kDouble) / std::sqrt(3.0);
     const at::Tensor v = torch::randn({m[0], 17, m[1], m[2]}, at::kDouble), g = torch::randn({m[0], 17, m[1], m[2]}, at::kDouble);
-    auto grads = [&](bool fused, const at::Device& device, at::ScalarType type) {
-      auto leaf = [&](const at::Tensor& t) { return t.to(device, type).detach().requires_grad_(); };
-      std::vector<at::Tensor> in{leaf(q), leaf(k), leaf(v)};
-      const at::Tensor y = fused ? functional::criss_cross_attention_fused(in[0], in[1], in[2])
-                                 : functional::criss_cross_attention(in[0], in[1], in[2]);
-      EXPECT_EQ(y.device(), device);
-      (y * g.to(device, type)).sum().backward();
-      return std::vector<at::Tensor>{y.detach(), in[0].grad(), in[1].grad(), in[2].grad()};
+    auto fused = [&](at::ScalarType type) {
+      auto out = outputs_and_gradients(functional::criss_cross_attention_fused, q, k, v, g, target(), type);
+      EXPECT_EQ(out[0].device(), target());
+      return out;
     };
-    const auto cpu = grads(false, at::kCPU, at::kDouble);
-    const auto exact = grads(true, target(), at::kDouble), single = grads(true, target(), at::kFloat);
-    const auto half = grads(true, target(), at::kBFloat16);
+    const auto cpu = outputs_and_gradients(functional::criss_cross_attention, q, k, v, g, at::kCPU, at::kDouble);
+    const auto exact = fused(at::kDouble), single = fused(at::kFloat), half = fused(at::kBFloat16);
     const char* what[] = {"output", "dq", "dk", "dv"};
     const std::string size = std::to_string(m[1]) + "x" + std::to_string(m[2]);
     for (size_t i = 0; i < cpu.size(); ++i) {

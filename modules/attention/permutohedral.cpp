@@ -427,6 +427,7 @@ TensorSimplices tensor_simplices(const at::Tensor& p, double kernel_std) {
 struct VertexTable {
   at::Tensor rows;                      // [M, 1 + d]
   at::Tensor key_vertex, query_vertex;  // [B·N, d+1]; query_vertex undefined when shared
+  std::vector<at::Tensor> neighbours;   // tensor_neighbours' layout; where a filter asks for them
 };
 
 VertexTable vertex_table(const TensorSimplices& keys, const TensorSimplices* queries) {
@@ -469,15 +470,14 @@ std::vector<at::Tensor> tensor_neighbours(const at::Tensor& table) {
 
 // The vertex table and its neighbours from the hash table's kernels (lattice_hash.h) instead
 // of the sorts: the same vertices in another order.
-VertexTable hashed_vertex_table(const TensorSimplices& keys, const TensorSimplices* queries,
-                                std::vector<at::Tensor>& neighbours) {
+VertexTable hashed_vertex_table(const TensorSimplices& keys, const TensorSimplices* queries) {
   const int64_t d1 = keys.weight.size(-1), nk = keys.rows.size(0);
   lattice_hash::Table hashed = lattice_hash::build(queries ? at::cat({keys.rows, queries->rows}) : keys.rows);
   VertexTable table;
   table.rows = hashed.rows;
   table.key_vertex = hashed.ids.narrow(0, 0, nk).view({-1, d1});
   if (queries) table.query_vertex = hashed.ids.narrow(0, nk, queries->rows.size(0)).view({-1, d1});
-  neighbours = std::move(hashed.neighbours);
+  table.neighbours = std::move(hashed.neighbours);
   return table;
 }
 
@@ -491,10 +491,9 @@ at::Tensor tensor_filter(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const int64_t batch = v.size(0), c = v.size(1), d = k.size(1), d1 = d + 1;
   const TensorSimplices keys = tensor_simplices(k, kernel_std);
   const TensorSimplices queries = shared ? keys : tensor_simplices(q, kernel_std);
-  std::vector<at::Tensor> neighbours;
-  const VertexTable table = hashed ? hashed_vertex_table(keys, shared ? nullptr : &queries, neighbours)
-                                   : vertex_table(keys, shared ? nullptr : &queries);
-  if (!hashed) neighbours = tensor_neighbours(table.rows);
+  VertexTable table = hashed ? hashed_vertex_table(keys, shared ? nullptr : &queries)
+                             : vertex_table(keys, shared ? nullptr : &queries);
+  if (!hashed) table.neighbours = tensor_neighbours(table.rows);
   const int64_t m = table.rows.size(0);
   const at::Tensor rows = v.transpose(1, 2).reshape({-1, c});
   const at::Tensor key_weight = keys.weight.reshape({-1, d1}).to(v.scalar_type());
@@ -502,7 +501,7 @@ at::Tensor tensor_filter(const at::Tensor& q, const at::Tensor& k, const at::Ten
   for (int64_t t = 0; t < d1; ++t)
     grid = grid.index_add(0, table.key_vertex.select(1, t),
                           key_weight.select(1, t).unsqueeze(1) * rows);
-  for (const at::Tensor& nb : neighbours)
+  for (const at::Tensor& nb : table.neighbours)
     grid = grid + kBlurSide * (grid.index_select(0, nb[0]) + grid.index_select(0, nb[1]));
   const at::Tensor query_vertex = shared ? table.key_vertex : table.query_vertex;
   const at::Tensor query_weight =

@@ -316,6 +316,16 @@ std::unique_ptr<ProcessGroup::Pending> ProcessGroup::start_all_reduce_sum(at::Te
 
 #endif
 
+void ProcessGroup::barrier() {
+  at::Tensor done = at::zeros({1});
+  all_reduce_sum(done);
+}
+
+SumOverRanks sum_over(ProcessGroup* group) {
+  if (!group) return {};
+  return [group](at::Tensor& t) { group->all_reduce_sum(t); };
+}
+
 void broadcast_model(ProcessGroup& group, Segmentor& model) {
   std::vector<at::Tensor> tensors = model->parameters();
   for (const at::Tensor& b : model->buffers()) tensors.push_back(b);

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "core/batch_norm.h"
 #include "head/segmentor.h"
 
 namespace attnseg {
@@ -71,11 +72,16 @@ class ProcessGroup {
     virtual void wait() = 0;
   };
   std::unique_ptr<Pending> start_all_reduce_sum(at::Tensor& flat);
+  // Returns once every rank has called it.
+  void barrier();
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The in-place sum over `group`'s ranks as training and evaluation take it; none without a group.
+SumOverRanks sum_over(ProcessGroup* group);
 
 // Every parameter and buffer of `model` made rank 0's.
 void broadcast_model(ProcessGroup& group, Segmentor& model);

@@ -120,14 +120,9 @@ nlohmann::json finished_run(const Run& run, const Runtime& runtime, JobProgress&
     QuietRun quiet;
     job.part = fmt::format("{} seed {} ({}/{})", run.block, run.seed, run.ordinal, to_train);
     trained = train(run.experiment, run.config.dump(), runtime, run.dir, resume, group, &job);
-    SumOverRanks sum_over_ranks;
-    if (group) {
-      sum_over_ranks = [group](at::Tensor& t) { group->all_reduce_sum(t); };
-      // Rank 0 writes the checkpoint every rank evaluates: a collective after it is the barrier.
-      at::Tensor written = at::zeros({1});
-      sum_over_ranks(written);
-    }
-    result = evaluate(run.experiment, runtime, trained.checkpoint, {}, sum_over_ranks);
+    // Rank 0 writes the checkpoint every rank evaluates.
+    if (group) group->barrier();
+    result = evaluate(run.experiment, runtime, trained.checkpoint, {}, sum_over(group));
   }
   const nlohmann::json eval = report_json(result);
   if (runtime.rank == 0) write_text_atomically(eval_file, eval.dump(2) + "\n");

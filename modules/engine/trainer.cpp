@@ -285,11 +285,8 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
                  runtime.world_size, averager->buckets().size(), s.batch_size / runtime.world_size);
   }
   GradientHook average;
-  SumOverRanks sum_over_ranks;
-  if (group) {
-    average = [&](Segmentor&) { averager->finish(); };
-    sum_over_ranks = [group](at::Tensor& t) { group->all_reduce_sum(t); };
-  }
+  if (group) average = [&](Segmentor&) { averager->finish(); };
+  const SumOverRanks sum_over_ranks = sum_over(group);
   std::optional<BatchNormSync> sync_bn;
   if (group && x.model.sync_bn) sync_bn.emplace(sum_over_ranks);
   const int64_t start = state.iteration;
