@@ -37,6 +37,10 @@ void setup_bench(CLI::App& app, BenchOptions& options) {
   app.add_flag("--no-erf", options.no_erf,
                "leave out each block's effective receptive field (a forward and backward per sampled position "
                "at the smallest size: minutes on a large map)");
+  app.add_flag("--floor", options.floor,
+               "also measure the device's matrix-product rate and copy bandwidth in the precision, and give each "
+               "size its floor (the larger of its multiply-adds at that rate and its input, output and weights "
+               "moved once at that bandwidth) and median / floor");
   app.add_option("--max-memory", options.max_memory_mb,
                  "MB a block may use at its peak (default: what the device has free); a block whose estimated "
                  "peak at the largest size exceeds it is not run");
@@ -73,6 +77,7 @@ int run_bench(const BenchOptions& options) {
   s.iters = options.iters;
   s.backward = options.backward;
   s.erf = !options.no_erf;
+  s.floor = options.floor;
   if (!std::isfinite(options.max_memory_mb) || options.max_memory_mb < 0 || options.max_memory_mb > 1e12) {
     throw Error("--max-memory must be a number of megabytes (0 for what the device has free), got " +
                 std::to_string(options.max_memory_mb));

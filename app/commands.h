@@ -61,7 +61,7 @@ struct BenchOptions {
   int threads = -1;
   int64_t channels = 512, batch = 1, warmup = 3, iters = 20;
   double max_memory_mb = 0;  // 0: what the device has free
-  bool backward = false, no_erf = false;
+  bool backward = false, no_erf = false, floor = false;
 };
 void setup_bench(CLI::App& app, BenchOptions& options);
 int run_bench(const BenchOptions& options);

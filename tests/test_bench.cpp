@@ -148,6 +148,81 @@ TEST(Bench, EffectiveReceptiveFieldIsMeasuredUnlessLeftOut) {
   EXPECT_EQ(format_bench(report).find("ERF"), std::string::npos);
 }
 
+// The floor: the larger of the two terms, each at its ceiling; bytes in the precision's width.
+TEST(BenchFloor, IsTheLargerOfArithmeticAtTheMatrixRateAndBytesAtTheCopyRate) {
+  Ceilings c;
+  c.matrix_flops_per_s = 1e12;
+  c.copy_bytes_per_s = 1e11;
+  const Floor arithmetic = floor_of(1'000'000'000, 100'000'000, c);  // 2 ms of products, 1 ms of bytes
+  EXPECT_DOUBLE_EQ(arithmetic.ms, 2.0);
+  EXPECT_FALSE(arithmetic.memory_bound);
+  const Floor memory = floor_of(1'000'000'000, 1'000'000'000, c);  // 2 ms of products, 10 ms of bytes
+  EXPECT_DOUBLE_EQ(memory.ms, 10.0);
+  EXPECT_TRUE(memory.memory_bound);
+  EXPECT_EQ(minimum_bytes(10, 20, 3, Precision::fp32), 4 * 33);
+  EXPECT_EQ(minimum_bytes(10, 20, 3, Precision::bf16), 2 * 33);
+  EXPECT_EQ(minimum_bytes(10, 20, 3, Precision::fp16), 2 * 33);
+}
+
+// With --floor the device's ceilings are measured once, in the precision, and every size gets
+// the floor of its own multiply-adds and of its input, output and weights moved once; without
+// it nothing of the floor is measured or printed, and the CSV keeps its columns.
+TEST(Bench, FloorCountsInputOutputAndWeightsOnceAtTheMeasuredCeilings) {
+  BenchSettings s = tiny({"none", "ccnet"}, {{5, 7}, {6, 9}});
+  s.erf = false;
+  s.floor = true;
+  for (const Precision precision : {Precision::fp32, Precision::bf16}) {
+    Runtime runtime = one_thread();
+    runtime.precision = precision;
+    const BenchReport report = bench_blocks(s, runtime);
+    const Ceilings& c = report.ceilings;
+    EXPECT_TRUE(std::isfinite(c.matrix_flops_per_s) && c.matrix_flops_per_s > 0) << c.matrix_flops_per_s;
+    EXPECT_TRUE(std::isfinite(c.copy_bytes_per_s) && c.copy_bytes_per_s > 0) << c.copy_bytes_per_s;
+    EXPECT_GE(c.matrix_n, 256);
+    EXPECT_LE(c.matrix_n, 8192);
+    EXPECT_EQ(c.copy_bytes, int64_t{256} << 20);
+    const int64_t width = precision == Precision::fp32 ? 4 : 2;
+    const nlohmann::json json = bench_json(report);
+    ASSERT_TRUE(json.contains("ceilings"));
+    for (size_t i = 0; i < report.blocks.size(); ++i) {
+      const BlockResult& b = report.blocks[i];
+      for (size_t k = 0; k < b.sizes.size(); ++k) {
+        const SizeResult& z = b.sizes[k];
+        const auto& entry = json["blocks"][i]["sizes"][k];
+        if (b.block == "none") {  // returns its input: nothing computed, read or written
+          EXPECT_EQ(z.min_bytes, 0);
+          EXPECT_EQ(z.floor.ms, 0);
+          EXPECT_TRUE(entry["floor_ratio"].is_null()) << entry;
+          continue;
+        }
+        const int64_t elements = 16 * z.size[0] * z.size[1];  // [1, 16, H, W] in and out
+        EXPECT_EQ(z.min_bytes, width * (2 * elements + b.parameters)) << b.block;
+        EXPECT_DOUBLE_EQ(z.floor.ms, floor_of(z.macs, z.min_bytes, c).ms) << b.block;
+        EXPECT_GT(z.floor.ms, 0) << b.block;
+        EXPECT_DOUBLE_EQ(entry["floor_ratio"].get<double>(), z.median_ms / z.floor.ms) << b.block;
+        EXPECT_EQ(entry["floor_bound"], z.floor.memory_bound ? "memory" : "arithmetic") << b.block;
+      }
+    }
+    const std::string table = format_bench(report);
+    EXPECT_NE(table.find("x floor"), std::string::npos) << table;
+    EXPECT_TRUE(c.matrix_how == "product" || c.matrix_how == "1x1 convolution") << c.matrix_how;
+    EXPECT_NE(table.find("n=" + std::to_string(c.matrix_n) + " " + precision_name(precision) + " " + c.matrix_how),
+              std::string::npos)
+        << table;
+    const std::string csv = bench_csv(report);
+    EXPECT_NE(csv.substr(0, csv.find('\n')).find(",erf,min_bytes,floor_ms,floor_ratio,floor_bound"), std::string::npos)
+        << csv;
+  }
+  s.floor = false;
+  const BenchReport report = bench_blocks(s, one_thread());
+  EXPECT_EQ(report.ceilings.matrix_flops_per_s, 0);
+  EXPECT_EQ(report.blocks[1].sizes[0].floor.ms, 0);
+  EXPECT_EQ(format_bench(report).find("floor"), std::string::npos);
+  EXPECT_FALSE(bench_json(report).contains("ceilings"));
+  const std::string csv = bench_csv(report);
+  EXPECT_EQ(csv.substr(0, csv.find('\n')).find("floor"), std::string::npos) << csv;
+}
+
 TEST(Bench, CsvHasOneRowPerBlockAndSizeWithEveryColumnFilled) {
   BenchSettings s = tiny({"none", "ccnet"}, {{5, 7}, {6, 9}});
   s.backward = true;

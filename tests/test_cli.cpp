@@ -469,10 +469,19 @@ TEST_F(Cli, SweepRunsEveryRegisteredBlock) {
 }
 
 TEST_F(Cli, BenchTimesAWholeModelFromItsConfig) {
-  const auto r = run_attnseg("bench --model " + config() + " --iters 2 --warmup 0 --threads 1 --backward");
+  const auto json = dir / "model.json";
+  const auto r = run_attnseg("bench --model " + config() + " --iters 2 --warmup 0 --threads 1 --backward --floor --json '" +
+                             json.string() + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("on [1, 3, H, W] images"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("32x192 GMAC"), std::string::npos) << "the config's crop size: " << r.output;
+  // The model's floor: at least its image and its weights in float, once.
+  EXPECT_NE(r.output.find("floor ms: the larger of 2 x GMAC at "), std::string::npos) << r.output;
+  const nlohmann::json report = nlohmann::json::parse(read_file(json));
+  const auto& size = report["blocks"][0]["sizes"][0];
+  EXPECT_GE(size["min_bytes"].get<int64_t>(), 4 * (3 * 32 * 192 + report["blocks"][0]["parameters"].get<int64_t>()));
+  EXPECT_GT(size["floor_ms"].get<double>(), 0);
+  EXPECT_NEAR(size["floor_ratio"].get<double>(), size["median_ms"].get<double>() / size["floor_ms"].get<double>(), 1e-9);
   expect_clean_error(run_attnseg("bench --model " + config() + " --blocks ccnet"), {"--model", "--blocks"});
 }
 

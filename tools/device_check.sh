@@ -114,7 +114,7 @@ fi
 if want bench && [ -x "$B/attnseg" ]; then
   for precision in fp32 bf16; do
     step "bench_$precision" $(($(left) / 3)) "$OUT/bench_$precision.log" "$B/attnseg" bench --device cuda \
-      --precision "$precision" --blocks all --sizes "$SIZES" --iters "$ITERS" --channels 512 \
+      --precision "$precision" --blocks all --sizes "$SIZES" --iters "$ITERS" --channels 512 --floor --no-erf \
       --json "$OUT/bench_$precision.json"
   done
   # ccnet with its fused kernels, beside the unfused default timed above (issue 15's goal: the
@@ -122,7 +122,7 @@ if want bench && [ -x "$B/attnseg" ]; then
   for precision in fp32 bf16; do
     step "ccnet_fused_$precision" $(($(left) / 4)) "$OUT/bench_ccnet_fused_$precision.log" "$B/attnseg" bench \
       --device cuda --precision "$precision" --blocks ccnet --set ccnet.kernel=fused --sizes "$SIZES" \
-      --iters "$ITERS" --channels 512
+      --iters "$ITERS" --channels 512 --floor --no-erf
   done
   # The papers' reference implementations beside ours on the same GPU, where REFS names the
   # folder that holds their repositories (tools/reference/common.py; carry it, e.g. .gpu/refs).
@@ -138,7 +138,7 @@ if want bench && [ -x "$B/attnseg" ]; then
   if [ -f "$SRC/$MODEL_CONFIG" ]; then
     for precision in fp32 bf16; do
       step "model_$precision" $(($(left) / 2)) "$OUT/model_$precision.log" "$B/attnseg" bench --model \
-        "$SRC/$MODEL_CONFIG" --device cuda --precision "$precision" --sizes 512x1024 --iters "$ITERS"
+        "$SRC/$MODEL_CONFIG" --device cuda --precision "$precision" --sizes 512x1024 --iters "$ITERS" --floor
     done
   fi
   # The same R-50-D8 model in plain PyTorch with the block's reference (tools/reference/model.py),
@@ -164,7 +164,7 @@ if want bench && [ -x "$B/attnseg" ]; then
     grep -E 'data-parallel|trained to|error' "$OUT/dp.log" >>"$SUMMARY"
   fi
   for f in "$OUT"/bench_*.log "$OUT"/model_*.log "$OUT"/references_*/table.md; do
-    [ -f "$f" ] && { echo "--- ${f#"$OUT"/}"; grep -E ' \| |^not run|^error|^\| ' "$f" | head -n 60; } >>"$SUMMARY"
+    [ -f "$f" ] && { echo "--- ${f#"$OUT"/}"; grep -E ' \| |^not run|^error|^\| |^floor ms' "$f" | head -n 60; } >>"$SUMMARY"
   done
 fi
 echo "total $(($(date +%s) - T0))s" >>"$SUMMARY"

@@ -110,12 +110,18 @@ int64_t backward_peak(const BenchSubject& subject, const at::Tensor& x, const Ru
 }
 
 // Peak tensor bytes of one forward in inference mode (the output's allocation included), the
-// module in eval mode.
-int64_t forward_peak(const BenchSubject& subject, const at::Tensor& x, const Runtime& runtime) {
+// module in eval mode; the output's element count to `r->output_elements` where given, 0 for
+// an output that is the input itself (the identity block moves nothing).
+int64_t forward_peak(const BenchSubject& subject, const at::Tensor& x, const Runtime& runtime,
+                     SizeResult* r = nullptr) {
   c10::InferenceMode guard;
   AutocastGuard autocast(runtime);
   PeakMemory memory;
   const at::Tensor y = subject.infer(x);
+  if (r) {
+    r->output_is_input = y.is_same(x);
+    r->output_elements = r->output_is_input ? 0 : y.numel();
+  }
   return memory.peak_bytes();
 }
 
@@ -191,7 +197,7 @@ SizeResult bench_input(const BenchSubject& subject, const at::Tensor& x, int64_t
     r.p75_ms = t.p75_ms;
     r.images_per_s = 1000.0 * static_cast<double>(x.size(0)) / t.median_ms;
   }
-  r.peak_bytes = forward_peak(subject, x, runtime);
+  r.peak_bytes = forward_peak(subject, x, runtime, &r);
   if (backward) {
     subject.module->train();
     const at::Tensor xg = x.detach().clone().requires_grad_();
@@ -203,6 +209,61 @@ SizeResult bench_input(const BenchSubject& subject, const at::Tensor& x, int64_t
     subject.module->eval();
   }
   return r;
+}
+
+Ceilings measure_ceilings(const Runtime& runtime) {
+  const at::TensorOptions options =
+      at::TensorOptions().device(runtime.device).dtype(runtime.autocast() ? runtime.autocast_dtype() : at::kFloat);
+  c10::InferenceMode guard;
+  Ceilings c;
+  for (int64_t n = 256;; n *= 2) {
+    const at::Tensor a = at::randn({n, n}, options), b = at::randn({n, n}, options);
+    at::Tensor product = at::empty({n, n}, options);
+    auto timed = [&](const char* how, const std::function<void()>& run) {
+      const Timing t = time_runs(
+          [&] {
+            run();
+            wait_for_device(runtime);
+          },
+          2, 5);
+      const double rate = 2.0 * std::pow(static_cast<double>(n), 3) / (t.median_ms / 1e3);
+      if (rate > c.matrix_flops_per_s) {
+        c.matrix_flops_per_s = rate;
+        c.matrix_n = n;
+        c.matrix_how = how;
+      }
+      return t.median_ms;
+    };
+    // Both libraries a block's products go through: the BLAS (or cuBLAS) behind mm, and the
+    // one behind convolutions (oneDNN on the CPU beat OpenBLAS by 20% here, cuDNN on GPUs):
+    // the same n³ multiply-adds as a 1×1 convolution of n channels over n pixels.
+    const double ms = timed("product", [&] { at::mm_out(product, a, b); });
+    timed("1x1 convolution", [&] { (void)at::conv2d(a.view({1, n, 16, n / 16}), b.view({n, n, 1, 1})); });
+    if (ms >= 20 || n >= 8192) break;
+  }
+  // 256 MB, past every cache: the copy's speed does not depend on the values.
+  c.copy_bytes = int64_t{256} << 20;
+  const at::Tensor source = at::ones({c.copy_bytes / static_cast<int64_t>(options.dtype().itemsize())}, options);
+  at::Tensor target = at::empty_like(source);
+  const Timing t = time_runs(
+      [&] {
+        target.copy_(source);
+        wait_for_device(runtime);
+      },
+      2, 5);
+  c.copy_bytes_per_s = 2.0 * static_cast<double>(c.copy_bytes) / (t.median_ms / 1e3);
+  return c;
+}
+
+Floor floor_of(int64_t macs, int64_t bytes, const Ceilings& c) {
+  const double arithmetic = 2.0 * static_cast<double>(macs) / c.matrix_flops_per_s;
+  const double memory = static_cast<double>(bytes) / c.copy_bytes_per_s;
+  return {1e3 * std::max(arithmetic, memory), memory > arithmetic};
+}
+
+int64_t minimum_bytes(int64_t input_elements, int64_t output_elements, int64_t parameters, Precision precision) {
+  const int64_t width = precision == Precision::fp32 ? 4 : 2;
+  return width * (input_elements + output_elements + parameters);
 }
 
 namespace {
@@ -285,6 +346,7 @@ BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
     }
   }
   if (fitting.empty()) throw Error(report.refused.back());
+  if (s.floor) report.ceilings = measure_ceilings(runtime);
   for (const BenchSubject& subject : fitting) {
     BlockResult result;
     result.block = subject.name;
@@ -300,6 +362,12 @@ BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
         throw Error(where + ": " + one_line(e.what_without_backtrace()));
       } catch (const Error& e) {
         throw Error(where + ": " + e.what());
+      }
+      if (s.floor) {
+        SizeResult& z = result.sizes.back();
+        z.min_bytes =
+            minimum_bytes(z.output_is_input ? 0 : x.numel(), z.output_elements, result.parameters, runtime.precision);
+        z.floor = floor_of(z.macs, z.min_bytes, report.ceilings);
       }
       tokens.push_back(static_cast<double>(size[0] * size[1]));
       times.push_back(result.sizes.back().median_ms);
@@ -338,6 +406,11 @@ std::string exponent_text(double k) {
 nlohmann::json exponent_json(double k) { return std::isnan(k) ? nlohmann::json() : nlohmann::json(k); }
 }  // namespace
 
+// median / floor; NaN where the floor is 0 (a subject that moves and computes nothing).
+double floor_ratio(const SizeResult& z) {
+  return z.floor.ms > 0 ? z.median_ms / z.floor.ms : std::numeric_limits<double>::quiet_NaN();
+}
+
 std::string format_bench(const BenchReport& r) {
   const BenchSettings& s = r.settings;
   std::string out;
@@ -352,6 +425,16 @@ std::string format_bench(const BenchReport& r) {
   out += line;
   out += "MB: peak tensor memory allocated during one forward";
   out += s.backward ? "; fwd+bwd: sum of the output backpropagated in training mode\n" : "\n";
+  if (s.floor) {
+    const Ceilings& c = r.ceilings;
+    std::snprintf(line, sizeof(line),
+                  "floor ms: the larger of 2 x GMAC at %.4g TFLOP/s (n=%lld %s %s) and the input, output and weights "
+                  "moved once at %.4g GB/s (a %lld MB copy), m where memory decides; x floor: median / floor\n",
+                  c.matrix_flops_per_s / 1e12, static_cast<long long>(c.matrix_n), precision_name(r.runtime.precision),
+                  c.matrix_how.c_str(), c.copy_bytes_per_s / 1e9,
+                  static_cast<long long>(c.copy_bytes >> 20));
+    out += line;
+  }
   int name_width = 14;
   for (const auto& b : r.blocks) name_width = std::max(name_width, static_cast<int>(b.block.size()));
   const std::string first_column = s.model.empty() ? "block" : "model";
@@ -363,6 +446,10 @@ std::string format_bench(const BenchReport& r) {
     out += line;
     if (s.backward) {
       std::snprintf(line, sizeof(line), " %11s %11s", "fwd+bwd ms", "fwd+bwd MB");
+      out += line;
+    }
+    if (s.floor) {
+      std::snprintf(line, sizeof(line), " %10s %8s", "floor ms", "x floor");
       out += line;
     }
   }
@@ -382,6 +469,16 @@ std::string format_bench(const BenchReport& r) {
       out += line;
       if (s.backward) {
         std::snprintf(line, sizeof(line), " %11.2f %11.2f", z.train_median_ms, megabytes(z.train_peak_bytes));
+        out += line;
+      }
+      if (s.floor) {
+        std::snprintf(line, sizeof(line), " %9.3f%c", z.floor.ms, z.floor.memory_bound ? 'm' : ' ');
+        out += line;
+        if (std::isnan(floor_ratio(z))) {
+          std::snprintf(line, sizeof(line), " %8s", "-");
+        } else {
+          std::snprintf(line, sizeof(line), " %8.1f", floor_ratio(z));
+        }
         out += line;
       }
     }
@@ -410,6 +507,12 @@ nlohmann::json bench_json(const BenchReport& r) {
         entry["train_p75_ms"] = s.train_p75_ms;
         entry["train_peak_bytes"] = s.train_peak_bytes;
       }
+      if (r.settings.floor) {
+        entry["min_bytes"] = s.min_bytes;
+        entry["floor_ms"] = s.floor.ms;
+        entry["floor_bound"] = s.floor.memory_bound ? "memory" : "arithmetic";
+        entry["floor_ratio"] = exponent_json(floor_ratio(s));
+      }
       sizes.push_back(entry);
     }
     blocks.push_back({{"block", b.block}, {"parameters", b.parameters}, {"sizes", sizes},
@@ -427,13 +530,22 @@ nlohmann::json bench_json(const BenchReport& r) {
                         {"blocks", blocks}};
   if (!r.settings.model.empty()) out["model"] = r.settings.model;
   if (!r.refused.empty()) out["refused"] = r.refused;
+  if (r.settings.floor) {
+    out["ceilings"] = {{"matrix_flops_per_s", r.ceilings.matrix_flops_per_s},
+                       {"matrix_n", r.ceilings.matrix_n},
+                       {"matrix_how", r.ceilings.matrix_how},
+                       {"copy_bytes_per_s", r.ceilings.copy_bytes_per_s},
+                       {"copy_bytes", r.ceilings.copy_bytes}};
+  }
   return out;
 }
 
 std::string bench_csv(const BenchReport& r) {
   std::string out =
       "block,parameters,batch,channels,height,width,tokens,macs,median_ms,p25_ms,p75_ms,images_per_s,peak_bytes,"
-      "train_median_ms,train_p25_ms,train_p75_ms,train_peak_bytes,time_exponent,memory_exponent,erf\n";
+      "train_median_ms,train_p25_ms,train_p75_ms,train_peak_bytes,time_exponent,memory_exponent,erf";
+  // The floor's columns only when it was measured: a table without them reads as before.
+  out += r.settings.floor ? ",min_bytes,floor_ms,floor_ratio,floor_bound\n" : "\n";
   const int64_t channels = r.settings.model.empty() ? r.settings.channels : 3;
   char line[512];
   for (const auto& b : r.blocks) {
@@ -454,6 +566,10 @@ std::string bench_csv(const BenchReport& r) {
       }
       auto number = [](double k) { return std::isnan(k) ? std::string() : fmt::format("{:.4f}", k); };
       out += number(b.time_exponent) + "," + number(b.memory_exponent) + "," + number(b.erf);
+      if (r.settings.floor) {
+        out += fmt::format(",{},{:.6f},{},{}", s.min_bytes, s.floor.ms, number(floor_ratio(s)),
+                           s.floor.memory_bound ? "memory" : "arithmetic");
+      }
       out += "\n";
     }
   }

@@ -4,7 +4,8 @@
 // its quartiles after warm-up, under inference mode, the throughput that latency gives, the
 // peak tensor memory of the forward, optionally the median and peak memory of a forward and
 // backward pass in training mode, and the growth exponents of time and memory with the token
-// count N = H·W, fitted over the sizes measured.
+// count N = H·W, fitted over the sizes measured; optionally each size's floor, the time below
+// which no version of the subject could run on the device (see Ceilings).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -41,7 +42,37 @@ struct BenchSettings {
   // A block (or model) whose estimated peak memory at its largest size exceeds this is not run;
   // 0: the memory the device has free.
   int64_t max_memory_bytes = 0;
+  // Measure the device's ceilings once and give every size its floor and median / floor.
+  bool floor = false;
 };
+
+// The two rates a pass on the device cannot beat, measured in the runtime's precision (its
+// autocast type, float for fp32): floating-point operations per second of a matrix product,
+// n×n by n×n (2n³ operations), through mm and as a 1×1 convolution (the two libraries a
+// block's products use), the fastest median of either over n doubling from 256 until one
+// product takes 20 ms or n reaches 8192; and bytes per second of a large copy on the device
+// (read plus written).
+struct Ceilings {
+  double matrix_flops_per_s = 0;
+  int64_t matrix_n = 0;
+  std::string matrix_how;  // which gave the rate: "product" (mm) or "1x1 convolution"
+  double copy_bytes_per_s = 0;
+  int64_t copy_bytes = 0;  // of the tensor copied
+};
+Ceilings measure_ceilings(const Runtime& runtime);
+
+// A pass's floor: the larger of its multiply-adds (two operations each) at the matrix rate
+// and `bytes` at the copy rate.
+struct Floor {
+  double ms = 0;
+  bool memory_bound = false;  // the bytes' time is the larger
+};
+Floor floor_of(int64_t macs, int64_t bytes, const Ceilings& ceilings);
+
+// The fewest bytes one forward moves: its input read once, its output written once and its
+// parameters read once, each element in the precision's width (4 bytes in fp32, 2 in bf16 and
+// fp16) however the subject stores it, so that the floor stays a floor.
+int64_t minimum_bytes(int64_t input_elements, int64_t output_elements, int64_t parameters, Precision precision);
 
 struct SizeResult {
   std::array<int64_t, 2> size{0, 0};
@@ -54,6 +85,12 @@ struct SizeResult {
   // Peak bytes of tensors allocated during one forward (inference mode), and during one
   // forward + backward with BenchSettings::backward (0 otherwise); input and weights excluded.
   int64_t peak_bytes = 0, train_peak_bytes = 0;
+  // Of one forward's output; 0 when the output is the input itself (the identity block).
+  int64_t output_elements = 0;
+  bool output_is_input = false;
+  // With BenchSettings::floor (0 otherwise): minimum_bytes of the forward and its floor.
+  int64_t min_bytes = 0;
+  Floor floor;
 };
 
 struct BlockResult {
@@ -74,6 +111,7 @@ struct BenchReport {
   std::vector<BlockResult> blocks;
   // Blocks not run: why each cannot run on the runtime, or would not fit in memory.
   std::vector<std::string> refused;
+  Ceilings ceilings;  // measured with BenchSettings::floor, zero otherwise
 };
 
 // What is benched, a block alone or a whole model, behind the same calls; the sweep times its
