@@ -17,7 +17,9 @@
 # REFS (the reference repositories' folder: the papers' code timed beside ours; default none),
 # REF_BLOCKS (default nonlocal,ccnet,efficient,cbam,gcnet,ema,axial,isa), MODEL_BLOCK (the block of
 # the plain-PyTorch model timed beside ours with REFS, default ccnet),
-# STEPS (of "configure build test bench", default all).
+# STEPS (of "configure build test bench", default all), DEVICE (what bench, training and the demo
+# run on, default cuda; cpu with STEPS=bench, small SIZES and MODEL_SIZE is a dry run of the
+# script on a machine without a GPU), MODEL_SIZE (default 512x1024).
 set -uo pipefail
 : "${OUT:?OUT must name the folder for the logs}"
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
@@ -28,6 +30,8 @@ DEADLINE=${DEADLINE_S:-480}
 SIZES=${SIZES:-64x128,128x256}
 ITERS=${ITERS:-20}
 STEPS=" ${STEPS:-configure build test bench} "
+DEVICE=${DEVICE:-cuda}
+MODEL_SIZE=${MODEL_SIZE:-512x1024}
 SUMMARY=$OUT/summary.txt
 T0=$(date +%s)
 : >"$SUMMARY"
@@ -113,7 +117,7 @@ fi
 
 if want bench && [ -x "$B/attnseg" ]; then
   for precision in fp32 bf16; do
-    step "bench_$precision" $(($(left) / 3)) "$OUT/bench_$precision.log" "$B/attnseg" bench --device cuda \
+    step "bench_$precision" $(($(left) / 3)) "$OUT/bench_$precision.log" "$B/attnseg" bench --device "$DEVICE" \
       --precision "$precision" --blocks all --sizes "$SIZES" --iters "$ITERS" --channels 512 --floor --no-erf \
       --json "$OUT/bench_$precision.json"
   done
@@ -121,7 +125,7 @@ if want bench && [ -x "$B/attnseg" ]; then
   # fused kernels at least 2x faster).
   for precision in fp32 bf16; do
     step "ccnet_fused_$precision" $(($(left) / 4)) "$OUT/bench_ccnet_fused_$precision.log" "$B/attnseg" bench \
-      --device cuda --precision "$precision" --blocks ccnet --set ccnet.kernel=fused --sizes "$SIZES" \
+      --device "$DEVICE" --precision "$precision" --blocks ccnet --set ccnet.kernel=fused --sizes "$SIZES" \
       --iters "$ITERS" --channels 512 --floor --no-erf
   done
   # The papers' reference implementations beside ours on the same GPU, where REFS names the
@@ -130,7 +134,7 @@ if want bench && [ -x "$B/attnseg" ]; then
     for precision in fp32 bf16; do
       step "references_$precision" $(($(left) / 3)) "$OUT/references_$precision.log" \
         env BENCH_OUT="$OUT/references_$precision" PYTHON=python3 "$SRC/tools/bench_blocks.sh" --refs "$REFS" \
-        --blocks "${REF_BLOCKS:-nonlocal,ccnet,efficient,cbam,gcnet,ema,axial,isa}" --device cuda \
+        --blocks "${REF_BLOCKS:-nonlocal,ccnet,efficient,cbam,gcnet,ema,axial,isa}" --device "$DEVICE" \
         --precision "$precision" --sizes "$SIZES" --iters "$ITERS" --rounds 1 --bin "$B/attnseg"
     done
   fi
@@ -138,30 +142,48 @@ if want bench && [ -x "$B/attnseg" ]; then
   if [ -f "$SRC/$MODEL_CONFIG" ]; then
     for precision in fp32 bf16; do
       step "model_$precision" $(($(left) / 2)) "$OUT/model_$precision.log" "$B/attnseg" bench --model \
-        "$SRC/$MODEL_CONFIG" --device cuda --precision "$precision" --sizes 512x1024 --iters "$ITERS" --floor
+        "$SRC/$MODEL_CONFIG" --device "$DEVICE" --precision "$precision" --sizes "$MODEL_SIZE" --iters "$ITERS" --floor
     done
+    # Training speed of that config (issue 15): forward and backward of a batch of 2 at 512x1024.
+    step model_train_bf16 $(($(left) / 3)) "$OUT/model_train_bf16.log" "$B/attnseg" bench --model \
+      "$SRC/$MODEL_CONFIG" --device "$DEVICE" --precision bf16 --sizes "$MODEL_SIZE" --batch 2 --backward --iters 10
   fi
   # The same R-50-D8 model in plain PyTorch with the block's reference (tools/reference/model.py),
   # at the model size above: the C++ pipeline's own overhead is the difference.
   if [ -n "${REFS:-}" ] && [ -d "$REFS" ]; then
     for precision in fp32 bf16; do
       step "torch_model_$precision" $(($(left) / 3)) "$OUT/torch_model_$precision.log" python3 \
-        "$SRC/tools/reference/model.py" --refs "$REFS" --block "${MODEL_BLOCK:-ccnet}" --device cuda \
-        --precision "$precision" --sizes 512x1024 --iters "$ITERS"
+        "$SRC/tools/reference/model.py" --refs "$REFS" --block "${MODEL_BLOCK:-ccnet}" --device "$DEVICE" \
+        --precision "$precision" --sizes "$MODEL_SIZE" --iters "$ITERS"
       grep -E '"(block|precision|parameters|median_ms|fps)"' "$OUT/torch_model_$precision.log" | tr -d ' \n' >>"$SUMMARY"
       echo >>"$SUMMARY"
     done
   fi
   # The data-parallel path's cost on the GPU (issue 20): 100 iterations of the default synthetic
   # config plainly and as an NCCL job of one (a named backend forms a group of one).
-  if (($(left) > 90)) && "$B/attnseg" synth --out "$OUT/synthetic" >"$OUT/synth.log" 2>&1; then
-    dp=(configs/ccnet_r18_synthetic.yaml "data.root=$OUT/synthetic" runtime.device=cuda train.iters=100
+  # Data, runs and frames go to the build folder: only logs come back in $OUT.
+  if (($(left) > 90)) && "$B/attnseg" synth --out "$B/synthetic" >"$OUT/synth.log" 2>&1; then
+    dp=(configs/ccnet_r18_synthetic.yaml "data.root=$B/synthetic" "runtime.device=$DEVICE" train.iters=100
         train.log_interval=50 eval.interval=0 train.checkpoint_interval=0)
-    (cd "$SRC" && step train_plain 60 "$OUT/dp.log" "$B/attnseg" train "${dp[@]}" --work-dir "$OUT/dp_plain")
+    rm -rf "$B/dp_plain" "$B/dp_nccl"
+    (cd "$SRC" && step train_plain 60 "$OUT/dp.log" "$B/attnseg" train "${dp[@]}" --work-dir "$B/dp_plain")
     (cd "$SRC" && step train_nccl_of_one 60 "$OUT/dp.log" env WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 \
       MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 "$B/attnseg" train "${dp[@]}" runtime.dist_backend=nccl \
-      --work-dir "$OUT/dp_nccl")
+      --work-dir "$B/dp_nccl")
     grep -E 'data-parallel|trained to|error' "$OUT/dp.log" >>"$SUMMARY"
+  fi
+  # The live demo at 640x480 on the GPU with a pinned influence map (issue 15's goal: 30 FPS or
+  # more), headless over 100 frames of noise (PPM, which imgcodecs reads without a codec library)
+  # with the checkpoint just trained, then the bare model on the last frame (--compare).
+  if (($(left) > 45)) && [ -f "$B/dp_plain/iter_100.pt" ]; then
+    mkdir -p "$B/frames"
+    for i in $(seq -f '%03g' 0 99); do
+      { printf 'P6\n640 480\n255\n'; head -c 921600 /dev/urandom; } >"$B/frames/f_$i.ppm"
+    done
+    step demo_640x480 40 "$OUT/demo.log" "$B/attnseg" demo "$B/dp_plain/config.yaml" --checkpoint \
+      "$B/dp_plain/iter_100.pt" --source "$B/frames/f_%03d.ppm" --headless --output "$B/demo.avi" \
+      --point 320,240 --compare 20
+    grep -E 'demo: device|showed|per frame|bare' "$OUT/demo.log" >>"$SUMMARY"
   fi
   for f in "$OUT"/bench_*.log "$OUT"/model_*.log "$OUT"/references_*/table.md; do
     [ -f "$f" ] && { echo "--- ${f#"$OUT"/}"; grep -E ' \| |^not run|^error|^\| |^floor ms' "$f" | head -n 60; } >>"$SUMMARY"
