@@ -13,6 +13,9 @@
 #include "core/error.h"
 #include "engine/bench.h"
 #include "engine/counters.h"
+#include "engine/experiment.h"
+#include "config/config.h"
+#include "core/device.h"
 #include "engine/timing.h"
 
 namespace attnseg {
@@ -146,6 +149,30 @@ TEST(Bench, EffectiveReceptiveFieldIsMeasuredUnlessLeftOut) {
   report = bench_blocks(s, one_thread());
   for (const auto& b : report.blocks) EXPECT_TRUE(std::isnan(b.erf)) << b.block;
   EXPECT_EQ(format_bench(report).find("ERF"), std::string::npos);
+}
+
+// A block alone is fed what a model hands it: under bf16 autocast the head's reduce convolution
+// (conv, BatchNorm, ReLU) passes the block a bf16 map, so the bench's block input is bf16 too;
+// in fp32 both are float, and a model takes float images in any precision.
+TEST(Bench, ABlockAloneIsFedInTheTypeAModelUnderAutocastHandsIt) {
+  const Experiment x = read_experiment(Config::load(std::string(ATTNSEG_SOURCE_DIR) + "/configs/ccnet_r18_synthetic.yaml"));
+  for (const Precision precision : {Precision::fp32, Precision::bf16}) {
+    Runtime runtime = one_thread();
+    runtime.precision = precision;
+    Segmentor model = build_model(x, runtime);
+    model->eval();
+    at::Tensor handed;
+    {
+      c10::InferenceMode guard;
+      AutocastGuard autocast(runtime);
+      handed = model->predict_with_block_input(at::randn({1, 3, 32, 48})).block_input;
+    }
+    const BenchSubject block = block_subject("ccnet", model->head()->block(), handed.size(1));
+    const at::Tensor fed = random_input(block, 1, {5, 7}, runtime);
+    EXPECT_EQ(fed.scalar_type(), handed.scalar_type()) << precision_name(precision);
+    EXPECT_EQ(fed.sizes(), (std::vector<int64_t>{1, handed.size(1), 5, 7}));
+    EXPECT_EQ(random_input(model_subject("model", model), 1, {5, 7}, runtime).scalar_type(), at::kFloat);
+  }
 }
 
 // The floor: the larger of the two terms, each at its ceiling; bytes in the precision's width.

@@ -69,7 +69,14 @@ BenchSubject model_subject(const std::string& name, Segmentor model) {
     (void)m->predict(x);
     return counter.macs();
   };
+  s.takes_images = true;
   return s;
+}
+
+at::Tensor random_input(const BenchSubject& subject, int64_t batch, const std::array<int64_t, 2>& size,
+                        const Runtime& runtime) {
+  const at::ScalarType type = runtime.autocast() && !subject.takes_images ? runtime.autocast_dtype() : at::kFloat;
+  return at::randn({batch, subject.in_channels, size[0], size[1]}).to(runtime.device, type);
 }
 
 namespace {
@@ -129,7 +136,7 @@ int64_t forward_peak(const BenchSubject& subject, const at::Tensor& x, const Run
 // step's, on a random input of `size`.
 int64_t measured_peak(const BenchSubject& subject, int64_t batch, const std::array<int64_t, 2>& size,
                       bool backward, const Runtime& runtime) {
-  const at::Tensor x = at::randn({batch, subject.in_channels, size[0], size[1]}).to(runtime.device);
+  const at::Tensor x = random_input(subject, batch, size, runtime);
   subject.module->eval();
   int64_t peak = forward_peak(subject, x, runtime);
   if (backward) {
@@ -355,7 +362,7 @@ BenchReport bench_blocks(const BenchSettings& s, const Runtime& runtime) {
     for (const auto& size : s.sizes) {
       const std::string where = subject.name + " at " + std::to_string(size[0]) + "x" + std::to_string(size[1]);
       at::manual_seed(0);
-      const at::Tensor x = at::randn({s.batch, subject.in_channels, size[0], size[1]}).to(runtime.device);
+      const at::Tensor x = random_input(subject, s.batch, size, runtime);
       try {
         result.sizes.push_back(bench_input(subject, x, s.warmup, s.iters, s.backward, runtime));
       } catch (const c10::Error& e) {

@@ -123,9 +123,16 @@ struct BenchSubject {
   std::function<at::Tensor(const at::Tensor&)> infer;       // eval mode
   std::function<at::Tensor(const at::Tensor&)> train_loss;  // a scalar, training mode
   std::function<int64_t(const at::Tensor&)> macs;           // of one forward on this input
+  bool takes_images = false;                                // a model: float images in any precision
 };
 BenchSubject block_subject(const std::string& name, AttentionBlock block, int64_t channels);
 BenchSubject model_subject(const std::string& name, Segmentor model);
+
+// A random input [batch, in_channels, H, W] on the runtime's device: float for a model (it takes
+// images) and in fp32; for a block alone in bf16 or fp16, that type, as inside a model under
+// autocast, where the convolution before the block hands it over in the lower precision.
+at::Tensor random_input(const BenchSubject& subject, int64_t batch, const std::array<int64_t, 2>& size,
+                        const Runtime& runtime);
 
 // One input: multiply-adds, the median forward (inference mode, the runtime's precision)
 // after warm-up, the forward's peak memory and, with `backward`, forward + backward in

@@ -313,7 +313,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime, ProcessGro
         if (std::isnan(t.block_best[k])) continue;
         const auto& hw = t.block_sizes[k];
         at::manual_seed(0);
-        const at::Tensor x = at::randn({1, board.block_channels, hw[0], hw[1]}).to(runtime.device);
+        const at::Tensor x = random_input(t.block, 1, hw, runtime);
         try {
           const SizeResult block = bench_input(t.block, x, s.warmup, s.iters, /*backward=*/false, runtime);
           t.block_best[k] = std::min(t.block_best[k], block.median_ms);

@@ -7,7 +7,8 @@ JSON document (same shape as `attnseg bench --json`).
     python3 tools/reference/bench.py --refs REFS --blocks ccnet --device cuda --precision bf16
 
 On a GPU the tensors a reference makes inside its forward (ccnet's -inf mask) are made there
-too (torch.set_default_device), and bf16 is autocast, as `attnseg bench --precision bf16`.
+too (torch.set_default_device), and bf16 is autocast on a bf16 input, as `attnseg bench
+--precision bf16` feeds a block what a model under autocast hands it.
 """
 import argparse
 import importlib
@@ -60,6 +61,8 @@ def main():
                 net = module.build_for(src, args.channels, h, w).to(device).eval()
             torch.manual_seed(0)
             x = torch.randn(args.batch, args.channels, h, w, device=device)
+            if args.precision == "bf16":
+                x = x.to(torch.bfloat16)
             median, p25, p75 = common.timed_forwards(net, x, args.warmup, args.iters, autocast)
             entry["sizes"].append({"height": h, "width": w, "median_ms": median, "p25_ms": p25, "p75_ms": p75})
         results.append(entry)
