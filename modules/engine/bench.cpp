@@ -242,7 +242,7 @@ Ceilings measure_ceilings(const Runtime& runtime) {
       return t.median_ms;
     };
     // Both libraries a block's products go through: the BLAS (or cuBLAS) behind mm, and the
-    // one behind convolutions (oneDNN on the CPU beat OpenBLAS by 20% here, cuDNN on GPUs):
+    // one behind convolutions (oneDNN on the CPU, about 1.9x OpenBLAS's rate here; cuDNN on GPUs):
     // the same n³ multiply-adds as a 1×1 convolution of n channels over n pixels.
     const double ms = timed("product", [&] { at::mm_out(product, a, b); });
     timed("1x1 convolution", [&] { (void)at::conv2d(a.view({1, n, 16, n / 16}), b.view({n, n, 1, 1})); });
