@@ -96,14 +96,13 @@ bool check_local_launch(const RuntimeSettings& settings) {
                 "with torchrun/the environment, not both");
   }
   if (!distributed_available() && !nccl_available()) {
-    throw Error("--nproc: this build has no c10d process group (Debian's libgloo-dev was missing when it was "
-                "configured; run tools/setup.sh and build again)");
+    throw Error(std::string("--nproc: this build has no c10d process group ") + kNoGlooReason);
   }
   // A device or precision the machine cannot run, or NCCL where this build lacks it.
   const bool nccl = job_uses_nccl(settings, start_runtime(settings));
   if (!nccl && !distributed_available()) {
-    throw Error("--nproc: this build has no Gloo process group (Debian's libgloo-dev was missing when it was "
-                "configured; run tools/setup.sh and build again); a job on GPUs can use runtime.dist_backend=nccl");
+    throw Error(std::string("--nproc: this build has no Gloo process group ") + kNoGlooReason +
+                "; a job on GPUs can use runtime.dist_backend=nccl");
   }
   return nccl;
 }

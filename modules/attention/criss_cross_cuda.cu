@@ -42,11 +42,6 @@ __global__ void aggregate_kernel(int64_t count, const acc_t* weights, const scal
   }
 }
 
-Map map_of(const at::Tensor& t) { return Map{t.size(0), t.size(2), t.size(3)}; }
-
-#define ATTNSEG_CC_DISPATCH(tensor, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (tensor).scalar_type(), "criss_cross_fused", __VA_ARGS__)
-
 template <bool transposed>
 void aggregate_on_gpu(const at::Tensor& weights, const at::Tensor& src, const at::Tensor& out) {
   ATTNSEG_CC_DISPATCH(src, [&] {

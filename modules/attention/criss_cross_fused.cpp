@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "attention/criss_cross_kernel.h"
@@ -14,23 +13,12 @@
 namespace attnseg::criss_cross {
 namespace {
 
-#define ATTNSEG_CC_DISPATCH(tensor, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (tensor).scalar_type(), "criss_cross_fused", __VA_ARGS__)
-
-Map map_of(const at::Tensor& t) { return Map{t.size(0), t.size(2), t.size(3)}; }
+constexpr int64_t kGrain = 64;
 
 // The criss-cross weights of t's map, [B, H + W, H, W], in the accumulation type.
 at::Tensor empty_weights(const at::Tensor& t) {
   const at::ScalarType type = t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   return at::empty({t.size(0), t.size(2) + t.size(3), t.size(2), t.size(3)}, t.options().dtype(type));
-}
-
-// f(i) for every i in [0, count), on the host's threads: the loop a kernel launch runs.
-template <typename F>
-void each_index(int64_t count, const F& f) {
-  at::parallel_for(0, count, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) f(i);
-  });
 }
 
 at::Tensor softmax_of_dots(const at::Tensor& a, const at::Tensor& b) {
@@ -46,7 +34,7 @@ at::Tensor softmax_of_dots(const at::Tensor& a, const at::Tensor& b) {
     const scalar_t *pa = a.data_ptr<scalar_t>(), *pb = b.data_ptr<scalar_t>();
     acc_t* pw = weights.data_ptr<acc_t>();
     const Map m = map_of(a);
-    each_index(m.batch * m.h * m.w, [&](int64_t i) { criss_cross::softmax_of_dots<acc_t>(i, pa, pb, a.size(1), m, pw); });
+    each_index(m.batch * m.h * m.w, kGrain, [&](int64_t i) { criss_cross::softmax_of_dots<acc_t>(i, pa, pb, a.size(1), m, pw); });
   });
   return weights;
 }
@@ -65,7 +53,7 @@ at::Tensor softmax_backward_of_dots(const at::Tensor& g, const at::Tensor& v, co
     const acc_t* pw = weights.data_ptr<acc_t>();
     acc_t* out = grad.data_ptr<acc_t>();
     const Map m = map_of(g);
-    each_index(m.batch * m.h * m.w,
+    each_index(m.batch * m.h * m.w, kGrain,
                [&](int64_t i) { criss_cross::softmax_backward_of_dots<acc_t>(i, pg, pv, g.size(1), m, pw, out); });
   });
   return grad;
@@ -92,9 +80,9 @@ at::Tensor aggregated(const at::Tensor& weights, const at::Tensor& src, bool tra
     const Map m = map_of(src);
     const int64_t ch = src.size(1);
     if (transposed) {
-      each_index(src.numel(), [&](int64_t i) { criss_cross::aggregate_transposed(i, pw, ps, ch, m, po); });
+      each_index(src.numel(), kGrain, [&](int64_t i) { criss_cross::aggregate_transposed(i, pw, ps, ch, m, po); });
     } else {
-      each_index(src.numel(), [&](int64_t i) { criss_cross::aggregate(i, pw, ps, ch, m, po); });
+      each_index(src.numel(), kGrain, [&](int64_t i) { criss_cross::aggregate(i, pw, ps, ch, m, po); });
     }
   });
   return out;

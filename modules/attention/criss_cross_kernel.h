@@ -26,6 +26,17 @@ struct Map {
   int64_t batch, h, w;
 };
 
+// The map of a [b, ch, h, w] tensor (host code: the kernels' callers).
+template <typename Tensor>
+Map map_of(const Tensor& t) {
+  return Map{t.size(0), t.size(2), t.size(3)};
+}
+
+// The types the kernels' callers dispatch over: float, double, half and bfloat16 (the callers
+// include ATen/Dispatch.h).
+#define ATTNSEG_CC_DISPATCH(tensor, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (tensor).scalar_type(), "criss_cross_fused", __VA_ARGS__)
+
 ATTNSEG_HOST_DEVICE inline float exponential(float x) { return expf(x); }
 ATTNSEG_HOST_DEVICE inline double exponential(double x) { return exp(x); }
 

@@ -5,10 +5,13 @@
 
 #include <c10/core/Device.h>
 
+#include <cstdint>
+
 #if defined(__CUDACC__)
 #define ATTNSEG_HOST_DEVICE __host__ __device__
 #else
 #define ATTNSEG_HOST_DEVICE
+#include <ATen/Parallel.h>
 #endif
 
 namespace attnseg {
@@ -21,5 +24,16 @@ inline bool kernels_run_on(const c10::Device& device) {
 #endif
   return device.is_cpu();
 }
+
+#if !defined(__CUDACC__)
+// f(i) for every i in [0, count), on the host's threads in chunks of at least `grain`: the
+// loop a kernel launch runs, one thread per index.
+template <typename F>
+void each_index(int64_t count, int64_t grain, const F& f) {
+  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) f(i);
+  });
+}
+#endif
 
 }  // namespace attnseg

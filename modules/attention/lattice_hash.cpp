@@ -1,7 +1,6 @@
 #include "attention/lattice_hash.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include "attention/lattice_hash_kernel.h"
 #ifdef ATTNSEG_WITH_CUDA
@@ -22,9 +21,7 @@ void insert_rows(const at::Tensor& rows, const at::Tensor& slots, const at::Tens
   int64_t* out = slot_of.data_ptr<int64_t>();
   const int64_t width = rows.size(1);
   const uint64_t mask = static_cast<uint64_t>(slots.numel() - 1);
-  at::parallel_for(0, rows.size(0), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) out[i] = insert_row(i, r, width, s, mask);
-  });
+  each_index(rows.size(0), kGrain, [&](int64_t i) { out[i] = insert_row(i, r, width, s, mask); });
 }
 
 void find_neighbours(const at::Tensor& table, const at::Tensor& rows, const at::Tensor& slots,
@@ -36,9 +33,7 @@ void find_neighbours(const at::Tensor& table, const at::Tensor& rows, const at::
   int64_t* out = found.data_ptr<int64_t>();
   const int64_t m = table.size(0), d = table.size(1) - 1;
   const uint64_t mask = static_cast<uint64_t>(slots.numel() - 1);
-  at::parallel_for(0, found.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) out[i] = find_neighbour(i, t, m, d, r, s, mask);
-  });
+  each_index(found.numel(), kGrain, [&](int64_t i) { out[i] = find_neighbour(i, t, m, d, r, s, mask); });
 }
 
 }  // namespace

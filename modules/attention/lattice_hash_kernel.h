@@ -37,7 +37,9 @@ ATTNSEG_HOST_DEVICE inline int64_t load(const int64_t* address) {
 #endif
 }
 
-// FNV-1a over the row's values, its high half folded in (the mask keeps low bits).
+// FNV-1a over the row's values from its offset basis, its high half folded in (the mask keeps
+// low bits).
+constexpr uint64_t kHashBasis = 0xcbf29ce484222325ULL;
 ATTNSEG_HOST_DEVICE inline uint64_t mix(uint64_t h, int64_t value) {
   return (h ^ static_cast<uint64_t>(value)) * 0x100000001b3ULL;
 }
@@ -47,7 +49,7 @@ ATTNSEG_HOST_DEVICE inline uint64_t fold(uint64_t h) { return h ^ (h >> 32); }
 ATTNSEG_HOST_DEVICE inline int64_t insert_row(int64_t r, const int64_t* rows, int64_t width, int64_t* slots,
                                               uint64_t mask) {
   const int64_t* row = rows + r * width;
-  uint64_t h = 0xcbf29ce484222325ULL;
+  uint64_t h = kHashBasis;
   for (int64_t j = 0; j < width; ++j) h = mix(h, row[j]);
   for (uint64_t slot = fold(h) & mask;; slot = (slot + 1) & mask) {
     int64_t entry = load(slots + slot);
@@ -77,7 +79,7 @@ ATTNSEG_HOST_DEVICE inline int64_t find_neighbour(int64_t index, const int64_t* 
                                                   const int64_t* rows, const int64_t* slots, uint64_t mask) {
   const int64_t m = index % m_count, side = (index / m_count) % 2, dir = index / (2 * m_count), width = d + 1;
   const int64_t* row = table + m * width;
-  uint64_t h = 0xcbf29ce484222325ULL;
+  uint64_t h = kHashBasis;
   for (int64_t j = 0; j < width; ++j) h = mix(h, row[j] + step(j, dir, side, d));
   for (uint64_t slot = fold(h) & mask;; slot = (slot + 1) & mask) {
     const int64_t entry = slots[slot];

@@ -422,26 +422,6 @@ TensorSimplices tensor_simplices(const at::Tensor& p, double kernel_std) {
   return {at::cat({sample, coords}, -1).reshape({-1, 1 + d}), weight};
 }
 
-// The occupied vertices as sorted distinct rows (the sample in each row gives every sample a
-// lattice of its own), and each point's d+1 vertex ids among them: the hash table as a sort.
-struct VertexTable {
-  at::Tensor rows;                      // [M, 1 + d]
-  at::Tensor key_vertex, query_vertex;  // [B·N, d+1]; query_vertex undefined when shared
-  std::vector<at::Tensor> neighbours;   // tensor_neighbours' layout; where a filter asks for them
-};
-
-VertexTable vertex_table(const TensorSimplices& keys, const TensorSimplices* queries) {
-  const int64_t d1 = keys.weight.size(-1), nk = keys.rows.size(0);
-  VertexTable table;
-  at::Tensor ids;
-  std::tie(table.rows, ids, std::ignore) =
-      at::unique_dim(queries ? at::cat({keys.rows, queries->rows}) : keys.rows, 0, /*sorted=*/true,
-                     /*return_inverse=*/true);
-  table.key_vertex = ids.narrow(0, 0, nk).view({-1, d1});
-  if (queries) table.query_vertex = ids.narrow(0, nk, queries->rows.size(0)).view({-1, d1});
-  return table;
-}
-
 // Per direction, each vertex's neighbours at ± (−1, …, d, …, −1) as [2, M+1] ids: one
 // distinct sort of the table with its shifted copies in every direction finds which are
 // occupied; the others, and row M (a zero row of the value grid, its own neighbour), point at M.
@@ -468,16 +448,34 @@ std::vector<at::Tensor> tensor_neighbours(const at::Tensor& table) {
   return neighbours;
 }
 
-// The vertex table and its neighbours from the hash table's kernels (lattice_hash.h) instead
-// of the sorts: the same vertices in another order.
-VertexTable hashed_vertex_table(const TensorSimplices& keys, const TensorSimplices* queries) {
+// The occupied vertices as distinct rows (the sample in each row gives every sample a lattice of
+// its own), and each point's d+1 vertex ids among them: the hash table as a sort (sorted rows),
+// or (`hashed`) from the hash table's kernels (lattice_hash.h: the same vertices in another
+// order). With `neighbours` also each vertex's neighbours (tensor_neighbours' layout), which the
+// hash table's kernels find with the table.
+struct VertexTable {
+  at::Tensor rows;                      // [M, 1 + d]
+  at::Tensor key_vertex, query_vertex;  // [B·N, d+1]; query_vertex undefined when shared
+  std::vector<at::Tensor> neighbours;   // where asked for
+};
+
+VertexTable vertex_table(const TensorSimplices& keys, const TensorSimplices* queries, bool hashed = false,
+                         bool neighbours = false) {
   const int64_t d1 = keys.weight.size(-1), nk = keys.rows.size(0);
-  lattice_hash::Table hashed = lattice_hash::build(queries ? at::cat({keys.rows, queries->rows}) : keys.rows);
+  const at::Tensor all = queries ? at::cat({keys.rows, queries->rows}) : keys.rows;
   VertexTable table;
-  table.rows = hashed.rows;
-  table.key_vertex = hashed.ids.narrow(0, 0, nk).view({-1, d1});
-  if (queries) table.query_vertex = hashed.ids.narrow(0, nk, queries->rows.size(0)).view({-1, d1});
-  table.neighbours = std::move(hashed.neighbours);
+  at::Tensor ids;
+  if (hashed) {
+    lattice_hash::Table built = lattice_hash::build(all);
+    table.rows = built.rows;
+    ids = built.ids;
+    table.neighbours = std::move(built.neighbours);
+  } else {
+    std::tie(table.rows, ids, std::ignore) = at::unique_dim(all, 0, /*sorted=*/true, /*return_inverse=*/true);
+    if (neighbours) table.neighbours = tensor_neighbours(table.rows);
+  }
+  table.key_vertex = ids.narrow(0, 0, nk).view({-1, d1});
+  if (queries) table.query_vertex = ids.narrow(0, nk, queries->rows.size(0)).view({-1, d1});
   return table;
 }
 
@@ -491,9 +489,7 @@ at::Tensor tensor_filter(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const int64_t batch = v.size(0), c = v.size(1), d = k.size(1), d1 = d + 1;
   const TensorSimplices keys = tensor_simplices(k, kernel_std);
   const TensorSimplices queries = shared ? keys : tensor_simplices(q, kernel_std);
-  VertexTable table = hashed ? hashed_vertex_table(keys, shared ? nullptr : &queries)
-                             : vertex_table(keys, shared ? nullptr : &queries);
-  if (!hashed) table.neighbours = tensor_neighbours(table.rows);
+  const VertexTable table = vertex_table(keys, shared ? nullptr : &queries, hashed, /*neighbours=*/true);
   const int64_t m = table.rows.size(0);
   const at::Tensor rows = v.transpose(1, 2).reshape({-1, c});
   const at::Tensor key_weight = keys.weight.reshape({-1, d1}).to(v.scalar_type());
@@ -578,9 +574,9 @@ namespace functional {
 
 at::Tensor permutohedral_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    double kernel_std, bool normalize) {
-  const Filter filter = v.device().is_cpu()                      ? cpu_filter
+  const Filter filter = v.device().is_cpu()          ? cpu_filter
                         : kernels_run_on(v.device()) ? hashed_filter
-                                                              : sorted_filter;
+                                                     : sorted_filter;
   return attention(q, k, v, kernel_std, normalize, filter);
 }
 

@@ -194,8 +194,8 @@ ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds 
 #endif
 #ifndef ATTNSEG_WITH_GLOO
   if (!nccl_gpu) {
-    throw Error(where + ": this build has no Gloo process group (Debian's libgloo-dev was missing when it was "
-                "configured; run tools/setup.sh and build again); a job on GPUs can use runtime.dist_backend=nccl");
+    throw Error(where + ": this build has no Gloo process group " + kNoGlooReason +
+                "; a job on GPUs can use runtime.dist_backend=nccl");
   }
 #endif
   try {
@@ -304,8 +304,7 @@ struct ProcessGroup::Impl {};
 
 ProcessGroup::ProcessGroup(const DistributedEnv& env, std::chrono::milliseconds, std::optional<c10::Device>) {
   throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
-              ": this build has no c10d process group (Debian's libgloo-dev was missing when it was configured; "
-              "run tools/setup.sh and build again)");
+              ": this build has no c10d process group " + kNoGlooReason);
 }
 ProcessGroup::~ProcessGroup() = default;
 int ProcessGroup::rank() const { return 0; }

@@ -39,8 +39,10 @@ struct DistributedEnv {
 // inconsistent value throws attnseg::Error naming the variable.
 std::optional<DistributedEnv> distributed_env_from_environment();
 
-// Whether this build has c10d's Gloo process group.
+// Whether this build has c10d's Gloo process group, and what a refusal says when it has not.
 bool distributed_available();
+inline constexpr const char* kNoGlooReason =
+    "(Debian's libgloo-dev was missing when it was configured; run tools/setup.sh and build again)";
 
 // Whether this build has c10d's NCCL process group (a CUDA build whose LibTorch has NCCL).
 bool nccl_available();

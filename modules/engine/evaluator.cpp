@@ -153,9 +153,9 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   // One matrix each (copies of one would share its tensor).
   std::vector<ConfusionMatrix> region_confusion;
   for (size_t r = 0; r < region_names.size(); ++r) region_confusion.emplace_back(num_classes);
-  // This rank's images: r, r + W, ... (all of them in one process).
-  const int64_t ranks = std::max(1, runtime.world_size), size = static_cast<int64_t>(dataset.size());
-  const int64_t mine = runtime.rank < size ? (size - runtime.rank + ranks - 1) / ranks : 0;
+  // This rank's images: r, r + W, ... below the split's size (all of them in one process).
+  const int64_t ranks = runtime.world_size, size = static_cast<int64_t>(dataset.size());
+  const int64_t mine = (size - runtime.rank + ranks - 1) / ranks;  // 0 for a rank past the last image
   Prefetcher<EvalItem> loader(
       [&](int64_t j) {
         const int64_t k = runtime.rank + j * ranks;
