@@ -5,9 +5,11 @@ DIR/name) or a mirror (DIR/owner+name/repo/.git or the bare DIR/owner+name/repo,
 is exported to a temporary directory first. Fixtures are written as JSON of float64 tensors
 that tests/fixture.h reads.
 """
+import atexit
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,9 @@ def reference_tree(refs, repo):
         if git_dir:
             if repo not in _EXPORTS:
                 out = tempfile.mkdtemp(prefix=f"attnseg-ref-{name}-")
+                # The export lives as long as this process: every run used to leave a copy of
+                # the reference's sources behind in the temporary directory.
+                atexit.register(shutil.rmtree, out, ignore_errors=True)
                 archive = subprocess.run(["git", "--git-dir", git_dir, "archive", "HEAD"],
                                          capture_output=True)
                 if archive.returncode != 0:
