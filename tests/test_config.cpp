@@ -112,6 +112,17 @@ TEST(ExperimentConfig, UnknownOverrideKeyIsAnErrorNamingIt) {
   EXPECT_TRUE(contains(m, "iters")) << m;
 }
 
+TEST(ExperimentConfig, UnknownSectionCreatedByAnOverrideIsBlamedOnTheCommandLine) {
+  for (const std::string assignment : {"optim.lr=0.1", "optim.sgd.momentum=0.9"}) {
+    const Config c = Config::load(kDefault, {assignment});
+    const std::string m = error_of([&] { read_experiment(c); });
+    EXPECT_TRUE(contains(m, "'optim' (command line)")) << m;
+  }
+  // A section the file has keeps the file as its origin when an override adds a key under it.
+  const Config c = Config::load(kDefault, {"train.iterz=5"});
+  EXPECT_EQ(c.origin("train"), Config::load(kDefault).origin("train"));
+}
+
 TEST(ExperimentConfig, UnknownBlockNamesKeyAndAcceptedBlocks) {
   const Config c = Config::load(kDefault, {"model.attention.type=crisscross"});
   const std::string m = error_of([&] { read_experiment(c); });

@@ -200,7 +200,14 @@ void Config::apply_override(const std::string& assignment) {
     if (next.IsDefined() && !next.IsNull() && !next.IsMap()) {
       throw Error("override '" + assignment + "': '" + parts[i] + "' is not a mapping");
     }
-    if (!next.IsDefined() || next.IsNull()) parent[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    if (!next.IsDefined() || next.IsNull()) {
+      // A section the override creates comes from the command line too: an unknown one is
+      // reported as the command line's, not the config file's.
+      parent[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      std::string section = parts[0];
+      for (size_t j = 1; j <= i; ++j) section += "." + parts[j];
+      origins_[section] = "command line";
+    }
     chain.push_back(parent[parts[i]]);
   }
   YAML::Node parent = chain.back();
