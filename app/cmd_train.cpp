@@ -17,6 +17,11 @@ namespace attnseg::app {
 
 namespace {
 
+std::filesystem::path work_dir_of(const TrainOptions& options) {
+  return options.work_dir.empty() ? std::filesystem::path("work_dirs") / std::filesystem::path(options.config).stem()
+                                  : std::filesystem::path(options.work_dir);
+}
+
 // Starts `options.nproc` local ranks of this training, after refusing once what every rank
 // would refuse alike.
 int launch_local_workers(const TrainOptions& options) {
@@ -25,6 +30,7 @@ int launch_local_workers(const TrainOptions& options) {
   check_images_per_rank(experiment.train.batch_size, options.nproc, "the job's");
   FolderDataset train_split(experiment.data.train);
   if (experiment.eval.interval > 0) FolderDataset val_split(experiment.data.val);
+  if (!options.resume) refuse_earlier_run(work_dir_of(options));
   return launch_local_ranks("train", options.nproc, options.argv, nccl,
                             " (the last complete checkpoint is kept: --resume continues)");
 }
@@ -48,11 +54,8 @@ int run_train(const TrainOptions& options) {
   const Config config = Config::load(options.config, options.overrides);
   const Experiment experiment = read_experiment(config);
   const RankRuntime rank = begin_rank("train", experiment.runtime);
-  const std::filesystem::path work_dir =
-      options.work_dir.empty()
-          ? std::filesystem::path("work_dirs") / std::filesystem::path(options.config).stem()
-          : std::filesystem::path(options.work_dir);
-  const TrainResult r = train(experiment, config.dump(), rank.runtime, work_dir, options.resume, rank.group.get());
+  const TrainResult r =
+      train(experiment, config.dump(), rank.runtime, work_dir_of(options), options.resume, rank.group.get());
   if (std::isnan(r.final_loss)) {
     spdlog::info("nothing left to train; checkpoint {}", r.checkpoint.string());
   } else {

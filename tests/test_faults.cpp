@@ -16,6 +16,7 @@
 #include "core/device.h"
 #include "core/work_dir_lock.h"
 #include "engine/bench.h"
+#include "engine/distributed.h"
 #include "engine/experiment.h"
 #include "test_util.h"
 
@@ -149,6 +150,30 @@ TEST_F(Faults, ASecondRunIntoAWorkDirectoryInUseIsRefusedNamingTheHoldersPid) {
   EXPECT_NE(r.output.find("took over the lock of " + holder), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("no longer running"), std::string::npos) << r.output;
   EXPECT_EQ(read_file(lock_file), "") << "a run that ended cleanly leaves the lock file empty";
+}
+
+// Before, a second `train` without --resume into a finished run's directory started again from
+// iteration 0: it rewrote config.yaml and metrics.jsonl, overwrote iter_<N>.pt, and retention
+// deleted the earlier run's other checkpoints.
+TEST_F(Faults, AFreshRunIntoADirectoryHoldingAnEarlierRunsCheckpointsIsRefusedAndChangesNothing) {
+  ASSERT_EQ(run_attnseg(train("w", "train.iters=3 train.checkpoint_interval=1 train.keep_checkpoints=3")).exit_code, 0);
+  std::map<std::string, std::string> before;
+  for (const auto& e : fs::directory_iterator(dir / "w")) before[e.path().filename().string()] = read_file(e.path());
+  ASSERT_EQ(checkpoint_names(dir / "w"), (std::vector<std::string>{"iter_1.pt", "iter_2.pt", "iter_3.pt"}));
+  std::vector<std::string> launches{"train.iters=5 train.keep_checkpoints=1"};
+  // Refused by the launcher too, before any rank starts (one line, not one per rank).
+  if (distributed_available()) launches.push_back("--nproc 2 data.batch_size=2 train.iters=5");
+  for (const std::string& extra : launches) {
+    const auto r = run_attnseg(train("w", extra));
+    expect_clean_error(r, {"work directory", "holds an earlier run", "3 checkpoint(s), newest iter_3.pt", "--resume"});
+    std::map<std::string, std::string> after;
+    for (const auto& e : fs::directory_iterator(dir / "w")) after[e.path().filename().string()] = read_file(e.path());
+    EXPECT_EQ(after, before) << extra;
+  }
+  // A directory whose run was killed before its first checkpoint holds nothing to lose.
+  fs::create_directories(dir / "killed");
+  write_file(dir / "killed/config.yaml", before.at("config.yaml"));
+  ASSERT_EQ(run_attnseg(train("killed", "train.iters=1")).exit_code, 0);
 }
 
 TEST_F(Faults, ResumeSkipsATruncatedNewestCheckpointForThePreviousIntactOne) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Trains and evaluates each block's synthetic config at the default budget, one after the
 # other, writing work_dirs/<block>_r18_synthetic/ (checkpoints, metrics.jsonl, eval.json:
-# the README block table's mIoU column). A block whose eval.json exists is skipped unless
-# --force is given. Prints one line per block.
+# the README block table's mIoU column). A block whose eval.json exists is skipped, and one
+# whose training stopped part-way is resumed; --force removes the earlier run and trains again.
+# Prints one line per block.
 #   tools/train_blocks.sh [--blocks LIST|all] [--force] [key=value ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +25,10 @@ for b in ${blocks//,/ }; do
   config=configs/${b}_r18_synthetic.yaml work=work_dirs/${b}_r18_synthetic
   [ -f "$config" ] || { echo "error: no synthetic config $config for block '$b'" >&2; exit 2; }
   if [ "$force" = 0 ] && [ -f "$work/eval.json" ]; then echo "$b: $work/eval.json exists, skipped"; continue; fi
+  # attnseg refuses to train from iteration 0 over an earlier run's checkpoints.
+  if [ "$force" = 1 ]; then rm -rf "$work"; fi
   start=$(date +%s)
-  "$bin" train "$config" --work-dir "$work" "${overrides[@]}" > "$work.train.log" 2>&1 ||
+  "$bin" train "$config" --work-dir "$work" --resume "${overrides[@]}" > "$work.train.log" 2>&1 ||
     { echo "error: training $b failed, see $work.train.log" >&2; exit 1; }
   "$bin" eval "$config" --checkpoint "$work/$(cat "$work/last_checkpoint")" --json "$work/eval.json" \
     "${overrides[@]}" > "$work.eval.log" 2>&1 ||

@@ -201,6 +201,14 @@ std::vector<std::pair<int64_t, fs::path>> checkpoints_in(const fs::path& work_di
   return found;
 }
 
+void refuse_earlier_run(const fs::path& work_dir) {
+  const auto earlier = checkpoints_in(work_dir);
+  if (earlier.empty()) return;
+  throw Error("work directory " + work_dir.string() + " holds an earlier run (" + std::to_string(earlier.size()) +
+              " checkpoint(s), newest " + earlier.front().second.filename().string() +
+              "): --resume continues it; to start over, remove them or choose another --work-dir");
+}
+
 fs::path resume_training(TrainingState& state, const fs::path& work_dir) {
   const auto candidates = checkpoints_in(work_dir);
   if (candidates.empty()) return {};
@@ -252,6 +260,7 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   // One run per directory; what a killed run left half-written goes before anything is read.
   const std::unique_ptr<WorkDirLock> lock = runtime.rank == 0 ? claim_work_dir(work_dir, "train") : nullptr;
 
+  if (!resume && runtime.rank == 0) refuse_earlier_run(work_dir);
   CheckpointPolicy checkpoints(work_dir, s, runtime);
   if (resume) {
     // Rank 0 picks the checkpoint (setting aside unreadable ones); the others load the one it

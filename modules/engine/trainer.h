@@ -126,8 +126,9 @@ struct TrainResult {
 
 // Trains `experiment` (whose config is `config_yaml`, kept in the work directory and in every
 // checkpoint) on the runtime, writing into `work_dir`. With `resume`, continues from the
-// checkpoint named in work_dir/last_checkpoint. A non-finite loss stops the run with an
-// error naming the iteration and the last good checkpoint, which is kept.
+// newest checkpoint in work_dir that loads whole; without, a work_dir that holds checkpoints
+// is refused before anything is written. A non-finite loss stops the run with an error naming
+// the iteration and the last good checkpoint, which is kept.
 //
 // With a process group (runtime.rank and runtime.world_size set from it) the run is one rank of
 // a data-parallel job: every rank starts from rank 0's weights (after rank 0 has resumed, the
@@ -140,6 +141,10 @@ struct TrainResult {
 TrainResult train(const Experiment& experiment, const std::string& config_yaml, const Runtime& runtime,
                   const std::filesystem::path& work_dir, bool resume, ProcessGroup* group = nullptr,
                   JobProgress* job = nullptr);
+
+// Throws, naming the newest, when `work_dir` holds checkpoints: a run from iteration 0 would
+// overwrite an earlier run's metrics and checkpoints, and retention would delete the rest.
+void refuse_earlier_run(const std::filesystem::path& work_dir);
 
 // The checkpoint a resumed run would start from (empty when there is none).
 std::filesystem::path latest_checkpoint(const std::filesystem::path& work_dir);
