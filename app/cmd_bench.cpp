@@ -83,6 +83,9 @@ int run_bench(const BenchOptions& options) {
                 std::to_string(options.max_memory_mb));
   }
   s.max_memory_bytes = static_cast<int64_t>(options.max_memory_mb * 1024.0 * 1024.0);
+  // Known now, not after the timings.
+  prepare_output_file(options.json, "--json");
+  prepare_output_file(options.csv, "--csv");
   const Runtime rt = begin_command("bench", runtime);
   const BenchReport report = bench_blocks(s, rt);
   std::printf("%s", format_bench(report).c_str());

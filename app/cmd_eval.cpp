@@ -28,6 +28,8 @@ void setup_eval(CLI::App& app, EvalOptions& options) {
 int run_eval(const EvalOptions& options) {
   const TrainedModel trained = resolve_trained_model(options.config, options.checkpoint);
   const Experiment experiment = read_experiment(Config::load(trained.config, options.overrides));
+  // Known now, not after an evaluation that may take minutes.
+  prepare_output_file(options.json, "--json");
   if (options.nproc > 1) {
     // What every rank would refuse alike is refused once, before any rank starts.
     const bool nccl = check_local_launch(experiment.runtime);

@@ -2,7 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <sstream>
 
 #include "attention/registry.h"
@@ -40,6 +45,19 @@ TrainedModel resolve_trained_model(const std::string& config, const std::string&
     latest = saved.front().second;
   }
   return {own.string(), latest.string()};
+}
+
+void prepare_output_file(const std::string& path, const std::string& flag) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw Error(flag + " " + path + ": a directory is in the way of the file");
+  const fs::path folder = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : fs::path(".");
+  fs::create_directories(folder, ec);
+  if (ec) throw Error(flag + " " + path + ": cannot create the directory " + folder.string() + ": " + ec.message());
+  if (::access(folder.c_str(), W_OK) != 0) {
+    throw Error(flag + " " + path + ": cannot write into " + folder.string() + ": " + std::strerror(errno));
+  }
 }
 
 std::vector<std::array<int64_t, 2>> parse_sizes(const std::string& text) {

@@ -25,6 +25,11 @@ struct TrainedModel {
 };
 TrainedModel resolve_trained_model(const std::string& config, const std::string& checkpoint);
 
+// Readies the file a command writes its report to (`flag` names the option), before the work
+// that fills it: its directory is created, and a directory at `path` or an unwritable folder
+// ends in one line naming the flag and the path. Nothing to do when `path` is empty.
+void prepare_output_file(const std::string& path, const std::string& flag);
+
 // "32x64,64x128" → {{32, 64}, {64, 128}}; throws attnseg::Error naming --sizes and the bad item.
 std::vector<std::array<int64_t, 2>> parse_sizes(const std::string& text);
 // "all" → every registered block; otherwise a comma-separated list of known names (--blocks).

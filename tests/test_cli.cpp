@@ -290,6 +290,42 @@ TEST_F(Cli, BenchWritesCsvAndTimesBackwardWhenAsked) {
   EXPECT_EQ(row.rfind("ccnet,", 0), 0u) << row;
 }
 
+// Before, eval --json and bench --json/--csv found out that they could not write the report
+// after the whole evaluation or every timing (minutes on a real dataset or a GPU sweep of blocks).
+TEST_F(Cli, AReportPathThatCannotBeAFileIsRefusedBeforeAnythingIsComputed) {
+  ASSERT_EQ(run_attnseg("train " + config() + " " + work("run") + " train.iters=1").exit_code, 0);
+  const std::string checkpoint = " --checkpoint '" + (dir / "run/iter_1.pt").string() + "'";
+  fs::create_directories(dir / "taken");
+  write_file(dir / "plain.txt", "a file, not a folder");
+  const std::string bench = "bench --blocks ccnet --channels 16 --sizes 5x7 --iters 1 --warmup 0 --no-erf ";
+  struct Case {
+    std::string command, flag, path;
+  };
+  for (const Case& c : {Case{"eval " + config() + checkpoint + " --json ", "--json", (dir / "taken").string()},
+                        Case{"eval " + config() + checkpoint + " --json ", "--json", (dir / "plain.txt/e.json").string()},
+                        Case{bench + "--json ", "--json", (dir / "taken").string()},
+                        Case{bench + "--csv ", "--csv", (dir / "plain.txt/b.csv").string()}}) {
+    const auto r = run_attnseg(c.command + "'" + c.path + "'");
+    expect_clean_error(r, {c.flag + " " + c.path});
+    EXPECT_EQ(r.output.find("mIoU"), std::string::npos) << "evaluated first: " << r.output;
+    EXPECT_EQ(r.output.find("\nccnet "), std::string::npos) << "timed first: " << r.output;
+  }
+  EXPECT_TRUE(fs::is_directory(dir / "taken"));
+  EXPECT_EQ(read_file(dir / "plain.txt"), "a file, not a folder");
+}
+
+TEST_F(Cli, AReportInAFolderThatIsNotThereYetIsWrittenWithItsFolders) {
+  ASSERT_EQ(run_attnseg("train " + config() + " " + work("run") + " train.iters=1").exit_code, 0);
+  auto r = run_attnseg("eval " + config() + " --checkpoint '" + (dir / "run/iter_1.pt").string() + "' --json '" +
+                       (dir / "new/deeper/eval.json").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(read_file(dir / "new/deeper/eval.json"))["images"].get<int>(), 3);
+  r = run_attnseg("bench --blocks ccnet --channels 16 --sizes 5x7 --iters 1 --warmup 0 --no-erf --csv '" +
+                  (dir / "other/b.csv").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_file(dir / "other/b.csv").rfind("block,", 0), 0u) << read_file(dir / "other/b.csv");
+}
+
 TEST_F(Cli, SweepWritesTheLeaderboardWithSeedsAndBothPictures) {
   const auto r = run_attnseg("sweep " + config() + " --blocks none,ccnet --seeds 2 --rounds 1 --iters 2 " + work("sweep"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
