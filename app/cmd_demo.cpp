@@ -13,10 +13,11 @@
 namespace attnseg::app {
 
 void setup_demo(CLI::App& app, DemoOptions& options) {
-  app.add_option("config", options.config, "experiment config (YAML) of the checkpoint")
+  app.add_option("config", options.config,
+                 "experiment config (YAML) of the checkpoint, or a run's work directory")
       ->required();
-  app.add_option("--checkpoint", options.checkpoint, "checkpoint of the config's block")
-      ->required();
+  app.add_option("--checkpoint", options.checkpoint,
+                 "checkpoint of the config's block (default with a run directory: its latest)");
   app.add_option(
       "--blocks", options.blocks,
       "more blocks to switch to, name=checkpoint,... (each built from the config with that block)");
@@ -62,11 +63,12 @@ int run_demo(const DemoOptions& options) {
   if (options.headless && options.loop && options.max_frames == 0) {
     throw Error("demo: --loop with --headless never ends; give --max-frames N");
   }
-  const Experiment experiment = read_experiment(Config::load(options.config));
+  const TrainedModel trained = resolve_trained_model(options.config, options.checkpoint);
+  const Experiment experiment = read_experiment(Config::load(trained.config));
   if (options.temporal && (experiment.eval.mode != "whole" || experiment.eval.flip)) {
     // Sliding windows and the flipped pass are several forwards of one frame: a memory would
     // carry from window to window, not from frame to frame.
-    throw Error("demo: --temporal needs eval.mode=whole and eval.flip=false in " + options.config);
+    throw Error("demo: --temporal needs eval.mode=whole and eval.flip=false in " + trained.config);
   }
   const auto more = parse_demo_blocks(options.blocks, experiment.model.block.name);
   if (!options.headless) {
@@ -74,7 +76,8 @@ int run_demo(const DemoOptions& options) {
     if (!problem.empty()) throw Error("demo: " + problem + "; use --headless --output OUT.mp4");
   }
   const Runtime runtime = begin_command("demo", experiment.runtime);
-  DemoModels models = load_demo_models(options.config, options.checkpoint, more, runtime);
+  if (trained.latest_of_run) spdlog::info("checkpoint {} (the run's latest)", trained.checkpoint);
+  DemoModels models = load_demo_models(trained.config, trained.checkpoint, more, runtime);
   const auto& classes = models.experiment.data.class_names;
   const auto palette = class_palette(models.experiment.data);
   std::unique_ptr<FrameSource> source;

@@ -28,6 +28,7 @@ Runtime begin_command(const std::string& command, const RuntimeSettings& setting
 
 TrainedModel resolve_trained_model(const std::string& config, const std::string& checkpoint) {
   namespace fs = std::filesystem;
+  if (!fs::exists(config)) throw Error(config + " does not exist (give a config file or a run's work directory)");
   if (!fs::is_directory(config)) {
     if (checkpoint.empty()) {
       throw Error("--checkpoint is required with a config file (" + config +
@@ -44,7 +45,7 @@ TrainedModel resolve_trained_model(const std::string& config, const std::string&
     if (saved.empty()) throw Error(config + " holds no checkpoint (iter_<N>.pt)");
     latest = saved.front().second;
   }
-  return {own.string(), latest.string()};
+  return {own.string(), latest.string(), true};
 }
 
 void prepare_output_file(const std::string& path, const std::string& flag) {

@@ -22,6 +22,7 @@ Runtime begin_command(const std::string& command, const RuntimeSettings& setting
 // without --checkpoint, its latest checkpoint. Errors name the flag or the missing file.
 struct TrainedModel {
   std::string config, checkpoint;
+  bool latest_of_run = false;  // the checkpoint was chosen as the run directory's latest
 };
 TrainedModel resolve_trained_model(const std::string& config, const std::string& checkpoint);
 

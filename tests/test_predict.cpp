@@ -121,8 +121,8 @@ TEST_F(Predict, ProbabilitiesSumToOneAndTheirArgMaxIsTheLabelMap) {
   EXPECT_EQ(shown.type(), CV_8UC3);
 }
 
-// A run directory stands for its config.yaml and its latest checkpoint, for predict and eval;
-// a config file needs --checkpoint.
+// A run directory stands for its config.yaml and its latest checkpoint, for predict, eval and
+// demo (which say which checkpoint they took); a config file needs --checkpoint.
 TEST_F(Predict, ARunDirectoryStandsForItsConfigAndLatestCheckpoint) {
   const fs::path run = trained();
   const fs::path image = data() / "images" / "val_00001.png";
@@ -134,9 +134,20 @@ TEST_F(Predict, ARunDirectoryStandsForItsConfigAndLatestCheckpoint) {
   EXPECT_NE(by_dir.output.find("iter_2.pt"), std::string::npos) << by_dir.output;
   EXPECT_TRUE(same_pixels(read_labels(dir / "a" / "labels" / "val_00001.png"),
                           read_labels(dir / "b" / "labels" / "val_00001.png")));
+  const std::string taken = "checkpoint " + (run / "iter_2.pt").string() + " (the run's latest)";
   const auto eval = run_attnseg("eval " + q(run));
   EXPECT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_NE(eval.output.find("mIoU"), std::string::npos) << eval.output;
+  EXPECT_NE(eval.output.find(taken), std::string::npos) << eval.output;
+  const auto demo = run_attnseg("demo " + q(run) + " --source " + q(image) + " --headless --output " + q(dir / "d.avi"));
+  EXPECT_EQ(demo.exit_code, 0) << demo.output;
+  EXPECT_NE(demo.output.find(taken), std::string::npos) << demo.output;
+  EXPECT_NE(demo.output.find("showed 1 of 1 frames"), std::string::npos) << demo.output;
+  for (const std::string& command :
+       {"eval " + q(dir / "nowhere"), "predict " + q(dir / "nowhere") + " --input " + q(image) + " --out " + q(dir / "n"),
+        "demo " + q(dir / "nowhere") + " --source " + q(image) + " --headless --output " + q(dir / "n.avi")}) {
+    expect_clean_error(run_attnseg(command), {(dir / "nowhere").string() + " does not exist"});
+  }
   expect_clean_error(run_attnseg("predict " + q(run / "config.yaml") + " --input " + q(image) + " --out " +
                                  q(dir / "c")),
                      {"--checkpoint"});
