@@ -124,9 +124,11 @@ int run_demo(const DemoOptions& options) {
   }
 
   const std::string where = options.headless ? " to " + options.output : "";
-  spdlog::info("showed {} of {} frames of {}x{}{} ({} dropped) in {:.1f} s: {:.1f} FPS",
-               stats.shown, stats.read, stats.width, stats.height, where, stats.dropped,
-               stats.seconds, stats.fps);
+  // A rate is frames over the time between the first and the last shown: one frame has none.
+  const std::string rate = stats.shown > 1 ? fmt::format(" in {:.1f} s: {:.1f} FPS", stats.seconds, stats.fps)
+                                           : std::string("; a frame rate needs two frames");
+  spdlog::info("showed {} of {} frames of {}x{}{} ({} dropped){}", stats.shown, stats.read, stats.width,
+               stats.height, where, stats.dropped, rate);
   spdlog::info(
       "per frame (medians): model {:.1f} ms, reading {:.1f} ms, colour/normalise/arg-max{} "
       "{:.1f} ms, drawing and {} {:.1f} ms; {:.1f} ms from reading a frame to showing it",
