@@ -123,6 +123,15 @@ TEST(ExperimentConfig, UnknownSectionCreatedByAnOverrideIsBlamedOnTheCommandLine
   EXPECT_EQ(c.origin("train"), Config::load(kDefault).origin("train"));
 }
 
+// Before, a bad value that the block itself refuses was blamed on the file that holds the
+// block's section (the base model config), although the command line set it.
+TEST(ExperimentConfig, AnOptionTheBlockRefusesIsNamedWithWhereItWasSet) {
+  const Config c = Config::load(kDefault, {"model.attention.ccnet.recurrence=0"});
+  const std::string m = error_of([&] { read_experiment(c); });
+  EXPECT_TRUE(contains(m, "'model.attention.ccnet.recurrence' (command line)")) << m;
+  EXPECT_TRUE(contains(m, "recurrence must be at least 1")) << m;
+}
+
 TEST(ExperimentConfig, UnknownBlockNamesKeyAndAcceptedBlocks) {
   const Config c = Config::load(kDefault, {"model.attention.type=crisscross"});
   const std::string m = error_of([&] { read_experiment(c); });

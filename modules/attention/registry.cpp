@@ -1,5 +1,6 @@
 #include "attention/registry.h"
 
+#include <cctype>
 #include <cmath>
 #include <set>
 #include <type_traits>
@@ -170,6 +171,27 @@ const BlockSpec& find_block(const std::string& name, const std::string& where) {
 
 bool is_attention_setting(const std::string& key) { return key == "type" || key == "start" || key == "gate_init"; }
 
+namespace {
+
+// Where a block's own check of its options failed: the option its message names ("ccnet:
+// recurrence must be at least 1" names `recurrence`), whose origin may be the command line
+// while the block's section comes from a base file; the section when no option is named.
+std::string where_options_failed(const ConfigNode& node, const std::string& block, const std::string& message) {
+  const ConfigNode options = node.child(block);
+  std::string named;
+  for (const std::string& option : options.keys()) {
+    for (size_t at = message.find(option); at != std::string::npos; at = message.find(option, at + 1)) {
+      auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+      const size_t end = at + option.size();
+      const bool whole = (at == 0 || !word(message[at - 1])) && (end == message.size() || !word(message[end]));
+      if (whole && option.size() > named.size()) named = option;
+    }
+  }
+  return named.empty() ? node.where(block) : options.where(named);
+}
+
+}  // namespace
+
 ConfiguredBlock configure_block(const ConfigNode& node, int64_t channels) {
   const std::string type = node.require<std::string>("type");
   const BlockSpec& active = find_block(type, "config key " + node.where("type"));
@@ -187,7 +209,8 @@ ConfiguredBlock configure_block(const ConfigNode& node, int64_t channels) {
       BlockFactory factory = spec.configure(channels, node.child(key), result.start.paper);
       if (&spec == &active) result.build = std::move(factory);
     } catch (const c10::Error& e) {
-      throw Error("config key " + node.where(key) + ": " + one_line(e.what_without_backtrace()));
+      const std::string message = one_line(e.what_without_backtrace());
+      throw Error("config key " + where_options_failed(node, key, message) + ": " + message);
     }
   }
   if (!result.build) {
