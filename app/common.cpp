@@ -1,6 +1,8 @@
 #include "common.h"
 
+#include <opencv2/core/version.hpp>
 #include <spdlog/spdlog.h>
+#include <torch/version.h>
 
 #include <unistd.h>
 
@@ -14,9 +16,23 @@
 #include "core/cpu_bf16.h"
 #include "core/error.h"
 #include "core/runtime.h"
+#include "engine/distributed.h"
 #include "engine/trainer.h"
 
 namespace attnseg::app {
+
+std::string version_line() {
+  std::string c10d;
+  if (distributed_available()) c10d += "Gloo";
+  if (nccl_available()) c10d += c10d.empty() ? "NCCL" : ", NCCL";
+#ifdef ATTNSEG_WITH_CUDA
+  const std::string cuda = "with CUDA";
+#else
+  const std::string cuda = "CPU only";
+#endif
+  return std::string("attnseg ") + ATTNSEG_VERSION + " (LibTorch " + TORCH_VERSION + ", OpenCV " + CV_VERSION + ", " +
+         cuda + ", c10d: " + (c10d.empty() ? "none" : c10d) + ")";
+}
 
 Runtime begin_command(const std::string& command, const RuntimeSettings& settings) {
   const Runtime runtime = start_runtime(settings);

@@ -12,6 +12,10 @@
 
 namespace attnseg::app {
 
+// What `attnseg --version` prints: the release and what this binary was built against
+// ("attnseg 0.1.0 (LibTorch 1.13.0, OpenCV 4.6.0, CPU only, c10d: Gloo)").
+std::string version_line();
+
 // Resolves the runtime (a device that is not there or a precision it cannot run ends in one
 // line and a non-zero exit, before anything is written), then logs the command's first line:
 // "<command>: device cpu, precision fp32, 2 threads, LibTorch 1.13.0".

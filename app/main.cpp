@@ -2,8 +2,11 @@
 
 #include <cstdio>
 #include <exception>
+#include <functional>
+#include <string>
 
 #include "commands.h"
+#include "common.h"
 #include "core/error.h"
 #include "core/runtime.h"
 
@@ -12,6 +15,8 @@ int main(int argc, char** argv) {
   using namespace attnseg::app;
   CLI::App app{"attnseg: semantic segmentation with pluggable attention blocks"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::function<std::string()>(version_line),
+                       "Print the version and what this build was made with, then exit");
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
 
@@ -43,7 +48,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     // One line like every other error: what was wrong, and where to look.
     std::fprintf(stderr, "error: %s (see %s --help)\n", attnseg::one_line(e.what()).c_str(), argv[0]);
     return e.get_exit_code();

@@ -2,10 +2,12 @@
 // file or key and a non-zero exit; and a smoke run of synth, train and eval.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <opencv2/core/version.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
 #include <poll.h>
+#include <torch/version.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -14,9 +16,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <regex>
 
 #include "attention/registry.h"
 #include "data/dataset_types.h"
+#include "engine/distributed.h"
 #include "test_util.h"
 #include "test_video.h"
 
@@ -189,6 +193,24 @@ TEST_F(Cli, OpenBlasKernelsArePinnedToHaswellUnlessTheUserChoseAFamily) {
   EXPECT_EQ(loaded.back(), "Haswell") << pinned.output;
   const auto chosen = run_attnseg("list", "OPENBLAS_VERBOSE=2 OPENBLAS_CORETYPE=Sandybridge");
   EXPECT_EQ(cores(chosen.output), std::vector<std::string>{"Sandybridge"}) << chosen.output;
+}
+
+TEST_F(Cli, VersionNamesTheProjectsReleaseAndWhatTheBuildWasMadeWith) {
+  // The release is the one CMakeLists.txt's project() declares.
+  std::smatch project;
+  const std::string cmake = read_file(ATTNSEG_SOURCE_DIR "/CMakeLists.txt");
+  ASSERT_TRUE(std::regex_search(cmake, project, std::regex(R"(project\(attnseg VERSION ([0-9.]+))")));
+  const auto r = run_attnseg("--version");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string c10d = distributed_available() ? (nccl_available() ? "Gloo, NCCL" : "Gloo")
+                                                   : (nccl_available() ? "NCCL" : "none");
+#ifdef ATTNSEG_WITH_CUDA
+  const std::string built = "with CUDA";
+#else
+  const std::string built = "CPU only";
+#endif
+  EXPECT_EQ(r.output, "attnseg " + project[1].str() + " (LibTorch " + TORCH_VERSION + ", OpenCV " + CV_VERSION +
+                          ", " + built + ", c10d: " + c10d + ")\n");
 }
 
 TEST_F(Cli, MissingConfig) {
