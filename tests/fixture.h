@@ -51,6 +51,19 @@ inline Fixture load_fixture(const std::string& block) {
   return f;
 }
 
+// The module's parameters and floating buffers in `type` on `device`, its integer buffers left
+// as they are. LibTorch's Module::to(dtype) converts integer buffers too (Python's converts
+// floating ones only): reformer's int64 rotation seed rounded in float to another seed, and a
+// float and a float64 pass hashed with different rotations.
+inline void to_floating(torch::nn::Module& module, const at::Device& device, at::ScalarType type) {
+  module.to(device);
+  at::NoGradGuard no_grad;
+  for (at::Tensor& p : module.parameters()) p.set_data(p.to(type));
+  for (at::Tensor& b : module.buffers()) {
+    if (b.is_floating_point()) b.set_data(b.to(type));
+  }
+}
+
 // Copies fixture tensors into a module's parameters and buffers, by {our name, fixture
 // name}; every parameter and buffer of the module must be named, so a weight the
 // reference did not provide cannot silently keep its random value.

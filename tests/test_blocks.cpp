@@ -626,6 +626,26 @@ TEST_P(BlockTest, KeepsShapeOnOddSizes) {
   }
 }
 
+// A float64 block computes in float64 (the GPU tests' reference): before, linear, performer,
+// routing, sinkhorn and sac cast their queries, keys and values to float, which a float64
+// projection after them refused ("expected scalar type Float but found Double").
+TEST_P(BlockTest, AFloat64BlockOnAFloat64InputComputesAndDifferentiatesInFloat64) {
+  torch::manual_seed(0);
+  const AttentionBlock block = build_block(GetParam(), 16);
+  test::to_floating(*block, at::kCPU, at::kDouble);
+  block->eval();
+  const std::vector<int64_t> shape = GetParam() == "scram" ? std::vector<int64_t>{2, 16, 3, 5}
+                                                             : std::vector<int64_t>{2, 16, 9, 13};
+  const at::Tensor x = torch::randn(shape, at::kDouble).requires_grad_();
+  const at::Tensor y = block->forward(x);
+  EXPECT_EQ(y.scalar_type(), at::kDouble);
+  y.square().sum().backward();
+  EXPECT_EQ(x.grad().scalar_type(), at::kDouble);
+  for (const auto& p : block->named_parameters()) {
+    if (p.value().grad().defined()) EXPECT_EQ(p.value().grad().scalar_type(), at::kDouble) << p.key();
+  }
+}
+
 TEST_P(BlockTest, GradientReachesEveryParameterAndTheInput) {
   torch::manual_seed(0);
   const AttentionBlock block = build_block(GetParam(), 16);

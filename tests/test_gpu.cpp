@@ -21,6 +21,7 @@
 #include "attention/scram.h"
 #include "core/device.h"
 #include "engine_util.h"
+#include "fixture.h"
 #include "test_util.h"
 #include "test_video.h"
 
@@ -127,9 +128,9 @@ TEST_P(GpuBlock, ForwardAndBackwardOnCudaMatchTheCpuInFloat64) {
   block->eval();
   const std::vector<int64_t> shape = name == "scram" ? std::vector<int64_t>{2, 16, 3, 5} : std::vector<int64_t>{2, 16, 9, 13};
   const at::Tensor x = torch::randn(shape, at::kDouble), weight = torch::randn(shape, at::kDouble);
-  block->to(at::kDouble);
+  test::to_floating(*block, at::kCPU, at::kDouble);
   const Pass cpu = run_pass(block, x, weight, nullptr);
-  block->to(target(), at::kFloat);
+  test::to_floating(*block, target(), at::kFloat);
   const auto cuda = [&](const at::Tensor& t) { return t.to(target(), at::kFloat); };
   const Pass gpu = run_pass(block, cuda(x), cuda(weight), nullptr);
   EXPECT_LT(relative_error(gpu.y, cpu.y), 1e-4) << name << " forward";

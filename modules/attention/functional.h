@@ -6,6 +6,11 @@
 
 namespace attnseg::functional {
 
+// `t` in float when it is in a type narrower than float (bf16, half), else as it is: the cores
+// that hash, sort, pick maxima or sum exponentials compute in at least float, and a float64
+// model stays float64 (the reference the tests compare a device against).
+inline at::Tensor at_least_float(const at::Tensor& t) { return t.to(at::promote_types(t.scalar_type(), at::kFloat)); }
+
 // out[:, :, i] = Σ_j softmax_j(q_i · k_j / √D) v[:, :, j], over all N = H·W positions.
 // q, k: [B, D, H, W]; v: [B, C, H, W] → [B, C, H, W].
 at::Tensor nonlocal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);

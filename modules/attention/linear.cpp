@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "attention/functional.h"
 #include "core/device.h"
 
 namespace attnseg {
@@ -57,7 +58,8 @@ at::Tensor LinearAttentionImpl::attend(const at::Tensor& q, const at::Tensor& k,
   // The sums run over every token of unbounded positive terms (elu + 1): in float, whatever
   // the autocast, as they would overflow half and lose digits in bf16.
   AutocastDisabled in_float;
-  return functional::linear_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), options.causal(),
+  return functional::linear_attention(functional::at_least_float(q), functional::at_least_float(k),
+                                      functional::at_least_float(v), options.causal(),
                                       options.eps(), options.chunk());
 }
 

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "attention/functional.h"
 #include "core/device.h"
 
 namespace attnseg {
@@ -75,7 +76,8 @@ at::Tensor PerformerImpl::attend(const at::Tensor& q, const at::Tensor& k, const
   }
   // The features are exponentials of scores: in float, whatever the autocast.
   AutocastDisabled in_float;
-  return functional::performer_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), projection_);
+  return functional::performer_attention(functional::at_least_float(q), functional::at_least_float(k),
+                                         functional::at_least_float(v), projection_);
 }
 
 int64_t PerformerImpl::core_macs(int64_t b, int64_t n) const {

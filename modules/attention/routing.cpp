@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "attention/hashing.h"
+#include "attention/functional.h"
 #include "core/device.h"
 
 namespace attnseg {
@@ -95,7 +96,8 @@ at::Tensor RoutingImpl::attend_raster(const at::Tensor& q_in, const at::Tensor& 
   // Routing takes the largest similarities: in bf16 near-equal ones swap and whole windows change,
   // so the core computes in float under any autocast.
   AutocastDisabled in_float;
-  const at::Tensor q = q_in.to(at::kFloat), k = k_in.to(at::kFloat), v = v_in.to(at::kFloat);
+  const at::Tensor q = functional::at_least_float(q_in), k = functional::at_least_float(k_in),
+                   v = functional::at_least_float(v_in);
   const int64_t n = q.size(2), local = options.local_head_count(),
                 routed_heads = options.routing_head_count();
   const at::Tensor rq = q.narrow(1, local, routed_heads), rk = k.narrow(1, local, routed_heads),

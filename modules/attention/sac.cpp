@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "attention/hashing.h"
+#include "attention/functional.h"
 #include "core/device.h"
 
 namespace attnseg {
@@ -89,7 +90,8 @@ at::Tensor SacImpl::attend(const at::Tensor& q, const at::Tensor& k, const at::T
                            const TokenGrid& grid) {
   // Hashing, sorting and top-k on bf16 values would flip buckets and edges: in float.
   AutocastDisabled in_float;
-  const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat);
+  const at::Tensor qf = functional::at_least_float(q), kf = functional::at_least_float(k),
+                   vf = functional::at_least_float(v);
   const at::Tensor e = at::matmul(kf, edge_weight.unsqueeze(0));
   auto [edges, scores] =
       functional::sac_edges(e, grid.key_valid, rotations, options.chunk(), options.k());

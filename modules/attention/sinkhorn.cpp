@@ -6,6 +6,7 @@
 #include <limits>
 #include <tuple>
 
+#include "attention/functional.h"
 #include "core/device.h"
 
 namespace attnseg {
@@ -129,7 +130,8 @@ at::Tensor SinkhornImpl::attend(const at::Tensor& q_in, const at::Tensor& k_in,
   // The pairing takes each row's largest entry, and log(ReLU(x) + ε) magnifies rounding near 0:
   // in float under any autocast.
   AutocastDisabled in_float;
-  const at::Tensor q = q_in.to(at::kFloat), k = k_in.to(at::kFloat), v = v_in.to(at::kFloat);
+  const at::Tensor q = functional::at_least_float(q_in), k = functional::at_least_float(k_in),
+                   v = functional::at_least_float(v_in);
   const int64_t blocks = q.size(2) / options.bucket_size();
   at::Tensor noise;
   if (is_training() && options.gumbel()) {
