@@ -76,7 +76,7 @@ int run_demo(const DemoOptions& options) {
     if (!problem.empty()) throw Error("demo: " + problem + "; use --headless --output OUT.mp4");
   }
   const Runtime runtime = begin_command("demo", experiment.runtime);
-  if (trained.latest_of_run) spdlog::info("checkpoint {} (the run's latest)", trained.checkpoint);
+  log_latest_of_run(trained);
   DemoModels models = load_demo_models(trained.config, trained.checkpoint, more, runtime);
   const auto& classes = models.experiment.data.class_names;
   const auto palette = class_palette(models.experiment.data);

@@ -37,7 +37,7 @@ int run_eval(const EvalOptions& options) {
     return launch_local_ranks("eval", options.nproc, options.argv, nccl, "");
   }
   const RankRuntime rank = begin_rank("eval", experiment.runtime);
-  if (trained.latest_of_run) spdlog::info("checkpoint {} (the run's latest)", trained.checkpoint);
+  log_latest_of_run(trained);
   const EvalResult result =
       evaluate(experiment, rank.runtime, trained.checkpoint, options.show_dir, sum_over(rank.group.get()));
   if (rank.runtime.rank != 0) return 0;  // rank 0 reports for the job

@@ -64,12 +64,17 @@ TrainedModel resolve_trained_model(const std::string& config, const std::string&
   return {own.string(), latest.string(), true};
 }
 
+void log_latest_of_run(const TrainedModel& trained) {
+  if (trained.latest_of_run) spdlog::info("checkpoint {} (the run's latest)", trained.checkpoint);
+}
+
 void prepare_output_file(const std::string& path, const std::string& flag) {
   namespace fs = std::filesystem;
   if (path.empty()) return;
+  const fs::path file(path);
   std::error_code ec;
-  if (fs::is_directory(path, ec)) throw Error(flag + " " + path + ": a directory is in the way of the file");
-  const fs::path folder = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : fs::path(".");
+  if (fs::is_directory(file, ec)) throw Error(flag + " " + path + ": a directory is in the way of the file");
+  const fs::path folder = file.has_parent_path() ? file.parent_path() : fs::path(".");
   fs::create_directories(folder, ec);
   if (ec) throw Error(flag + " " + path + ": cannot create the directory " + folder.string() + ": " + ec.message());
   if (::access(folder.c_str(), W_OK) != 0) {

@@ -29,6 +29,8 @@ struct TrainedModel {
   bool latest_of_run = false;  // the checkpoint was chosen as the run directory's latest
 };
 TrainedModel resolve_trained_model(const std::string& config, const std::string& checkpoint);
+// Logs the checkpoint a run directory stood for (nothing when --checkpoint named it).
+void log_latest_of_run(const TrainedModel& trained);
 
 // Readies the file a command writes its report to (`flag` names the option), before the work
 // that fills it: its directory is created, and a directory at `path` or an unwritable folder

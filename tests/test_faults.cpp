@@ -159,8 +159,12 @@ TEST_F(Faults, ASecondRunIntoAWorkDirectoryInUseIsRefusedNamingTheHoldersPid) {
 // deleted the earlier run's other checkpoints.
 TEST_F(Faults, AFreshRunIntoADirectoryHoldingAnEarlierRunsCheckpointsIsRefusedAndChangesNothing) {
   ASSERT_EQ(run_attnseg(train("w", "train.iters=3 train.checkpoint_interval=1 train.keep_checkpoints=3")).exit_code, 0);
-  std::map<std::string, std::string> before;
-  for (const auto& e : fs::directory_iterator(dir / "w")) before[e.path().filename().string()] = read_file(e.path());
+  const auto contents = [&] {
+    std::map<std::string, std::string> files;
+    for (const auto& e : fs::directory_iterator(dir / "w")) files[e.path().filename().string()] = read_file(e.path());
+    return files;
+  };
+  const std::map<std::string, std::string> before = contents();
   ASSERT_EQ(checkpoint_names(dir / "w"), (std::vector<std::string>{"iter_1.pt", "iter_2.pt", "iter_3.pt"}));
   std::vector<std::string> launches{"train.iters=5 train.keep_checkpoints=1"};
   // Refused by the launcher too, before any rank starts (one line, not one per rank).
@@ -168,9 +172,7 @@ TEST_F(Faults, AFreshRunIntoADirectoryHoldingAnEarlierRunsCheckpointsIsRefusedAn
   for (const std::string& extra : launches) {
     const auto r = run_attnseg(train("w", extra));
     expect_clean_error(r, {"work directory", "holds an earlier run", "3 checkpoint(s), newest iter_3.pt", "--resume"});
-    std::map<std::string, std::string> after;
-    for (const auto& e : fs::directory_iterator(dir / "w")) after[e.path().filename().string()] = read_file(e.path());
-    EXPECT_EQ(after, before) << extra;
+    EXPECT_EQ(contents(), before) << extra;
   }
   // A directory whose run was killed before its first checkpoint holds nothing to lose.
   fs::create_directories(dir / "killed");

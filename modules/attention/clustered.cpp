@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "attention/functional.h"
 #include "attention/hashing.h"
 #include "core/device.h"
 
@@ -92,8 +93,8 @@ at::Tensor ClusteredImpl::attend(const at::Tensor& q, const at::Tensor& k, const
   // The host projects queries and keys in float (float_queries_keys); the values may come in
   // bf16 under autocast: hashing and softmax stay in float.
   AutocastDisabled in_float;
-  const at::ScalarType type = at::promote_types(q.scalar_type(), at::kFloat);
-  const at::Tensor qf = q.to(type), kf = k.to(type), vf = v.to(type);
+  const at::Tensor qf = functional::at_least_float(q), kf = functional::at_least_float(k),
+                   vf = functional::at_least_float(v);
   const at::Tensor assignment = cluster(qf.detach());
   const int64_t clusters = std::min(options.clusters(), q.size(2));
   const at::Tensor out = options.improved()

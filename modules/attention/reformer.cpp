@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "attention/functional.h"
 #include "attention/hashing.h"
 #include "core/device.h"
 
@@ -103,9 +104,8 @@ at::Tensor ReformerImpl::attend(const at::Tensor& q, const at::Tensor&, const at
   // The host projects the queries in float (float_queries_keys); the values may come in bf16
   // under autocast: hashing and softmax stay in float.
   AutocastDisabled in_float;
-  const at::ScalarType type = at::promote_types(q.scalar_type(), at::kFloat);
-  const at::Tensor qk = q.to(type);
-  return functional::lsh_attention(qk, v.to(type), hash(qk.detach(), grid), options.bucket_size(),
+  const at::Tensor qk = functional::at_least_float(q);
+  return functional::lsh_attention(qk, functional::at_least_float(v), hash(qk.detach(), grid), options.bucket_size(),
                                    grid.key_valid, options.causal())
       .to(v.scalar_type());
 }

@@ -178,10 +178,10 @@ namespace {
 // while the block's section comes from a base file; the section when no option is named.
 std::string where_options_failed(const ConfigNode& node, const std::string& block, const std::string& message) {
   const ConfigNode options = node.child(block);
+  const auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   std::string named;
   for (const std::string& option : options.keys()) {
     for (size_t at = message.find(option); at != std::string::npos; at = message.find(option, at + 1)) {
-      auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
       const size_t end = at + option.size();
       const bool whole = (at == 0 || !word(message[at - 1])) && (end == message.size() || !word(message[end]));
       if (whole && option.size() > named.size()) named = option;

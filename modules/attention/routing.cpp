@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "attention/hashing.h"
 #include "attention/functional.h"
+#include "attention/hashing.h"
 #include "core/device.h"
 
 namespace attnseg {

@@ -6,8 +6,8 @@
 #include <limits>
 #include <vector>
 
-#include "attention/hashing.h"
 #include "attention/functional.h"
+#include "attention/hashing.h"
 #include "core/device.h"
 
 namespace attnseg {

@@ -194,7 +194,9 @@ void Config::apply_override(const std::string& assignment) {
   }
   // Walk with explicit node copies: yaml-cpp's operator[] on a non-const node creates keys.
   std::vector<YAML::Node> chain{tree_};
+  std::string section;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    section = join(section, parts[i]);
     YAML::Node parent = chain.back();
     YAML::Node next = parent[parts[i]];
     if (next.IsDefined() && !next.IsNull() && !next.IsMap()) {
@@ -204,8 +206,6 @@ void Config::apply_override(const std::string& assignment) {
       // A section the override creates comes from the command line too: an unknown one is
       // reported as the command line's, not the config file's.
       parent[parts[i]] = YAML::Node(YAML::NodeType::Map);
-      std::string section = parts[0];
-      for (size_t j = 1; j <= i; ++j) section += "." + parts[j];
       origins_[section] = "command line";
     }
     chain.push_back(parent[parts[i]]);
