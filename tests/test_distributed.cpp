@@ -140,6 +140,25 @@ TEST_F(Distributed, ProcessesLaunchedThroughTheEnvironmentAsTorchrunSetsItFormOn
   EXPECT_EQ(buffers, 0.0);
 }
 
+// Under torchrun each rank is started on its own, so only rank 0 can find the directory taken
+// by an earlier run; rank 1 then says that rank 0 refused, not that a broadcast lost its peer.
+TEST_F(Distributed, ARankZeroRefusalUnderTorchrunEndsEveryRankInOneLineSayingSo) {
+  ASSERT_EQ(train("env", "", 2).exit_code, 0);
+  const std::string common =
+      "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(test::free_port());
+  const fs::path log = dir / "rank1.log";
+  const pid_t rank1 = test::spawn_attnseg("train '" + (dir / "tiny.yaml").string() + "' --work-dir '" +
+                                              (dir / "env").string() + "' train.iters=2 runtime.dist_timeout=60",
+                                          log, common + " RANK=1 LOCAL_RANK=1");
+  const auto rank0 = train("env", "", 2, common + " RANK=0 LOCAL_RANK=0");
+  EXPECT_NE(test::wait_exit_code(rank1), 0);
+  EXPECT_NE(rank0.exit_code, 0);
+  EXPECT_NE(rank0.output.find("holds an earlier run"), std::string::npos) << rank0.output;
+  const std::string said = test::read_file(log);
+  EXPECT_NE(said.find("error: rank 1 of 2: rank 0 refused the job"), std::string::npos) << said;
+  EXPECT_EQ(said.find("failed"), std::string::npos) << said;
+}
+
 // `attnseg eval --nproc 2`: rank 0 segments validation images 0 and 2, rank 1 image 1 (an
 // uneven shard), each writing its own overlays; the report is the one-process report (the same
 // confusion matrix, image count, mIoU and per-class figures) and the overlays are the same files.

@@ -5,7 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 
-#include <cstdio>
+#include <cmath>
 #include <fstream>
 #include <regex>
 
@@ -127,10 +127,9 @@ std::string describe_runtime(const Runtime& rt) {
 #ifdef ATTNSEG_WITH_CUDA
   if (rt.device.is_cuda()) {
     const cudaDeviceProp* p = at::cuda::getDeviceProperties(rt.device.index());
-    char text[256];
-    std::snprintf(text, sizeof(text), " (%s, %.1f GiB)", p->name,
-                  static_cast<double>(p->totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
-    device += text;
+    const long tenths = std::lround(static_cast<double>(p->totalGlobalMem) / (1024.0 * 1024.0 * 1024.0) * 10);
+    device += std::string(" (") + p->name + ", " + std::to_string(tenths / 10) + "." + std::to_string(tenths % 10) +
+              " GiB)";
   }
 #endif
   return "device " + device + ", precision " + precision_name(rt.precision) + ", " + std::to_string(rt.threads) +

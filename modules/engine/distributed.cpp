@@ -325,6 +325,26 @@ SumOverRanks sum_over(ProcessGroup* group) {
   return [group](at::Tensor& t) { group->all_reduce_sum(t); };
 }
 
+void decide_on_rank_zero(ProcessGroup* group, int rank, const std::function<void()>& decide) {
+  std::string refusal;
+  if (rank == 0) {
+    try {
+      decide();
+    } catch (const Error& e) {
+      if (!group) throw;
+      refusal = e.what();
+    }
+  }
+  if (!group) return;
+  at::Tensor refused = at::full({1}, refusal.empty() ? 0 : 1, at::kLong);
+  group->broadcast(refused, 0);
+  if (!refusal.empty()) throw Error(refusal);
+  if (refused.item<int64_t>() != 0) {
+    throw Error("rank " + std::to_string(rank) + " of " + std::to_string(group->size()) +
+                ": rank 0 refused the job (its error line says why)");
+  }
+}
+
 void broadcast_model(ProcessGroup& group, Segmentor& model) {
   std::vector<at::Tensor> tensors = model->parameters();
   for (const at::Tensor& b : model->buffers()) tensors.push_back(b);

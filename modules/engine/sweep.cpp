@@ -174,7 +174,7 @@ Leaderboard run_sweep(const SweepSettings& s, const Runtime& runtime, ProcessGro
   }
   // Rank 0 holds the directory for the job; every rank reads what earlier runs left there.
   std::unique_ptr<WorkDirLock> lock;
-  if (runtime.rank == 0) lock = claim_work_dir(s.work_dir, "sweep");
+  decide_on_rank_zero(group, runtime.rank, [&] { lock = claim_work_dir(s.work_dir, "sweep"); });
   spdlog::info("sweep of {} blocks x {} seed(s) from {} into {}", s.blocks.size(), s.seeds, s.config.string(),
                s.work_dir.string());
 

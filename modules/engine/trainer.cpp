@@ -258,14 +258,20 @@ TrainResult train(const Experiment& x, const std::string& config_yaml, const Run
   if (x.eval.interval > 0) val.emplace(x.data.val);
   TrainingState state = make_training_state(x, runtime);  // a block the runtime cannot run stops here
   // One run per directory; what a killed run left half-written goes before anything is read.
-  const std::unique_ptr<WorkDirLock> lock = runtime.rank == 0 ? claim_work_dir(work_dir, "train") : nullptr;
-
-  if (!resume && runtime.rank == 0) refuse_earlier_run(work_dir);
+  // Resuming, rank 0 picks the checkpoint (setting aside unreadable ones); the others load the
+  // one it names, from the same directory.
+  std::unique_ptr<WorkDirLock> lock;
+  fs::path last;
+  decide_on_rank_zero(group, runtime.rank, [&] {
+    lock = claim_work_dir(work_dir, "train");
+    if (resume) {
+      last = resume_training(state, work_dir);
+    } else {
+      refuse_earlier_run(work_dir);
+    }
+  });
   CheckpointPolicy checkpoints(work_dir, s, runtime);
   if (resume) {
-    // Rank 0 picks the checkpoint (setting aside unreadable ones); the others load the one it
-    // names, from the same directory.
-    fs::path last = runtime.rank == 0 ? resume_training(state, work_dir) : fs::path();
     if (group) {
       at::Tensor chosen = at::full({1}, last.empty() ? int64_t{-1} : state.iteration, at::kLong);
       group->broadcast(chosen, 0);
