@@ -19,6 +19,9 @@ void setup_predict(CLI::App& app, PredictOptions& options) {
   app.add_flag("--overlay", options.overlay, "also write the image under the class colours");
   app.add_flag("--probabilities", options.probabilities,
                "also write each class's probability per pixel (float32 [K, H, W], NumPy .npy)");
+  app.add_flag("--dataset-ids", options.dataset_ids,
+               "write labels/ in the values the dataset's own masks use (Cityscapes labelIds, ADE20K 1-150), "
+               "as its evaluation server reads them, in grey levels");
   app.add_flag("--slide", options.slide, "sliding-window inference (eval.crop_size, eval.stride) whatever eval.mode says");
   app.add_option("overrides", options.overrides, "dotted.key=value overrides");
 }
@@ -34,7 +37,7 @@ int run_predict(const PredictOptions& options) {
   spdlog::info("{} images, {} inference, checkpoint {}", inputs.size(), predictor.experiment().eval.mode,
                trained.checkpoint);
   const PredictSummary summary =
-      predict_images(predictor, inputs, options.out, {options.overlay, options.probabilities});
+      predict_images(predictor, inputs, options.out, {options.overlay, options.probabilities, options.dataset_ids});
   spdlog::info("wrote {} of {} images into {}", summary.written, inputs.size(), options.out);
   if (summary.failures.empty()) return 0;
   throw Error(std::to_string(summary.failures.size()) + " of " + std::to_string(inputs.size()) +

@@ -47,7 +47,7 @@ int run_eval(const EvalOptions& options);
 struct PredictOptions {
   std::string config, checkpoint, out;
   std::vector<std::string> inputs, overrides;
-  bool overlay = false, probabilities = false, slide = false;
+  bool overlay = false, probabilities = false, dataset_ids = false, slide = false;
 };
 void setup_predict(CLI::App& app, PredictOptions& options);
 int run_predict(const PredictOptions& options);

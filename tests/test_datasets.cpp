@@ -63,6 +63,29 @@ TEST(DatasetTypes, EachStandardTypeHasItsClassesAndAColourForEach) {
   }
 }
 
+// What `predict --dataset-ids` writes: for each class, a value the type's own table reads back
+// as that class, the smallest such; Cityscapes' are the labelIds cityscapesScripts lists for
+// the 19 train ids, ADE20K's the classes shifted up past 0 ("other").
+TEST(DatasetTypes, StoredValuesAreTheSmallestMaskValuesEachTypesTableReadsAsTheClass) {
+  for (const DatasetType& t : dataset_types()) {
+    if (t.name == "folder") continue;
+    SCOPED_TRACE(t.name);
+    const std::vector<uint8_t> values = stored_values(t, t.class_names.size());
+    ASSERT_EQ(values.size(), t.class_names.size());
+    for (size_t k = 0; k < values.size(); ++k) {
+      EXPECT_EQ(t.labels[values[k]], static_cast<int16_t>(k)) << "class " << k;
+      for (size_t v = 0; v < values[k]; ++v) EXPECT_NE(t.labels[v], static_cast<int16_t>(k)) << "class " << k;
+    }
+  }
+  EXPECT_EQ(stored_values(find_dataset_type("cityscapes", "t"), 19),
+            (std::vector<uint8_t>{7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}));
+  const std::vector<uint8_t> ade = stored_values(find_dataset_type("ade20k", "t"), 150);
+  EXPECT_EQ(ade.front(), 1);
+  EXPECT_EQ(ade.back(), 150);
+  EXPECT_EQ(stored_values(find_dataset_type("folder", "t"), 3), (std::vector<uint8_t>{0, 1, 2}));
+  EXPECT_THROW(stored_values(find_dataset_type("cityscapes", "t"), 20), Error);
+}
+
 TEST(DatasetTypes, CityscapesMapsLabelIdsToTheNineteenTrainIds) {
   TempDir dir;
   const fs::path root = dir / "cityscapes";

@@ -9,6 +9,7 @@
 
 #include "attnseg/segmenter.h"
 #include "core/image_files.h"
+#include "data/dataset_types.h"
 #include "test_util.h"
 
 namespace attnseg::test {
@@ -119,6 +120,37 @@ TEST_F(Predict, ProbabilitiesSumToOneAndTheirArgMaxIsTheLabelMap) {
   const cv::Mat shown = cv::imread((out / "overlays" / "val_00002.png").string(), cv::IMREAD_UNCHANGED);
   EXPECT_EQ(shown.size(), image.size());
   EXPECT_EQ(shown.type(), CV_8UC3);
+}
+
+// --dataset-ids writes what the dataset's masks store: read as Cityscapes, a 19-class model's
+// classes become labelIds, grey, each of which Cityscapes' own table reads back as the class
+// the same model predicts there without the flag.
+TEST_F(Predict, DatasetIdsAreLabelIdsThatCityscapesOwnTableReadsBackAsEachPixelsClass) {
+  std::string classes = " data.classes=[background,beacon_warm,beacon_cool,box,disc_warm,disc_cool";
+  for (int k = 6; k < 19; ++k) classes += ",c" + std::to_string(k);
+  classes += "]";
+  const fs::path run = dir / "run", out = dir / "out";
+  const auto t = run_attnseg("train " + config() + " --work-dir " + q(run) + kVariedPredictions + classes);
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  const std::string input = " --input " + q(data() / "images" / "val_00001.png");
+  const auto plain = run_attnseg("predict " + q(run) + input + " --out " + q(out / "classes"));
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  const auto ids = run_attnseg("predict " + q(run) + input + " --out " + q(out / "ids") + " --dataset-ids data.type=cityscapes");
+  ASSERT_EQ(ids.exit_code, 0) << ids.output;
+  const cv::Mat predicted = read_labels(out / "classes" / "labels" / "val_00001.png");
+  const cv::Mat stored = read_labels(out / "ids" / "labels" / "val_00001.png");
+  ASSERT_EQ(predicted.type(), CV_8UC1);
+  ASSERT_EQ(stored.type(), CV_8UC1) << "grey levels, not a palette image";
+  ASSERT_EQ(stored.size(), predicted.size());
+  const LabelTable& cityscapes = find_dataset_type("cityscapes", "test").labels;
+  std::set<int> seen;
+  int64_t wrong = 0;
+  for (size_t i = 0; i < stored.total(); ++i) {
+    wrong += cityscapes[stored.data[i]] != predicted.data[i];
+    seen.insert(stored.data[i]);
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_GE(seen.size(), 3u) << "the predictions are too uniform for the comparison to mean anything";
 }
 
 // A run directory stands for its config.yaml and its latest checkpoint, for predict, eval and

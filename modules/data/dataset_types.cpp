@@ -357,4 +357,21 @@ const DatasetType& find_dataset_type(const std::string& name, const std::string&
   throw Error(where + ": unknown dataset type '" + name + "'; accepted: " + accepted);
 }
 
+std::vector<uint8_t> stored_values(const DatasetType& type, size_t classes) {
+  std::vector<uint8_t> values(classes);
+  for (size_t k = 0; k < classes; ++k) {
+    if (type.name == "folder") {
+      values[k] = static_cast<uint8_t>(k);
+      continue;
+    }
+    size_t v = 0;
+    while (v < type.labels.size() && type.labels[v] != static_cast<int16_t>(k)) ++v;
+    if (v == type.labels.size()) {
+      throw Error("dataset type " + type.name + " stores no value for class " + std::to_string(k));
+    }
+    values[k] = static_cast<uint8_t>(v);
+  }
+  return values;
+}
+
 }  // namespace attnseg

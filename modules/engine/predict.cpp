@@ -14,6 +14,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/image_files.h"
+#include "data/dataset_types.h"
 #include "data/transforms.h"
 #include "engine/checkpoint.h"
 #include "engine/inference.h"
@@ -101,8 +102,14 @@ std::vector<PredictInput> find_predict_inputs(const std::vector<std::string>& va
 PredictSummary predict_images(Predictor& predictor, const std::vector<PredictInput>& inputs, const fs::path& out,
                               const PredictOutputs& outputs) {
   const DatasetInfo& data = predictor.experiment().data;
-  const bool indexed = !data.palette.empty();
+  const bool indexed = !data.palette.empty() && !outputs.dataset_ids;
   const std::vector<cv::Vec3b> palette = class_palette(data);
+  cv::Mat stored;  // class id -> the dataset's mask value, a 256-entry table for cv::LUT
+  if (outputs.dataset_ids) {
+    const std::vector<uint8_t> values = stored_values(find_dataset_type(data.type, "data.type"), data.class_names.size());
+    stored = cv::Mat(1, 256, CV_8UC1, cv::Scalar(255));
+    std::copy(values.begin(), values.end(), stored.ptr<uint8_t>());
+  }
   // <out>/<kind>/<name><ext>, its folder made first
   const auto output = [&](const char* kind, const fs::path& name, const char* ext) {
     const fs::path file = out / kind / (name.string() + ext);
@@ -136,6 +143,10 @@ PredictSummary predict_images(Predictor& predictor, const std::vector<PredictInp
       const fs::path label_file = output("labels", input.name, ".png");
       if (indexed) {
         write_text_atomically(label_file, encode_indexed_png(labels, palette));
+      } else if (outputs.dataset_ids) {
+        cv::Mat values;
+        cv::LUT(labels, stored, values);
+        write_png_atomically(label_file, values);
       } else {
         write_png_atomically(label_file, labels);
       }

@@ -53,6 +53,7 @@ std::vector<PredictInput> find_predict_inputs(const std::vector<std::string>& va
 struct PredictOutputs {
   bool overlay = false;        // <out>/overlays/<name>.png: the image under the class colours
   bool probabilities = false;  // <out>/probabilities/<name>.npy: float32 [K, H, W]
+  bool dataset_ids = false;    // labels/ as 8-bit grey in the values the dataset's masks store
   double opacity = 0.5;
 };
 
@@ -62,7 +63,8 @@ struct PredictSummary {
 };
 
 // Segments each input and writes <out>/labels/<name>.png (class ids: an indexed PNG with the
-// dataset's palette where it has one, else 8-bit grey levels) and the requested extras, each
+// dataset's palette where it has one, else 8-bit grey levels; with `dataset_ids`, grey levels
+// of the dataset's own mask values, stored_values()) and the requested extras, each
 // file atomically. An input that cannot be read or segmented at its size is logged, listed in
 // the summary and skipped; a file that cannot be written ends the run (an Error naming it).
 PredictSummary predict_images(Predictor& predictor, const std::vector<PredictInput>& inputs,
