@@ -65,10 +65,11 @@ int run_demo(const DemoOptions& options) {
   }
   const TrainedModel trained = resolve_trained_model(options.config, options.checkpoint);
   const Experiment experiment = read_experiment(Config::load(trained.config));
-  if (options.temporal && (experiment.eval.mode != "whole" || experiment.eval.flip)) {
-    // Sliding windows and the flipped pass are several forwards of one frame: a memory would
-    // carry from window to window, not from frame to frame.
-    throw Error("demo: --temporal needs eval.mode=whole and eval.flip=false in " + trained.config);
+  if (options.temporal &&
+      (experiment.eval.mode != "whole" || experiment.eval.flip || !experiment.eval.image_scale_only())) {
+    // Sliding windows, the flipped pass and other scales are several forwards of one frame: a
+    // memory would carry from view to view, not from frame to frame.
+    throw Error("demo: --temporal needs eval.mode=whole, eval.flip=false and eval.scales=[1] in " + trained.config);
   }
   const auto more = parse_demo_blocks(options.blocks, experiment.model.block.name);
   if (!options.headless) {

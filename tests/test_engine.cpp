@@ -612,5 +612,32 @@ TEST_F(EngineTest, FlipAveragesTheMirroredPrediction) {
   EXPECT_TRUE(torch::allclose(segment(x, image, flip), expected));
 }
 
+// mmsegmentation's multi-scale test on an odd size: each ratio's image (37x53 at 0.5 is 19x27,
+// at 1.25 46x66: rounded), flip-averaged, its scores resized back bilinearly and averaged.
+TEST_F(EngineTest, MultiScaleAveragesEachRatiosFlipAveragedScoresResizedBackToTheImage) {
+  Segmentor x = tiny_model();
+  x->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor image = torch::randn({1, 3, 37, 53});
+  const auto view = [&](const at::Tensor& im) { return (x->predict(im) + x->predict(im.flip({3})).flip({3})) / 2; };
+  const auto resized = [](const at::Tensor& t, int64_t h, int64_t w) {
+    return torch::nn::functional::interpolate(
+        t, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear).align_corners(false));
+  };
+  const at::Tensor expected =
+      (resized(view(resized(image, 19, 27)), 37, 53) + view(image) + resized(view(resized(image, 46, 66)), 37, 53)) / 3;
+  EvalSettings multi;
+  multi.flip = true;
+  multi.scales = {0.5, 1.0, 1.25};
+  const at::Tensor scores = segment(x, image, multi);
+  EXPECT_EQ(scores.sizes(), (at::IntArrayRef{1, 6, 37, 53}));
+  EXPECT_TRUE(torch::allclose(scores, expected, 1e-5, 1e-6));
+  // The scales matter: without the 0.5 and 1.25 views the scores differ.
+  EXPECT_FALSE(torch::allclose(scores, view(image), 1e-3, 1e-4));
+  EvalSettings twice;
+  twice.scales = {1.0, 1.0};
+  EXPECT_TRUE(torch::allclose(segment(x, image, twice), x->predict(image)));
+}
+
 }  // namespace
 }  // namespace attnseg

@@ -36,19 +36,26 @@ class Predict : public TinyDataTest {
 
 // The per-pixel classes `predict` writes are the ones `eval` scores: the confusion matrix
 // counted from the label PNGs and the masks is eval's, pixel for pixel, in whole-image and in
-// sliding-window inference (windows smaller than the 32x192 images, overlapping).
-TEST_F(Predict, LabelsAreThePredictionsEvalScoresWholeAndSliding) {
+// sliding-window inference (windows smaller than the 32x192 images, overlapping), and at three
+// scales with flip.
+TEST_F(Predict, LabelsAreThePredictionsEvalScoresWholeSlidingAndMultiScale) {
   const fs::path run = trained();
-  const std::string slide = " eval.crop_size=[32,80] eval.stride=[16,56]";
-  for (const bool sliding : {false, true}) {
-    SCOPED_TRACE(sliding ? "slide" : "whole");
-    const fs::path out = dir / (sliding ? "slide" : "whole");
+  const std::string windows = " eval.crop_size=[32,80] eval.stride=[16,56]";
+  const std::string multi_scale = " eval.scales=[0.75,1,1.5] eval.flip=true";
+  struct Way {
+    std::string name, predict, eval;
+  };
+  const Way ways[] = {{"whole", "", ""},
+                      {"slide", " --slide" + windows, " eval.mode=slide" + windows},
+                      {"multi-scale", multi_scale, multi_scale}};
+  for (const Way& way : ways) {
+    SCOPED_TRACE(way.name);
+    const fs::path out = dir / way.name;
     // the pattern quoted, so that predict expands it, not the shell
     const auto p = run_attnseg("predict " + q(run) + " --input " + q(data() / "images" / "val_*.png") + " --out " +
-                               q(out) + (sliding ? " --slide" + slide : std::string()));
+                               q(out) + way.predict);
     ASSERT_EQ(p.exit_code, 0) << p.output;
-    const auto e = run_attnseg("eval " + q(run) + " --json " + q(out / "eval.json") +
-                               (sliding ? " eval.mode=slide" + slide : std::string()));
+    const auto e = run_attnseg("eval " + q(run) + " --json " + q(out / "eval.json") + way.eval);
     ASSERT_EQ(e.exit_code, 0) << e.output;
     const auto report = nlohmann::json::parse(read_file(out / "eval.json"));
     const auto expected = report.at("confusion").at("pixels").get<std::vector<std::vector<int64_t>>>();

@@ -215,6 +215,13 @@ TEST(BlockCaps, InferenceOnAnotherSizeThanTheTrainingCropIsRefusedForFixedTokenB
   EXPECT_EQ(fixed_token_refusal(x, true, 97, 811), "") << "every window is the training crop";
   x.eval.crop_size = {64, 256};
   EXPECT_NE(fixed_token_refusal(x, true, 97, 811), "");
+  // Every scale's windows are checked: at 0.5 the 97-row image is 49 rows, short of the crop.
+  x.eval.crop_size = {64, 384};
+  x.eval.scales = {1.0, 1.5};
+  EXPECT_EQ(fixed_token_refusal(x, true, 97, 811), "");
+  x.eval.scales = {0.5, 1.0};
+  const std::string half = fixed_token_refusal(x, true, 97, 811);
+  EXPECT_TRUE(contains(half, "49x384") && contains(half, "eval.scales ratio 0.5")) << half;
 }
 
 }  // namespace

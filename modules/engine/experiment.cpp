@@ -90,6 +90,13 @@ EvalSettings read_eval(const ConfigNode& e, const std::vector<std::string>& clas
   positive_sizes(e, "crop_size", s.crop_size);
   positive_sizes(e, "stride", s.stride);
   s.flip = e.get<bool>("flip", s.flip);
+  s.scales = e.get<std::vector<double>>("scales", s.scales);
+  if (s.scales.empty()) throw Error("config key " + e.where("scales") + " must list at least one ratio");
+  for (const double r : s.scales) {
+    if (!(std::isfinite(r) && r >= 0.0625 && r <= 16)) {
+      throw Error("config key " + e.where("scales") + " must hold ratios from 0.0625 to 16 (1 = the image's size)");
+    }
+  }
   s.speed_warmup = e.get<int64_t>("speed_warmup", s.speed_warmup);
   s.speed_runs = e.get<int64_t>("speed_runs", s.speed_runs);
   s.interval = e.get<int64_t>("interval", s.interval);
@@ -143,18 +150,28 @@ Segmentor build_model(const Experiment& x, const Runtime& runtime) {
   return model;
 }
 
+int64_t scaled_extent(int64_t extent, double ratio) {
+  return std::max<int64_t>(1, std::llround(static_cast<double>(extent) * ratio));
+}
+
 std::string fixed_token_refusal(const Experiment& x, bool needs_fixed_tokens, int64_t height, int64_t width) {
   if (!needs_fixed_tokens) return "";
   const auto& crop = x.pipeline.crop_size;
   const bool slide = x.eval.mode == "slide";
-  const int64_t h = slide ? std::min(x.eval.crop_size[0], height) : height;
-  const int64_t w = slide ? std::min(x.eval.crop_size[1], width) : width;
-  if (h == crop[0] && w == crop[1]) return "";
-  const std::string crop_text = std::to_string(crop[0]) + "x" + std::to_string(crop[1]);
-  return "block " + x.model.block.name + " needs the token count it was trained with (crops of " + crop_text +
-         "), but inference would run it on " + std::to_string(h) + "x" + std::to_string(w) +
-         ": set eval.mode=slide and eval.crop_size=[" + std::to_string(crop[0]) + ", " + std::to_string(crop[1]) +
-         "]";
+  for (const double ratio : x.eval.scales) {
+    const int64_t sh = scaled_extent(height, ratio), sw = scaled_extent(width, ratio);
+    const int64_t h = slide ? std::min(x.eval.crop_size[0], sh) : sh;
+    const int64_t w = slide ? std::min(x.eval.crop_size[1], sw) : sw;
+    if (h == crop[0] && w == crop[1]) continue;
+    const std::string crop_text = std::to_string(crop[0]) + "x" + std::to_string(crop[1]);
+    const bool scaled = x.eval.scales.size() > 1 || ratio != 1.0;
+    return "block " + x.model.block.name + " needs the token count it was trained with (crops of " + crop_text +
+           "), but inference would run it on " + std::to_string(h) + "x" + std::to_string(w) +
+           (scaled ? fmt::format(" at eval.scales ratio {}", ratio) : "") +
+           ": set eval.mode=slide and eval.crop_size=[" + std::to_string(crop[0]) + ", " + std::to_string(crop[1]) +
+           "]" + (scaled ? ", and ratios that keep the image at least that large" : "");
+  }
+  return "";
 }
 
 void check_inference_size(const Experiment& x, int64_t height, int64_t width, const std::string& what) {

@@ -35,6 +35,10 @@ struct EvalSettings {
   std::array<int64_t, 2> crop_size{512, 512};
   std::array<int64_t, 2> stride{341, 341};
   bool flip = false;
+  // Multi-scale inference: the image resized by each ratio (its height and width times the
+  // ratio, rounded), segmented as `mode` and `flip` say, the scores resized back and averaged.
+  std::vector<double> scales{1.0};
+  bool image_scale_only() const { return scales.size() == 1 && scales[0] == 1.0; }
   int64_t speed_warmup = 3;
   int64_t speed_runs = 10;
   // Learning curves: `train` evaluates every `interval` iterations (0: never) on the first
@@ -69,10 +73,13 @@ Experiment read_experiment(const Config& config);
 // that cannot run on that device or in that precision is refused here, in one line.
 Segmentor build_model(const Experiment& experiment, const Runtime& runtime = Runtime{});
 
+// An image extent (height or width) resized by an eval.scales ratio: rounded, at least 1.
+int64_t scaled_extent(int64_t extent, double ratio);
+
 // For a block that needs the token count it was trained with (BlockCaps::needs_fixed_tokens):
 // why inference on an image of height × width cannot run, when it would run the model on
 // another size than the training crop (whole-image mode on another size, or sliding windows
-// of another size); "" when it can, and always for other blocks.
+// of another size, at any of eval.scales); "" when it can, and always for other blocks.
 std::string fixed_token_refusal(const Experiment& experiment, bool needs_fixed_tokens, int64_t height,
                                 int64_t width);
 // The same for the experiment's own block, thrown as an Error that starts with `what`.

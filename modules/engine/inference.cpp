@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <array>
 #include <vector>
 
 #include "engine/timing.h"
@@ -36,15 +37,30 @@ at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings
                    const Runtime& runtime, at::Tensor* block_input) {
   AutocastGuard autocast(runtime);
   const bool whole = settings.mode != "slide";
-  at::Tensor logits;
-  if (block_input != nullptr && whole && !settings.flip) {
+  if (block_input != nullptr && whole && !settings.flip && settings.image_scale_only()) {
     Prediction p = model->predict_with_block_input(image);
     *block_input = p.block_input;
     return p.scores;
   }
   auto run = [&](const at::Tensor& x) { return whole ? model->predict(x) : slide(model, x, settings); };
-  logits = run(image);
-  if (settings.flip) logits = (logits + run(image.flip({3})).flip({3})) / 2;
+  auto views = [&](const at::Tensor& x) {
+    at::Tensor scores = run(x);
+    return settings.flip ? (scores + run(x.flip({3})).flip({3})) / 2 : scores;
+  };
+  // Each ratio's scores, flip-averaged, resized back to the image and averaged: every view
+  // (ratio, flip) weighs the same, as in mmsegmentation's multi-scale test (which averages
+  // probabilities; the scores here are averaged as the flip averages them).
+  const int64_t h = image.size(2), w = image.size(3);
+  at::Tensor logits;
+  for (const double ratio : settings.scales) {
+    const std::array<int64_t, 2> scaled{scaled_extent(h, ratio), scaled_extent(w, ratio)};
+    const at::Tensor scores =
+        scaled[0] == h && scaled[1] == w
+            ? views(image)
+            : at::upsample_bilinear2d(views(at::upsample_bilinear2d(image, scaled, false)), {h, w}, false);
+    logits = logits.defined() ? logits + scores : scores;
+  }
+  if (settings.scales.size() > 1) logits = logits / static_cast<double>(settings.scales.size());
   if (block_input != nullptr) *block_input = model->head()->block_input(model->backbone()->forward(image).stage4);
   return logits;
 }
