@@ -43,11 +43,12 @@ TEST_F(Predict, LabelsAreThePredictionsEvalScoresWholeSlidingAndMultiScale) {
   const std::string windows = " eval.crop_size=[32,80] eval.stride=[16,56]";
   const std::string multi_scale = " eval.scales=[0.75,1,1.5] eval.flip=true";
   struct Way {
-    std::string name, predict, eval;
+    std::string name, predict, eval, said;  // said: eval's report line on the inference
   };
-  const Way ways[] = {{"whole", "", ""},
-                      {"slide", " --slide" + windows, " eval.mode=slide" + windows},
-                      {"multi-scale", multi_scale, multi_scale}};
+  const Way ways[] = {{"whole", "", "", ""},
+                      {"slide", " --slide" + windows, " eval.mode=slide" + windows,
+                       "inference: slide (32x80 windows, stride 16x56)\n"},
+                      {"multi-scale", multi_scale, multi_scale, "inference: whole, flip, scales 0.75, 1, 1.5\n"}};
   for (const Way& way : ways) {
     SCOPED_TRACE(way.name);
     const fs::path out = dir / way.name;
@@ -57,7 +58,10 @@ TEST_F(Predict, LabelsAreThePredictionsEvalScoresWholeSlidingAndMultiScale) {
     ASSERT_EQ(p.exit_code, 0) << p.output;
     const auto e = run_attnseg("eval " + q(run) + " --json " + q(out / "eval.json") + way.eval);
     ASSERT_EQ(e.exit_code, 0) << e.output;
+    EXPECT_EQ(way.said.empty(), e.output.find("inference:") == std::string::npos) << e.output;
+    if (!way.said.empty()) EXPECT_NE(e.output.find(way.said), std::string::npos) << e.output;
     const auto report = nlohmann::json::parse(read_file(out / "eval.json"));
+    EXPECT_EQ(report.at("inference").at("scales").size(), way.name == "multi-scale" ? 3u : 1u);
     const auto expected = report.at("confusion").at("pixels").get<std::vector<std::vector<int64_t>>>();
     std::vector<std::vector<int64_t>> counted(expected.size(), std::vector<int64_t>(expected.size(), 0));
     std::set<int> classes;

@@ -5,6 +5,7 @@
 #include <c10/core/InferenceMode.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -207,6 +208,7 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   result.metrics = compute_metrics(result.confusion);
   result.class_names = x.data.class_names;
   result.checkpoint = checkpoint.string();
+  result.inference = x.eval;
   // The classes a region's IoU averages.
   std::vector<size_t> scored = class_ids(x.eval.context_classes, x.data.class_names);
   if (scored.empty()) {
@@ -279,6 +281,20 @@ std::string format_report(const EvalResult& r) {
                 static_cast<long long>(r.images), pct(r.metrics.aacc).c_str(), pct(r.metrics.miou).c_str(),
                 pct(r.metrics.macc).c_str());
   out += line;
+  const EvalSettings& how = r.inference;
+  if (how.mode == "slide" || how.flip || !how.image_scale_only()) {
+    out += "inference: " + how.mode;
+    if (how.mode == "slide") {
+      out += fmt::format(" ({}x{} windows, stride {}x{})", how.crop_size[0], how.crop_size[1], how.stride[0],
+                         how.stride[1]);
+    }
+    if (how.flip) out += ", flip";
+    if (!how.image_scale_only()) {
+      out += ", scales";
+      for (size_t i = 0; i < how.scales.size(); ++i) out += fmt::format("{}{}", i == 0 ? " " : ", ", how.scales[i]);
+    }
+    out += "\n";
+  }
   std::snprintf(line, sizeof(line),
                 "speed at %lldx%lld, batch 1, %s %s, %d threads: median %.2f ms (p25 %.2f, p75 %.2f), %.1f FPS\n",
                 static_cast<long long>(r.speed.resolution[0]), static_cast<long long>(r.speed.resolution[1]),
@@ -332,8 +348,14 @@ nlohmann::json report_json(const EvalResult& r) {
     for (size_t c = 0; c < r.region_classes.size(); ++c) classes_there[r.region_classes[c]] = num(s.class_iou[c]);
     regions.push_back({{"name", s.name}, {"pixels", s.pixels}, {"iou", num(s.iou)}, {"classes", classes_there}});
   }
+  nlohmann::json inference = {{"mode", r.inference.mode}, {"flip", r.inference.flip}, {"scales", r.inference.scales}};
+  if (r.inference.mode == "slide") {
+    inference["crop_size"] = r.inference.crop_size;
+    inference["stride"] = r.inference.stride;
+  }
   return {{"checkpoint", r.checkpoint},
           {"images", r.images},
+          {"inference", inference},
           {"aAcc", num(r.metrics.aacc)},
           {"mIoU", num(r.metrics.miou)},
           {"mAcc", num(r.metrics.macc)},

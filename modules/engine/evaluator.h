@@ -38,6 +38,7 @@ struct EvalResult {
   int64_t images = 0;
   SpeedResult speed;
   std::string checkpoint;
+  EvalSettings inference;  // how the scores were made: mode, windows, flip, scales
   // The trained block's effective receptive field (engine/erf.h, threshold 1%): share of its
   // input map, averaged over five central positions of the features of the first few
   // validation images (each cut to the training crop about its centre).
