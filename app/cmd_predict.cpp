@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "engine/inference.h"
 #include "engine/predict.h"
 
 namespace attnseg::app {
@@ -34,7 +35,7 @@ int run_predict(const PredictOptions& options) {
   const std::vector<PredictInput> inputs = find_predict_inputs(options.inputs);
   const Runtime runtime = begin_command("predict", experiment.runtime);
   Predictor predictor(std::move(experiment), runtime, trained.checkpoint);
-  spdlog::info("{} images, {} inference, checkpoint {}", inputs.size(), predictor.experiment().eval.mode,
+  spdlog::info("{} images, {}, checkpoint {}", inputs.size(), describe_inference(predictor.experiment().eval),
                trained.checkpoint);
   const PredictSummary summary =
       predict_images(predictor, inputs, options.out, {options.overlay, options.probabilities, options.dataset_ids});

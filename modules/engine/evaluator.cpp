@@ -5,7 +5,6 @@
 #include <c10/core/InferenceMode.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -282,19 +281,7 @@ std::string format_report(const EvalResult& r) {
                 pct(r.metrics.macc).c_str());
   out += line;
   const EvalSettings& how = r.inference;
-  if (how.mode == "slide" || how.flip || !how.image_scale_only()) {
-    out += "inference: " + how.mode;
-    if (how.mode == "slide") {
-      out += fmt::format(" ({}x{} windows, stride {}x{})", how.crop_size[0], how.crop_size[1], how.stride[0],
-                         how.stride[1]);
-    }
-    if (how.flip) out += ", flip";
-    if (!how.image_scale_only()) {
-      out += ", scales";
-      for (size_t i = 0; i < how.scales.size(); ++i) out += fmt::format("{}{}", i == 0 ? " " : ", ", how.scales[i]);
-    }
-    out += "\n";
-  }
+  if (how.mode == "slide" || how.flip || !how.image_scale_only()) out += describe_inference(how) + "\n";
   std::snprintf(line, sizeof(line),
                 "speed at %lldx%lld, batch 1, %s %s, %d threads: median %.2f ms (p25 %.2f, p75 %.2f), %.1f FPS\n",
                 static_cast<long long>(r.speed.resolution[0]), static_cast<long long>(r.speed.resolution[1]),

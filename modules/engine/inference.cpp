@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
+#include <spdlog/fmt/fmt.h>
 
 #include <array>
 #include <vector>
@@ -63,6 +64,20 @@ at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings
   if (settings.scales.size() > 1) logits = logits / static_cast<double>(settings.scales.size());
   if (block_input != nullptr) *block_input = model->head()->block_input(model->backbone()->forward(image).stage4);
   return logits;
+}
+
+std::string describe_inference(const EvalSettings& s) {
+  std::string out = s.mode + " inference";
+  if (s.mode == "slide") {
+    out += " (" + std::to_string(s.crop_size[0]) + "x" + std::to_string(s.crop_size[1]) + " windows, stride " +
+           std::to_string(s.stride[0]) + "x" + std::to_string(s.stride[1]) + ")";
+  }
+  if (s.flip) out += ", flip";
+  if (!s.image_scale_only()) {
+    out += ", scales";
+    for (size_t i = 0; i < s.scales.size(); ++i) out += fmt::format("{}{}", i == 0 ? " " : ", ", s.scales[i]);
+  }
+  return out;
 }
 
 cv::Mat class_map(const at::Tensor& scores) {

@@ -20,6 +20,10 @@ namespace attnseg {
 at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings& settings,
                    const Runtime& runtime = Runtime{}, at::Tensor* block_input = nullptr);
 
+// How `segment` infers under `settings`, for logs and reports: "whole inference", or "slide
+// inference (512x512 windows, stride 341x341)", then ", flip" and ", scales 0.75, 1, 1.25".
+std::string describe_inference(const EvalSettings& settings);
+
 // The class of each pixel of scores [1, K, H, W], CV_8U (at most 255 classes): the arg-max
 // over K as K passes over contiguous planes (ATen 1.13's argmax over dim 1 took 20 ms at
 // 640x480 here, this about 1).
