@@ -66,10 +66,11 @@ int run_demo(const DemoOptions& options) {
   const TrainedModel trained = resolve_trained_model(options.config, options.checkpoint);
   const Experiment experiment = read_experiment(Config::load(trained.config));
   if (options.temporal &&
-      (experiment.eval.mode != "whole" || experiment.eval.flip || !experiment.eval.image_scale_only())) {
-    // Sliding windows, the flipped pass and other scales are several forwards of one frame: a
+      (experiment.eval.mode != "whole" || experiment.eval.flip || experiment.eval.scales.size() != 1)) {
+    // Sliding windows, the flipped pass and several scales are several forwards of one frame: a
     // memory would carry from view to view, not from frame to frame.
-    throw Error("demo: --temporal needs eval.mode=whole, eval.flip=false and eval.scales=[1] in " + trained.config);
+    throw Error("demo: --temporal needs eval.mode=whole, eval.flip=false and one ratio in eval.scales in " +
+                trained.config);
   }
   const auto more = parse_demo_blocks(options.blocks, experiment.model.block.name);
   if (!options.headless) {

@@ -637,6 +637,19 @@ TEST_F(EngineTest, MultiScaleAveragesEachRatiosFlipAveragedScoresResizedBackToTh
   EvalSettings twice;
   twice.scales = {1.0, 1.0};
   EXPECT_TRUE(torch::allclose(segment(x, image, twice), x->predict(image)));
+  // eval.scale fits the image first, keeping its aspect ratio: [106, 74] takes 37x53 to 74x106
+  // (both sides double), and the ratios multiply that: at 0.5 the model sees the image's size.
+  EvalSettings fitted;
+  fitted.scale = {106, 74};
+  fitted.scales = {0.5, 1.0};
+  EXPECT_TRUE(torch::allclose(segment(x, image, fitted),
+                              (x->predict(image) + resized(x->predict(resized(image, 74, 106)), 37, 53)) / 2, 1e-5,
+                              1e-6));
+  fitted.scale = {212, 74};  // the short side binds: still 74x106
+  EXPECT_EQ(view_size(fitted, 37, 53, 1.0), (std::array<int64_t, 2>{74, 106}));
+  fitted.scale = {74, 80};  // the larger bound is the long side's, and it binds: 53 -> 80, 37 -> 56 (55.85)
+  EXPECT_EQ(view_size(fitted, 37, 53, 1.0), (std::array<int64_t, 2>{56, 80}));
+  EXPECT_EQ(view_size(fitted, 53, 37, 0.5), (std::array<int64_t, 2>{40, 28})) << "portrait: the long side is the height";
 }
 
 }  // namespace

@@ -252,7 +252,8 @@ TEST_F(Faults, NonFiniteOrUnderflowingConfigNumbersAreRejectedByKeyBeforeAnythin
       {"train.lr=.nan", "train.lr"},         {"train.lr=-.inf", "train.lr"},
       {"train.lr=1e-300", "train.lr"},       {"data.std=[1e-300,1,1]", "data.std"},
       {"train.momentum=1e40", "train.momentum"}, {"eval.scales=[1,.nan]", "eval.scales"},
-      {"eval.scales=[0]", "eval.scales"},       {"eval.scales=[]", "eval.scales"}};
+      {"eval.scales=[0]", "eval.scales"},       {"eval.scales=[]", "eval.scales"},
+      {"eval.scale=[2048,0]", "eval.scale"}};
   for (const auto& [override_, key] : bad) {
     const auto r = run_attnseg(train("w", override_));
     expect_clean_error(r, {"config key '" + key + "'", "(command line)"});

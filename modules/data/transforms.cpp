@@ -10,15 +10,18 @@
 
 namespace attnseg {
 
+double keep_ratio_factor(int64_t height, int64_t width, const std::array<int64_t, 2>& scale) {
+  if (scale[0] <= 0) return 1.0;
+  const double long_side = static_cast<double>(std::max(height, width));
+  const double short_side = static_cast<double>(std::min(height, width));
+  const double target_long = static_cast<double>(std::max(scale[0], scale[1]));
+  const double target_short = static_cast<double>(std::min(scale[0], scale[1]));
+  return std::min(target_long / long_side, target_short / short_side);
+}
+
 void random_resize(Sample& sample, const TrainPipelineOptions& options, Rng& rng) {
-  double factor = rng.uniform(options.ratio_range[0], options.ratio_range[1]);
-  if (options.scale[0] > 0) {
-    const double long_side = std::max(sample.image.cols, sample.image.rows);
-    const double short_side = std::min(sample.image.cols, sample.image.rows);
-    const double target_long = std::max(options.scale[0], options.scale[1]);
-    const double target_short = std::min(options.scale[0], options.scale[1]);
-    factor *= std::min(target_long / long_side, target_short / short_side);
-  }
+  const double factor = rng.uniform(options.ratio_range[0], options.ratio_range[1]) *
+                        keep_ratio_factor(sample.image.rows, sample.image.cols, options.scale);
   const cv::Size size(std::max(1, static_cast<int>(std::lround(sample.image.cols * factor))),
                       std::max(1, static_cast<int>(std::lround(sample.image.rows * factor))));
   if (size == sample.image.size()) return;

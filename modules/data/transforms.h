@@ -33,6 +33,11 @@ struct TrainPipelineOptions {
 
 // Scales image (bilinear) and mask (nearest) by a random factor from the ratio range.
 void random_resize(Sample& sample, const TrainPipelineOptions& options, Rng& rng);
+
+// The factor that fits an image of height × width to `scale` = [long, short] keeping its aspect
+// ratio (mmsegmentation's keep-ratio Resize): the larger that keeps the long side within the
+// long bound and the short side within the short one. 1 when scale[0] is 0 (the image's own size).
+double keep_ratio_factor(int64_t height, int64_t width, const std::array<int64_t, 2>& scale);
 // Pads to at least the crop size (image with 0, mask with 255), then crops at random.
 void random_crop(Sample& sample, const std::array<int64_t, 2>& crop_size, Rng& rng);
 void random_flip(Sample& sample, double prob, Rng& rng);

@@ -228,7 +228,12 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
     result.regions.push_back(score);
   }
   if (runtime.rank == 0) {
-    result.speed = measure_speed(model, first_image, x.eval.speed_warmup, x.eval.speed_runs, runtime);
+    // One forward at the size the model sees of the first image (eval.scale fits it first).
+    const std::array<int64_t, 2> seen = view_size(x.eval, first_image.size(2), first_image.size(3), 1.0);
+    const at::Tensor timed = seen[0] == first_image.size(2) && seen[1] == first_image.size(3)
+                                 ? first_image
+                                 : at::upsample_bilinear2d(first_image, seen, false);
+    result.speed = measure_speed(model, timed, x.eval.speed_warmup, x.eval.speed_runs, runtime);
     measure_erf(model, dataset, x, runtime, result);
     measure_cue(model, dataset, x, runtime, result);
   }
@@ -281,7 +286,7 @@ std::string format_report(const EvalResult& r) {
                 pct(r.metrics.macc).c_str());
   out += line;
   const EvalSettings& how = r.inference;
-  if (how.mode == "slide" || how.flip || !how.image_scale_only()) out += describe_inference(how) + "\n";
+  if (describe_inference(how) != "whole inference") out += describe_inference(how) + "\n";
   std::snprintf(line, sizeof(line),
                 "speed at %lldx%lld, batch 1, %s %s, %d threads: median %.2f ms (p25 %.2f, p75 %.2f), %.1f FPS\n",
                 static_cast<long long>(r.speed.resolution[0]), static_cast<long long>(r.speed.resolution[1]),
@@ -335,7 +340,10 @@ nlohmann::json report_json(const EvalResult& r) {
     for (size_t c = 0; c < r.region_classes.size(); ++c) classes_there[r.region_classes[c]] = num(s.class_iou[c]);
     regions.push_back({{"name", s.name}, {"pixels", s.pixels}, {"iou", num(s.iou)}, {"classes", classes_there}});
   }
-  nlohmann::json inference = {{"mode", r.inference.mode}, {"flip", r.inference.flip}, {"scales", r.inference.scales}};
+  nlohmann::json inference = {{"mode", r.inference.mode},
+                               {"scale", r.inference.scale},
+                               {"flip", r.inference.flip},
+                               {"scales", r.inference.scales}};
   if (r.inference.mode == "slide") {
     inference["crop_size"] = r.inference.crop_size;
     inference["stride"] = r.inference.stride;

@@ -90,6 +90,10 @@ EvalSettings read_eval(const ConfigNode& e, const std::vector<std::string>& clas
   positive_sizes(e, "crop_size", s.crop_size);
   positive_sizes(e, "stride", s.stride);
   s.flip = e.get<bool>("flip", s.flip);
+  s.scale = e.get_array("scale", s.scale);
+  if (s.scale[0] < 0 || s.scale[1] < 0 || (s.scale[0] == 0) != (s.scale[1] == 0)) {
+    throw Error("config key " + e.where("scale") + " must be [long, short] edge bounds, or [0, 0] for the image's size");
+  }
   s.scales = e.get<std::vector<double>>("scales", s.scales);
   if (s.scales.empty()) throw Error("config key " + e.where("scales") + " must list at least one ratio");
   for (const double r : s.scales) {
@@ -150,8 +154,10 @@ Segmentor build_model(const Experiment& x, const Runtime& runtime) {
   return model;
 }
 
-int64_t scaled_extent(int64_t extent, double ratio) {
-  return std::max<int64_t>(1, std::llround(static_cast<double>(extent) * ratio));
+std::array<int64_t, 2> view_size(const EvalSettings& s, int64_t height, int64_t width, double ratio) {
+  const double factor = keep_ratio_factor(height, width, s.scale) * ratio;
+  return {std::max<int64_t>(1, std::llround(static_cast<double>(height) * factor)),
+          std::max<int64_t>(1, std::llround(static_cast<double>(width) * factor))};
 }
 
 std::string fixed_token_refusal(const Experiment& x, bool needs_fixed_tokens, int64_t height, int64_t width) {
@@ -159,15 +165,17 @@ std::string fixed_token_refusal(const Experiment& x, bool needs_fixed_tokens, in
   const auto& crop = x.pipeline.crop_size;
   const bool slide = x.eval.mode == "slide";
   for (const double ratio : x.eval.scales) {
-    const int64_t sh = scaled_extent(height, ratio), sw = scaled_extent(width, ratio);
+    const auto [sh, sw] = view_size(x.eval, height, width, ratio);
     const int64_t h = slide ? std::min(x.eval.crop_size[0], sh) : sh;
     const int64_t w = slide ? std::min(x.eval.crop_size[1], sw) : sw;
     if (h == crop[0] && w == crop[1]) continue;
     const std::string crop_text = std::to_string(crop[0]) + "x" + std::to_string(crop[1]);
-    const bool scaled = x.eval.scales.size() > 1 || ratio != 1.0;
+    std::string at;
+    if (x.eval.scale[0] > 0) at += fmt::format(" (the image fitted to eval.scale {}x{})", x.eval.scale[0], x.eval.scale[1]);
+    if (x.eval.scales.size() > 1 || ratio != 1.0) at += fmt::format(" at eval.scales ratio {}", ratio);
+    const bool scaled = !at.empty();
     return "block " + x.model.block.name + " needs the token count it was trained with (crops of " + crop_text +
-           "), but inference would run it on " + std::to_string(h) + "x" + std::to_string(w) +
-           (scaled ? fmt::format(" at eval.scales ratio {}", ratio) : "") +
+           "), but inference would run it on " + std::to_string(h) + "x" + std::to_string(w) + at +
            ": set eval.mode=slide and eval.crop_size=[" + std::to_string(crop[0]) + ", " + std::to_string(crop[1]) +
            "]" + (scaled ? ", and ratios that keep the image at least that large" : "");
   }

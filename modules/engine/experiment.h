@@ -35,10 +35,12 @@ struct EvalSettings {
   std::array<int64_t, 2> crop_size{512, 512};
   std::array<int64_t, 2> stride{341, 341};
   bool flip = false;
-  // Multi-scale inference: the image resized by each ratio (its height and width times the
-  // ratio, rounded), segmented as `mode` and `flip` say, the scores resized back and averaged.
+  // The size inference starts from: the image fitted to [long, short] keeping its aspect ratio
+  // (mmsegmentation's test Resize), or with {0, 0} the image's own size.
+  std::array<int64_t, 2> scale{0, 0};
+  // Multi-scale inference: that size times each ratio (rounded), segmented as `mode` and `flip`
+  // say, the scores resized back to the image and averaged.
   std::vector<double> scales{1.0};
-  bool image_scale_only() const { return scales.size() == 1 && scales[0] == 1.0; }
   int64_t speed_warmup = 3;
   int64_t speed_runs = 10;
   // Learning curves: `train` evaluates every `interval` iterations (0: never) on the first
@@ -73,8 +75,10 @@ Experiment read_experiment(const Config& config);
 // that cannot run on that device or in that precision is refused here, in one line.
 Segmentor build_model(const Experiment& experiment, const Runtime& runtime = Runtime{});
 
-// An image extent (height or width) resized by an eval.scales ratio: rounded, at least 1.
-int64_t scaled_extent(int64_t extent, double ratio);
+// The size [height, width] the model sees of a height × width image at one of eval.scales'
+// ratios: fitted to eval.scale, times the ratio, rounded (as training's random resize rounds),
+// at least 1.
+std::array<int64_t, 2> view_size(const EvalSettings& settings, int64_t height, int64_t width, double ratio);
 
 // For a block that needs the token count it was trained with (BlockCaps::needs_fixed_tokens):
 // why inference on an image of height × width cannot run, when it would run the model on

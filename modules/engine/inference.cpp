@@ -38,7 +38,10 @@ at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings
                    const Runtime& runtime, at::Tensor* block_input) {
   AutocastGuard autocast(runtime);
   const bool whole = settings.mode != "slide";
-  if (block_input != nullptr && whole && !settings.flip && settings.image_scale_only()) {
+  const int64_t h = image.size(2), w = image.size(3);
+  const bool one_view = !settings.flip && settings.scales.size() == 1 &&
+                        view_size(settings, h, w, settings.scales[0]) == std::array<int64_t, 2>{h, w};
+  if (block_input != nullptr && whole && one_view) {
     Prediction p = model->predict_with_block_input(image);
     *block_input = p.block_input;
     return p.scores;
@@ -51,10 +54,9 @@ at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings
   // Each ratio's scores, flip-averaged, resized back to the image and averaged: every view
   // (ratio, flip) weighs the same, as in mmsegmentation's multi-scale test (which averages
   // probabilities; the scores here are averaged as the flip averages them).
-  const int64_t h = image.size(2), w = image.size(3);
   at::Tensor logits;
   for (const double ratio : settings.scales) {
-    const std::array<int64_t, 2> scaled{scaled_extent(h, ratio), scaled_extent(w, ratio)};
+    const std::array<int64_t, 2> scaled = view_size(settings, h, w, ratio);
     const at::Tensor scores =
         scaled[0] == h && scaled[1] == w
             ? views(image)
@@ -72,8 +74,9 @@ std::string describe_inference(const EvalSettings& s) {
     out += " (" + std::to_string(s.crop_size[0]) + "x" + std::to_string(s.crop_size[1]) + " windows, stride " +
            std::to_string(s.stride[0]) + "x" + std::to_string(s.stride[1]) + ")";
   }
+  if (s.scale[0] > 0) out += ", fitted to " + std::to_string(s.scale[0]) + "x" + std::to_string(s.scale[1]);
   if (s.flip) out += ", flip";
-  if (!s.image_scale_only()) {
+  if (s.scales.size() != 1 || s.scales[0] != 1.0) {
     out += ", scales";
     for (size_t i = 0; i < s.scales.size(); ++i) out += fmt::format("{}{}", i == 0 ? " " : ", ", s.scales[i]);
   }
