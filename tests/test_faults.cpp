@@ -253,7 +253,7 @@ TEST_F(Faults, NonFiniteOrUnderflowingConfigNumbersAreRejectedByKeyBeforeAnythin
       {"train.lr=1e-300", "train.lr"},       {"data.std=[1e-300,1,1]", "data.std"},
       {"train.momentum=1e40", "train.momentum"}, {"eval.scales=[1,.nan]", "eval.scales"},
       {"eval.scales=[0]", "eval.scales"},       {"eval.scales=[]", "eval.scales"},
-      {"eval.scale=[2048,0]", "eval.scale"}};
+      {"eval.scale=[2048,0]", "eval.scale"},      {"data.train_pipeline.scale=[2048,0]", "data.train_pipeline.scale"}};
   for (const auto& [override_, key] : bad) {
     const auto r = run_attnseg(train("w", override_));
     expect_clean_error(r, {"config key '" + key + "'", "(command line)"});

@@ -19,6 +19,12 @@ double keep_ratio_factor(int64_t height, int64_t width, const std::array<int64_t
   return std::min(target_long / long_side, target_short / short_side);
 }
 
+void check_fit_scale(const ConfigNode& node, const std::string& key, const std::array<int64_t, 2>& scale) {
+  if (scale[0] < 0 || scale[1] < 0 || (scale[0] == 0) != (scale[1] == 0)) {
+    throw Error("config key " + node.where(key) + " must be [long, short] edge bounds, or [0, 0] for the image's size");
+  }
+}
+
 void random_resize(Sample& sample, const TrainPipelineOptions& options, Rng& rng) {
   const double factor = rng.uniform(options.ratio_range[0], options.ratio_range[1]) *
                         keep_ratio_factor(sample.image.rows, sample.image.cols, options.scale);
@@ -122,9 +128,7 @@ TrainPipelineOptions read_train_pipeline(const ConfigNode& node) {
   if (o.crop_size[0] <= 0 || o.crop_size[1] <= 0) {
     throw Error("config key " + node.where("crop_size") + " must hold positive sizes");
   }
-  if (o.scale[0] < 0 || o.scale[1] < 0) {
-    throw Error("config key " + node.where("scale") + " must not be negative");
-  }
+  check_fit_scale(node, "scale", o.scale);
   if (o.ratio_range[0] <= 0 || o.ratio_range[1] < o.ratio_range[0]) {
     throw Error("config key " + node.where("ratio_range") + " must be [lo, hi] with 0 < lo <= hi");
   }

@@ -7,6 +7,7 @@
 #include <opencv2/core.hpp>
 
 #include <array>
+#include <string>
 #include <vector>
 
 #include "data/dataset.h"
@@ -38,6 +39,9 @@ void random_resize(Sample& sample, const TrainPipelineOptions& options, Rng& rng
 // ratio (mmsegmentation's keep-ratio Resize): the larger that keeps the long side within the
 // long bound and the short side within the short one. 1 when scale[0] is 0 (the image's own size).
 double keep_ratio_factor(int64_t height, int64_t width, const std::array<int64_t, 2>& scale);
+// Refuses, naming node's `key`, a scale that is not two positive bounds or [0, 0] ([2048, 0]
+// would fit every image into a short side of 0: one pixel, silently).
+void check_fit_scale(const ConfigNode& node, const std::string& key, const std::array<int64_t, 2>& scale);
 // Pads to at least the crop size (image with 0, mask with 255), then crops at random.
 void random_crop(Sample& sample, const std::array<int64_t, 2>& crop_size, Rng& rng);
 void random_flip(Sample& sample, double prob, Rng& rng);

@@ -91,9 +91,7 @@ EvalSettings read_eval(const ConfigNode& e, const std::vector<std::string>& clas
   positive_sizes(e, "stride", s.stride);
   s.flip = e.get<bool>("flip", s.flip);
   s.scale = e.get_array("scale", s.scale);
-  if (s.scale[0] < 0 || s.scale[1] < 0 || (s.scale[0] == 0) != (s.scale[1] == 0)) {
-    throw Error("config key " + e.where("scale") + " must be [long, short] edge bounds, or [0, 0] for the image's size");
-  }
+  check_fit_scale(e, "scale", s.scale);
   s.scales = e.get<std::vector<double>>("scales", s.scales);
   if (s.scales.empty()) throw Error("config key " + e.where("scales") + " must list at least one ratio");
   for (const double r : s.scales) {
