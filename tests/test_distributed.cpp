@@ -56,6 +56,12 @@ class Distributed : public ::testing::Test {
                        env);
   }
 
+  // The environment torchrun gives a job of two ranks on this machine, without RANK and
+  // LOCAL_RANK, at a free port.
+  static std::string two_rank_env() {
+    return "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(test::free_port());
+  }
+
   Segmentor load(const std::string& name, int iteration) {
     Segmentor model = test::model_of(Config::load(dir / "tiny.yaml"));
     load_checkpoint(dir / name / ("iter_" + std::to_string(iteration) + ".pt"), model);
@@ -124,8 +130,7 @@ TEST_F(Distributed, WithoutSyncBnEachRankNormalisesItsOwnShardAndTheWeightsDiffe
 TEST_F(Distributed, ProcessesLaunchedThroughTheEnvironmentAsTorchrunSetsItFormOneJob) {
   const auto nproc = train("nproc", "--nproc 2 model.sync_bn=true", 4);
   ASSERT_EQ(nproc.exit_code, 0) << nproc.output;
-  const std::string common =
-      "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(test::free_port());
+  const std::string common = two_rank_env();
   const fs::path log = dir / "rank1.log";
   const pid_t rank1 = test::spawn_attnseg(
       "train '" + (dir / "tiny.yaml").string() + "' --work-dir '" + (dir / "env").string() +
@@ -144,8 +149,7 @@ TEST_F(Distributed, ProcessesLaunchedThroughTheEnvironmentAsTorchrunSetsItFormOn
 // by an earlier run; rank 1 then says that rank 0 refused, not that a broadcast lost its peer.
 TEST_F(Distributed, ARankZeroRefusalUnderTorchrunEndsEveryRankInOneLineSayingSo) {
   ASSERT_EQ(train("env", "", 2).exit_code, 0);
-  const std::string common =
-      "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(test::free_port());
+  const std::string common = two_rank_env();
   const fs::path log = dir / "rank1.log";
   const pid_t rank1 = test::spawn_attnseg("train '" + (dir / "tiny.yaml").string() + "' --work-dir '" +
                                               (dir / "env").string() + "' train.iters=2 runtime.dist_timeout=60",

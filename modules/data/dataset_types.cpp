@@ -2,6 +2,8 @@
 // datasets and mmsegmentation publish).
 #include "data/dataset_types.h"
 
+#include <numeric>
+
 #include "core/error.h"
 
 namespace attnseg {
@@ -359,11 +361,11 @@ const DatasetType& find_dataset_type(const std::string& name, const std::string&
 
 std::vector<uint8_t> stored_values(const DatasetType& type, size_t classes) {
   std::vector<uint8_t> values(classes);
+  if (type.name == "folder") {
+    std::iota(values.begin(), values.end(), uint8_t{0});
+    return values;
+  }
   for (size_t k = 0; k < classes; ++k) {
-    if (type.name == "folder") {
-      values[k] = static_cast<uint8_t>(k);
-      continue;
-    }
     size_t v = 0;
     while (v < type.labels.size() && type.labels[v] != static_cast<int16_t>(k)) ++v;
     if (v == type.labels.size()) {

@@ -229,10 +229,7 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   }
   if (runtime.rank == 0) {
     // One forward at the size the model sees of the first image (eval.scale fits it first).
-    const std::array<int64_t, 2> seen = view_size(x.eval, first_image.size(2), first_image.size(3), 1.0);
-    const at::Tensor timed = seen[0] == first_image.size(2) && seen[1] == first_image.size(3)
-                                 ? first_image
-                                 : at::upsample_bilinear2d(first_image, seen, false);
+    const at::Tensor timed = resized(first_image, view_size(x.eval, first_image.size(2), first_image.size(3), 1.0));
     result.speed = measure_speed(model, timed, x.eval.speed_warmup, x.eval.speed_runs, runtime);
     measure_erf(model, dataset, x, runtime, result);
     measure_cue(model, dataset, x, runtime, result);
@@ -285,8 +282,8 @@ std::string format_report(const EvalResult& r) {
                 static_cast<long long>(r.images), pct(r.metrics.aacc).c_str(), pct(r.metrics.miou).c_str(),
                 pct(r.metrics.macc).c_str());
   out += line;
-  const EvalSettings& how = r.inference;
-  if (describe_inference(how) != "whole inference") out += describe_inference(how) + "\n";
+  const std::string how = describe_inference(r.inference);
+  if (how != describe_inference(EvalSettings{})) out += how + "\n";  // said when not one whole-image view
   std::snprintf(line, sizeof(line),
                 "speed at %lldx%lld, batch 1, %s %s, %d threads: median %.2f ms (p25 %.2f, p75 %.2f), %.1f FPS\n",
                 static_cast<long long>(r.speed.resolution[0]), static_cast<long long>(r.speed.resolution[1]),

@@ -171,11 +171,10 @@ std::string fixed_token_refusal(const Experiment& x, bool needs_fixed_tokens, in
     std::string at;
     if (x.eval.scale[0] > 0) at += fmt::format(" (the image fitted to eval.scale {}x{})", x.eval.scale[0], x.eval.scale[1]);
     if (x.eval.scales.size() > 1 || ratio != 1.0) at += fmt::format(" at eval.scales ratio {}", ratio);
-    const bool scaled = !at.empty();
     return "block " + x.model.block.name + " needs the token count it was trained with (crops of " + crop_text +
            "), but inference would run it on " + std::to_string(h) + "x" + std::to_string(w) + at +
            ": set eval.mode=slide and eval.crop_size=[" + std::to_string(crop[0]) + ", " + std::to_string(crop[1]) +
-           "]" + (scaled ? ", and ratios that keep the image at least that large" : "");
+           "]" + (at.empty() ? "" : ", and ratios that keep the image at least that large");
   }
   return "";
 }

@@ -34,6 +34,11 @@ at::Tensor slide(Segmentor& model, const at::Tensor& image, const EvalSettings& 
 
 }  // namespace
 
+at::Tensor resized(const at::Tensor& t, const std::array<int64_t, 2>& size) {
+  if (t.size(2) == size[0] && t.size(3) == size[1]) return t;
+  return at::upsample_bilinear2d(t, size, false);
+}
+
 at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings& settings,
                    const Runtime& runtime, at::Tensor* block_input) {
   AutocastGuard autocast(runtime);
@@ -56,11 +61,7 @@ at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings
   // probabilities; the scores here are averaged as the flip averages them).
   at::Tensor logits;
   for (const double ratio : settings.scales) {
-    const std::array<int64_t, 2> scaled = view_size(settings, h, w, ratio);
-    const at::Tensor scores =
-        scaled[0] == h && scaled[1] == w
-            ? views(image)
-            : at::upsample_bilinear2d(views(at::upsample_bilinear2d(image, scaled, false)), {h, w}, false);
+    const at::Tensor scores = resized(views(resized(image, view_size(settings, h, w, ratio))), {h, w});
     logits = logits.defined() ? logits + scores : scores;
   }
   if (settings.scales.size() > 1) logits = logits / static_cast<double>(settings.scales.size());

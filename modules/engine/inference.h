@@ -20,6 +20,10 @@ namespace attnseg {
 at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings& settings,
                    const Runtime& runtime = Runtime{}, at::Tensor* block_input = nullptr);
 
+// `t` [B, C, H, W] resized bilinearly (corners not aligned) to `size` [height, width]; `t`
+// itself when it has that size already.
+at::Tensor resized(const at::Tensor& t, const std::array<int64_t, 2>& size);
+
 // How `segment` infers under `settings`, for logs and reports: "whole inference", or "slide
 // inference (512x512 windows, stride 341x341)", then ", flip" and ", scales 0.75, 1, 1.25".
 std::string describe_inference(const EvalSettings& settings);
