@@ -39,6 +39,7 @@
 #include "attention/synthesizer.h"
 #include "core/cpu_bf16.h"
 #include "core/device.h"
+#include "engine/counters.h"
 #include "compressive_reference.h"
 #include "fixture.h"
 #include "memory_reference.h"
@@ -730,6 +731,22 @@ TEST_P(BlockTest, Bf16AutocastForwardAndBackwardStayWithinOnePercentOfFp32) {
     }
     EXPECT_FALSE(torch::equal(bf16.y, fp32.y)) << "bf16 computed exactly as fp32: autocast did not engage";
   }
+}
+
+// Once a forward returns and its output is dropped, the block holds no tensor it allocated: a
+// kept tensor of one forward would be freed by the next inside bench's peak-memory scope (and
+// a training forward's would keep its graph). The first forward may fill per-size caches.
+TEST_P(BlockTest, ARepeatedForwardHoldsNoTensorOnceItsOutputIsDropped) {
+  torch::manual_seed(0);
+  const AttentionBlock block = build_block(GetParam(), 16);
+  block->eval();
+  c10::InferenceMode inference;
+  const at::Tensor x = torch::randn({1, 16, 9, 13});
+  (void)block->forward(x);
+  PeakMemory memory;
+  (void)block->forward(x);
+  if (GetParam() != "none") EXPECT_GT(memory.peak_bytes(), 0) << "the scope saw no allocation";
+  EXPECT_EQ(memory.current_bytes(), 0);
 }
 
 TEST_P(BlockTest, SaveLoadRoundTrip) {

@@ -265,6 +265,7 @@ TEST(Sac, ChosenEdgesChangeWithTheInput) {
   torch::manual_seed(6);
   Sac block(SacOptions(16).k(4).chunk(8));
   block->eval();
+  block->keep_edges(true);
   torch::NoGradGuard no_grad;
   const at::Tensor x = torch::randn({1, 16, 7, 9});
   block->forward(x);
@@ -335,6 +336,7 @@ TEST(Sac, PaddedKeysAreNeverAttended) {
   torch::manual_seed(9);
   Sac block(SacOptions(16).k(4).chunk(16));
   block->eval();
+  block->keep_edges(true);
   const PaddedInput in = padded_input(2, 4, 53, 64, 4);
   const at::Tensor a = block->attend(in.q, in.k, in.v, in.grid);
   const at::Tensor b = block->attend(repad(in.q, 53), repad(in.k, 53), repad(in.v, 53), in.grid);

@@ -535,6 +535,7 @@ TEST(SparseTransformer, StridedAndFixedMasksAreThePapersAndTwoStepsReachEveryTok
 TEST(Gmat, MemorySlotsAreWrittenFromTheTokensAndReadByEveryToken) {
   Gmat block(GmatOptions(16));
   block->eval();
+  block->keep_written(true);
   const at::Tensor a = torch::randn({1, 16, 6, 11}), b = torch::randn({1, 16, 6, 11});
   block->forward(a);
   const at::Tensor written_a = block->written().clone();

@@ -46,9 +46,11 @@ at::Tensor GmatImpl::attend_raster(const at::Tensor& q, const at::Tensor& k, con
   // The write: every slot reads every slot and every token.
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
   const at::Tensor weights = at::softmax(at::matmul(mq * scale, at::cat({mk, k}, 2).transpose(-1, -2)), -1);
-  written_ = at::matmul(weights.to(v.scalar_type()), at::cat({mv, v}, 2));  // [B, h, M, d]
+  // [B, h, M, d]
+  const at::Tensor written = at::matmul(weights.to(v.scalar_type()), at::cat({mv, v}, 2));
+  if (keep_written_) written_ = written.detach();
   // The read: the window and the written slots.
-  return attend_pattern(q, k, v, grid.height, grid.width, mk, written_);
+  return attend_pattern(q, k, v, grid.height, grid.width, mk, written);
 }
 
 int64_t GmatImpl::core_macs_on(int64_t b, int64_t height, int64_t width) const {

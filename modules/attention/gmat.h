@@ -42,13 +42,17 @@ class GmatImpl : public PatternedBlockImpl {
   at::Tensor attend_raster(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const TokenGrid& grid) override;
   int64_t core_macs_on(int64_t b, int64_t height, int64_t width) const override;
-  // The written memory of the last forward pass, [B, h, M, d].
+  // With keep_written(true), each forward keeps its written memory, detached, for written()
+  // ([B, h, M, d]): a diagnostic, off by default so that no forward holds on to a tensor of the
+  // one before (bench's peak-memory scope would see it freed).
+  void keep_written(bool keep) { keep_written_ = keep; }
   const at::Tensor& written() const { return written_; }
 
   GmatOptions options;
   at::Tensor memory_q, memory_k, memory_v;  // [h, M, d]
 
  private:
+  bool keep_written_ = false;
   at::Tensor written_;
 };
 TORCH_MODULE(Gmat);

@@ -95,7 +95,7 @@ at::Tensor SacImpl::attend(const at::Tensor& q, const at::Tensor& k, const at::T
   const at::Tensor e = at::matmul(kf, edge_weight.unsqueeze(0));
   auto [edges, scores] =
       functional::sac_edges(e, grid.key_valid, rotations, options.chunk(), options.k());
-  last_edges_ = edges;
+  if (keep_edges_) last_edges_ = edges;
   return functional::sac_attention(qf, kf, vf, edges, scores);
 }
 

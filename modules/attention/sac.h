@@ -64,7 +64,9 @@ class SacImpl : public TokenHostImpl {
   // keys: the host projects them in float under any autocast.
   bool float_queries_keys() const override { return true; }
   int64_t token_multiple() const override { return options.chunk(); }
-  // The edges of the last forward, [B, h, N (padded), k].
+  // With keep_edges(true), each forward keeps its edges for last_edges() ([B, h, N (padded), k]):
+  // a diagnostic, off by default so that no forward holds on to a tensor of the one before.
+  void keep_edges(bool keep) { keep_edges_ = keep; }
   const at::Tensor& last_edges() const { return last_edges_; }
 
   SacOptions options;
@@ -72,6 +74,7 @@ class SacImpl : public TokenHostImpl {
   at::Tensor rotations;    // [h, r, buckets/2] buffer, fixed at construction
 
  private:
+  bool keep_edges_ = false;
   at::Tensor last_edges_;
 };
 TORCH_MODULE(Sac);
