@@ -349,6 +349,25 @@ TEST(Reformer, ConvertedToDoubleItComputesInDoubleAndAgreesWithFloat) {
   EXPECT_LT(relative_error(y64 - x, y - x), 1e-5);
 }
 
+// A model converted to another type and back hashes as before: the rotation seed (2^31 - 3
+// here, which neither bfloat16 nor float holds exactly) stays an exact int64 buffer.
+TEST(Reformer, ConvertingToBf16AndBackKeepsTheRotationSeedAndSoTheRotations) {
+  Reformer block(ReformerOptions(16));
+  at::Tensor seed = block->named_buffers()["rotation_seed"];
+  {
+    torch::NoGradGuard no_grad;
+    seed.fill_(int64_t{2147483645});
+  }
+  const at::Tensor before = block->evaluation_rotations(64);
+  block->to(torch::kBFloat16);
+  block->to(torch::kCPU, torch::kFloat);
+  seed = block->named_buffers()["rotation_seed"];
+  EXPECT_EQ(seed.scalar_type(), torch::kLong);
+  EXPECT_EQ(seed.item<int64_t>(), 2147483645);
+  EXPECT_TRUE(torch::equal(block->evaluation_rotations(64), before));
+  EXPECT_EQ(block->named_parameters()["to_q.weight"].scalar_type(), torch::kFloat);
+}
+
 // Converted to double, the core computes in double (not in float, as under autocast) and
 // agrees with the float block.
 TEST(Clustered, ConvertedToDoubleItComputesInDoubleAndAgreesWithFloat) {

@@ -73,6 +73,18 @@ void ReformerImpl::reset() {
   rotation_seed_ = register_buffer("rotation_seed", at::full({1}, seed, at::kLong));
 }
 
+void ReformerImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  const at::Tensor seed = rotation_seed_.clone();
+  TokenHostImpl::to(device, dtype, non_blocking);
+  rotation_seed_.set_data(seed.to(device));
+}
+
+void ReformerImpl::to(torch::Dtype dtype, bool non_blocking) {
+  const at::Tensor seed = rotation_seed_.clone();
+  TokenHostImpl::to(dtype, non_blocking);
+  rotation_seed_.set_data(seed.to(rotation_seed_.device()));
+}
+
 int64_t ReformerImpl::buckets_for(int64_t n) const {
   if (options.n_buckets() > 0) return options.n_buckets();
   const int64_t chunks = (n + options.bucket_size() - 1) / options.bucket_size();

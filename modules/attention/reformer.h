@@ -82,6 +82,12 @@ class ReformerImpl : public TokenHostImpl {
   // in bucket buckets_for(N), after every real one.
   at::Tensor hash(const at::Tensor& qk, const TokenGrid& grid);
 
+  // LibTorch's Module::to(dtype) converts every buffer, integer ones too: the seed would round
+  // (to 24 bits in float, 8 in bfloat16) and the converted block would hash otherwise. These
+  // convert the rest and keep the seed an exact int64.
+  using TokenHostImpl::to;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
 
   ReformerOptions options;
 
