@@ -25,9 +25,10 @@ int run_synth(const SynthOptions& options) {
   o.size = options.size;
   o.seed = static_cast<uint64_t>(options.seed);
   o.task = options.task;
-  write_synthetic_dataset(options.out, o);
-  spdlog::info("wrote {} train and {} val {} scenes of {}x{} (width x height) to {}", o.train, o.val, o.task,
-               o.size * (o.task == "reach" ? kReachWidthFactor : kSynthWidthFactor), o.size, options.out);
+  const bool replaced = write_synthetic_dataset(options.out, o);
+  spdlog::info("wrote {} train and {} val {} scenes of {}x{} (width x height) to {}{}", o.train, o.val, o.task,
+               o.size * (o.task == "reach" ? kReachWidthFactor : kSynthWidthFactor), o.size, options.out,
+               replaced ? ", replacing the dataset there" : "");
   return 0;
 }
 

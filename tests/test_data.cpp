@@ -123,6 +123,77 @@ TEST(Synthetic, WritesTheFolderLayout) {
   EXPECT_THROW(write_synthetic_dataset(dir.path(), {2, 2, -5, 0}), Error);
 }
 
+// The names under `dir`, recursively, relative to it.
+std::set<std::string> tree(const std::filesystem::path& dir) {
+  std::set<std::string> names;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    names.insert(std::filesystem::relative(e.path(), dir).string());
+  }
+  return names;
+}
+
+// The hidden entries beside `dir` that name it (stages: `.<name>.<pid>-<n>.tmp`).
+std::vector<std::string> stages_beside(const std::filesystem::path& dir) {
+  std::vector<std::string> found;
+  const std::string prefix = "." + dir.filename().string() + ".";
+  for (const auto& e : std::filesystem::directory_iterator(dir.parent_path())) {
+    if (e.path().filename().string().rfind(prefix, 0) == 0) found.push_back(e.path().string());
+  }
+  return found;
+}
+
+// A beacon set written where a reach set was keeps nothing of it: no regions (eval would
+// score the new scenes by the old scenes' distance bins) and no scene beyond the new count.
+TEST(Synthetic, ASecondRunReplacesTheDatasetWholeKeepingNoSceneOrRegionOfTheFirst) {
+  TempDir parent;
+  const std::filesystem::path out = parent / "set";
+  SynthOptions reach{/*train=*/3, /*val=*/2, /*size=*/24, /*seed=*/0};
+  reach.task = "reach";
+  EXPECT_FALSE(write_synthetic_dataset(out, reach));
+  ASSERT_TRUE(std::filesystem::exists(out / "regions.txt"));
+  EXPECT_TRUE(write_synthetic_dataset(out.string() + "/", {/*train=*/2, /*val=*/1, /*size=*/32, /*seed=*/5}));
+  EXPECT_EQ(tree(out), (std::set<std::string>{"images", "images/train_00000.png", "images/train_00001.png",
+                                               "images/val_00000.png", "masks", "masks/train_00000.png",
+                                               "masks/train_00001.png", "masks/val_00000.png", "train.txt",
+                                               "val.txt"}));
+  EXPECT_EQ(test::read_file(out / "train.txt"), "train_00000\ntrain_00001\n");
+  const cv::Mat image = cv::imread((out / "images" / "val_00000.png").string(), cv::IMREAD_COLOR);
+  EXPECT_EQ(cv::norm(image, make_synthetic_scene(32, 5, "val", 0).image, cv::NORM_L1), 0);
+  EXPECT_TRUE(stages_beside(out).empty()) << stages_beside(out).front();
+}
+
+TEST(Synthetic, ADirectoryHoldingOtherFilesIsRefusedNamingOneAndLeftAsItWas) {
+  TempDir dir;
+  write_file(dir / "notes.txt", "mine\n");
+  try {
+    write_synthetic_dataset(dir.path(), {2, 1, 24, 0});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds 'notes.txt'"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(tree(dir.path()), std::set<std::string>{"notes.txt"});
+  EXPECT_TRUE(stages_beside(dir.path()).empty()) << stages_beside(dir.path()).front();
+  write_file(dir / "file", "");
+  EXPECT_THROW(write_synthetic_dataset(dir / "file", {2, 1, 24, 0}), Error);
+}
+
+// A stage whose run is dead (pid 999999999 is above any pid_max) is removed; a live run's
+// (this process's, with a counter it will not reach) is left to it.
+TEST(Synthetic, AStageOfADeadRunIsRemovedAndALiveRunsIsLeft) {
+  TempDir parent;
+  const std::filesystem::path out = parent / "set";
+  const std::filesystem::path dead = parent / ".set.999999999-0.tmp",
+                              live = parent / (".set." + std::to_string(::getpid()) + "-999999.tmp");
+  for (const auto& stage : {dead, live}) {
+    std::filesystem::create_directories(stage / "images");
+    write_file(stage / "images" / "train_00000.png", "half");
+  }
+  write_synthetic_dataset(out, {2, 1, 24, 0});
+  EXPECT_FALSE(std::filesystem::exists(dead));
+  EXPECT_TRUE(std::filesystem::exists(live / "images" / "train_00000.png"));
+  EXPECT_EQ(tree(out).count("images/train_00001.png"), 1u);
+}
+
 // --- the reach family ----------------------------------------------------------------------
 
 // L∞ distance from pixel (x, y) to the rectangle's pixels.

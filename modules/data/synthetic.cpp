@@ -7,6 +7,11 @@
 #include <cstdio>
 #include <utility>
 
+#include <signal.h>
+#include <sys/types.h>
+
+#include <cerrno>
+
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -245,27 +250,56 @@ ReachScene make_reach_scene(int64_t size, uint64_t seed, const std::string& spli
   return scene;
 }
 
-void write_synthetic_dataset(const fs::path& out, const SynthOptions& options) {
-  if (options.train <= 0 || options.val <= 0) {
-    throw Error("synthetic dataset: the train and val splits need at least one scene each, got " +
-                std::to_string(options.train) + " and " + std::to_string(options.val));
+namespace {
+
+// What a synthetic dataset holds at its top: a directory holding anything else is not one
+// that synth wrote, and is never replaced.
+bool written_by_synth(const std::string& name) {
+  for (const char* ours : {"images", "masks", "regions", "train.txt", "val.txt", "regions.txt"}) {
+    if (name == ours) return true;
   }
+  return false;
+}
+
+// The pid in `entry` when it is a stage that a run writing `name` builds beside it
+// (temporary_path's `.<name>.<pid>-<n>.tmp`), else 0.
+pid_t stage_pid(const std::string& entry, const std::string& name) {
+  const std::string prefix = "." + name + ".", suffix = ".tmp";
+  if (entry.size() <= prefix.size() + suffix.size() || entry.compare(0, prefix.size(), prefix) != 0 ||
+      entry.compare(entry.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return 0;
+  }
+  const std::string middle = entry.substr(prefix.size(), entry.size() - prefix.size() - suffix.size());
+  const size_t dash = middle.find('-');
+  const auto digits = [](const std::string& t) {
+    return !t.empty() && t.size() < 10 && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (dash == std::string::npos || !digits(middle.substr(0, dash)) || !digits(middle.substr(dash + 1))) return 0;
+  return static_cast<pid_t>(std::stol(middle.substr(0, dash)));
+}
+
+// Removes the stages beside `out` whose runs died (killed mid-way, or mid-swap with the
+// dataset they were replacing).
+void remove_dead_stages(const fs::path& out) {
   std::error_code ec;
-  fs::create_directories(out / "images", ec);
-  fs::create_directories(out / "masks", ec);
-  if (ec || !fs::is_directory(out / "images")) {
-    throw Error("cannot create dataset directory " + (out / "images").string());
+  for (const auto& entry : fs::directory_iterator(out.parent_path(), ec)) {
+    const pid_t pid = stage_pid(entry.path().filename().string(), out.filename().string());
+    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) fs::remove_all(entry.path(), ec);
   }
+}
+
+void write_scenes(const fs::path& root, const SynthOptions& options) {
   const bool reach = options.task == "reach";
-  if (!reach && options.task != "beacon") {
-    throw Error("synthetic dataset: unknown task '" + options.task + "' (beacon or reach)");
+  for (const char* dir : {"images", "masks", "regions"}) {
+    if (!reach && std::string(dir) == "regions") continue;
+    std::error_code ec;
+    fs::create_directories(root / dir, ec);
+    if (ec) throw Error("cannot create dataset directory " + (root / dir).string() + ": " + ec.message());
   }
   if (reach) {
-    fs::create_directories(out / "regions", ec);
-    if (ec || !fs::is_directory(out / "regions")) throw Error("cannot create dataset directory " + (out / "regions").string());
     std::string names;
     for (const std::string& name : reach_bin_names(options.size)) names += name + "\n";
-    write_text_atomically(out / "regions.txt", names);
+    write_text_atomically(root / "regions.txt", names);
   }
   for (const std::string split : {"train", "val"}) {
     const int64_t count = split == "train" ? options.train : options.val;
@@ -282,13 +316,87 @@ void write_synthetic_dataset(const fs::path& out, const SynthOptions& options) {
         image = scene.image, mask = scene.mask;
       }
       const std::string file = std::string(name) + ".png";
-      write_png_atomically(out / "images" / file, image);
-      write_png_atomically(out / "masks" / file, mask);
-      if (reach) write_png_atomically(out / "regions" / file, regions);
+      write_png_atomically(root / "images" / file, image);
+      write_png_atomically(root / "masks" / file, mask);
+      if (reach) write_png_atomically(root / "regions" / file, regions);
       names += std::string(name) + "\n";
     }
-    write_text_atomically(out / (split + ".txt"), names);
+    write_text_atomically(root / (split + ".txt"), names);
   }
+}
+
+void replace_text(std::string& text, const std::string& from, const std::string& to) {
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+}
+
+}  // namespace
+
+bool write_synthetic_dataset(const fs::path& out_arg, const SynthOptions& options) {
+  if (options.train <= 0 || options.val <= 0) {
+    throw Error("synthetic dataset: the train and val splits need at least one scene each, got " +
+                std::to_string(options.train) + " and " + std::to_string(options.val));
+  }
+  if (options.task != "reach" && options.task != "beacon") {
+    throw Error("synthetic dataset: unknown task '" + options.task + "' (beacon or reach)");
+  }
+  std::error_code ec;
+  fs::path out = fs::weakly_canonical(fs::absolute(out_arg), ec);  // a link: the place it names
+  if (ec) throw Error("cannot resolve " + out_arg.string() + ": " + ec.message());
+  if (!out.has_filename()) out = out.parent_path();  // "data/synthetic/"
+  const fs::file_status status = fs::status(out, ec);
+  const bool exists = fs::exists(status);
+  if (exists && !fs::is_directory(status)) {
+    throw Error("synthetic dataset: " + out_arg.string() + " exists and is not a directory");
+  }
+  bool empty = true;
+  if (exists) {
+    for (const auto& entry : fs::directory_iterator(out, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (!written_by_synth(name)) {
+        throw Error("synthetic dataset: " + out_arg.string() + " holds '" + name +
+                    "', which synth does not write; choose a new or empty directory (synth "
+                    "replaces only a dataset it wrote)");
+      }
+      empty = false;
+    }
+    if (ec) throw Error("cannot read " + out_arg.string() + ": " + ec.message());
+  } else {
+    fs::create_directories(out.parent_path(), ec);
+    if (ec) throw Error("cannot create " + out.parent_path().string() + ": " + ec.message());
+  }
+  remove_dead_stages(out);
+
+  // The dataset is built whole in a stage beside `out` and then moved into place, so a run
+  // that fails or is killed leaves the previous dataset as it was, and a dataset that replaces
+  // another keeps none of its files (a beacon set written over a reach set would otherwise
+  // keep its regions).
+  const fs::path stage = temporary_path(out.parent_path() / ("." + out.filename().string()));
+  try {
+    write_scenes(stage, options);
+  } catch (const Error& e) {
+    fs::remove_all(stage, ec);
+    std::string what = e.what();
+    replace_text(what, stage.string(), out_arg.string());
+    throw Error(what);
+  }
+  const fs::path previous = temporary_path(out.parent_path() / ("." + out.filename().string()));
+  if (!empty) fs::rename(out, previous, ec);
+  if (!ec) {
+    fs::rename(stage, out, ec);
+    if (ec && !empty) {
+      std::error_code back;
+      fs::rename(previous, out, back);
+    }
+  }
+  if (ec) {
+    const std::string reason = ec.message();
+    fs::remove_all(stage, ec);
+    throw Error("cannot move the new dataset into " + out_arg.string() + ": " + reason);
+  }
+  if (!empty) fs::remove_all(previous, ec);
+  return !empty;
 }
 
 }  // namespace attnseg

@@ -64,8 +64,11 @@ struct ReachScene {
 ReachScene make_reach_scene(int64_t size, uint64_t seed, const std::string& split, int64_t index);
 
 // Writes the folder layout (images/, masks/, train.txt, val.txt; for `reach` also regions/
-// and regions.txt, which `eval` reads for per-region IoU) under `out`. Files are written under
-// temporary names and renamed, so an interrupted run leaves no half image.
-void write_synthetic_dataset(const std::filesystem::path& out, const SynthOptions& options);
+// and regions.txt, which `eval` reads for per-region IoU) at `out`. The dataset is built whole
+// in a hidden stage beside `out` and then moved into place, so a failed or killed run leaves
+// what was at `out` as it was. `out` may be new, empty, or a dataset synth wrote, which is
+// replaced whole (no scene or region of it stays); a directory holding anything else is
+// refused. Returns true when it replaced a dataset.
+bool write_synthetic_dataset(const std::filesystem::path& out, const SynthOptions& options);
 
 }  // namespace attnseg
