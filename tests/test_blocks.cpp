@@ -643,7 +643,9 @@ TEST_P(BlockTest, AFloat64BlockOnAFloat64InputComputesAndDifferentiatesInFloat64
   y.square().sum().backward();
   EXPECT_EQ(x.grad().scalar_type(), at::kDouble);
   for (const auto& p : block->named_parameters()) {
-    if (p.value().grad().defined()) EXPECT_EQ(p.value().grad().scalar_type(), at::kDouble) << p.key();
+    if (p.value().grad().defined()) {
+      EXPECT_EQ(p.value().grad().scalar_type(), at::kDouble) << p.key();
+    }
   }
 }
 
@@ -745,7 +747,9 @@ TEST_P(BlockTest, ARepeatedForwardHoldsNoTensorOnceItsOutputIsDropped) {
   (void)block->forward(x);
   PeakMemory memory;
   (void)block->forward(x);
-  if (GetParam() != "none") EXPECT_GT(memory.peak_bytes(), 0) << "the scope saw no allocation";
+  if (GetParam() != "none") {
+    EXPECT_GT(memory.peak_bytes(), 0) << "the scope saw no allocation";
+  }
   EXPECT_EQ(memory.current_bytes(), 0);
 }
 

@@ -272,7 +272,8 @@ pid_t stage_pid(const std::string& entry, const std::string& name) {
   const std::string middle = entry.substr(prefix.size(), entry.size() - prefix.size() - suffix.size());
   const size_t dash = middle.find('-');
   const auto digits = [](const std::string& t) {
-    return !t.empty() && t.size() < 10 && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    return !t.empty() && t.size() < 10 && std::all_of(t.begin(), t.end(), digit);
   };
   if (dash == std::string::npos || !digits(middle.substr(0, dash)) || !digits(middle.substr(dash + 1))) return 0;
   return static_cast<pid_t>(std::stol(middle.substr(0, dash)));
@@ -377,9 +378,14 @@ bool write_synthetic_dataset(const fs::path& out_arg, const SynthOptions& option
     write_scenes(stage, options);
   } catch (const Error& e) {
     fs::remove_all(stage, ec);
+    // The file it names, where it would have been.
+    const fs::path shown = out_arg.has_filename() ? out_arg : out_arg.parent_path();
     std::string what = e.what();
-    replace_text(what, stage.string(), out_arg.string());
+    replace_text(what, stage.string(), shown.string());
     throw Error(what);
+  } catch (...) {
+    fs::remove_all(stage, ec);
+    throw;
   }
   const fs::path previous = temporary_path(out.parent_path() / ("." + out.filename().string()));
   if (!empty) fs::rename(out, previous, ec);
