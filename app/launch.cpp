@@ -129,6 +129,7 @@ int launch_local_ranks(const std::string& command, int nproc, const std::vector<
       ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
       ::setenv("MASTER_ADDR", "127.0.0.1", 1);
       ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      ::setenv(kLaunchedByNproc, "1", 1);
       std::vector<char*> exec_argv;
       for (const std::string& a : args) exec_argv.push_back(const_cast<char*>(a.c_str()));
       exec_argv.push_back(nullptr);
@@ -139,6 +140,7 @@ int launch_local_ranks(const std::string& command, int nproc, const std::vector<
     ranks.push_back(pid);
   }
   int failed = -1, code = 0;
+  bool deferred = false;  // a rank ended because rank 0 refused; rank 0's status is the job's
   std::string why;
   for (size_t left = ranks.size(); left > 0; --left) {
     int status = 0;
@@ -151,6 +153,10 @@ int launch_local_ranks(const std::string& command, int nproc, const std::vector<
     }
     const int rank = static_cast<int>(it - ranks.begin());
     *it = -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == kDeferredToRankZero) {
+      deferred = true;
+      continue;
+    }
     const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (!ok && failed < 0) {
       failed = rank;
@@ -172,6 +178,7 @@ int launch_local_ranks(const std::string& command, int nproc, const std::vector<
     throw Error("rank " + std::to_string(failed) + " of " + std::to_string(nproc) + " " + why +
                 "; the other ranks were stopped" + after_failure);
   }
+  if (deferred) throw Error("a rank stopped because rank 0 refused the job, yet rank 0 ended without error");
   return code;
 }
 

@@ -69,6 +69,8 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("sweep")) return run_sweep(sweep);
     if (app.got_subcommand("demo")) return run_demo(demo);
     if (app.got_subcommand("data")) return run_data(data);
+  } catch (const attnseg::RankZeroRefused&) {
+    return attnseg::kDeferredToRankZero;
   } catch (const attnseg::Error& e) {
     std::fprintf(stderr, "error: %s\n", attnseg::one_line(e.what()).c_str());
     return 1;

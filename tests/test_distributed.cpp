@@ -163,6 +163,20 @@ TEST_F(Distributed, ARankZeroRefusalUnderTorchrunEndsEveryRankInOneLineSayingSo)
   EXPECT_EQ(said.find("failed"), std::string::npos) << said;
 }
 
+// Under --nproc the launcher sees every rank: rank 1 ends without a line of its own (before,
+// its "rank 0 refused" line came too, and when it ended first the launcher named rank 1 and
+// stopped rank 0, racing rank 0's own line), and the launcher names rank 0.
+TEST_F(Distributed, ARankZeroRefusalUnderNprocIsSaidInRankZerosLineAloneAndTheLauncherNamesRankZero) {
+  ASSERT_EQ(train("run", "", 2).exit_code, 0);
+  for (const auto& e : fs::directory_iterator(dir / "run")) {
+    if (e.path().extension() == ".pt") write_file(e.path(), "not a checkpoint");
+  }
+  const auto r = train("run", "--nproc 2 --resume", 2);
+  test::expect_clean_error(r, {"no checkpoint in", "can be read"});
+  EXPECT_NE(r.output.find("rank 0 of 2 exited with status 1"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("rank 1"), std::string::npos) << r.output;
+}
+
 // `attnseg eval --nproc 2`: rank 0 segments validation images 0 and 2, rank 1 image 1 (an
 // uneven shard), each writing its own overlays; the report is the one-process report (the same
 // confusion matrix, image count, mIoU and per-class figures) and the overlays are the same files.

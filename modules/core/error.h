@@ -12,6 +12,17 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// A rank that `--nproc` started, ending because rank 0 refused the job: rank 0's error line
+// says why, so the executable prints nothing and exits with kDeferredToRankZero, a status the
+// launcher does not count as the job's failure (it waits for rank 0's and reports that one).
+class RankZeroRefused : public Error {
+ public:
+  using Error::Error;
+};
+constexpr int kDeferredToRankZero = 3;
+// Set in the environment of the ranks that `--nproc` starts.
+constexpr const char* kLaunchedByNproc = "ATTNSEG_NPROC_RANK";
+
 }  // namespace attnseg
 
 namespace attnseg {

@@ -340,8 +340,10 @@ void decide_on_rank_zero(ProcessGroup* group, int rank, const std::function<void
   group->broadcast(refused, 0);
   if (!refusal.empty()) throw Error(refusal);
   if (refused.item<int64_t>() != 0) {
-    throw Error("rank " + std::to_string(rank) + " of " + std::to_string(group->size()) +
-                ": rank 0 refused the job (its error line says why)");
+    const std::string what = "rank " + std::to_string(rank) + " of " + std::to_string(group->size()) +
+                             ": rank 0 refused the job (its error line says why)";
+    if (std::getenv(kLaunchedByNproc) != nullptr) throw RankZeroRefused(what);
+    throw Error(what);
   }
 }
 

@@ -88,8 +88,9 @@ SumOverRanks sum_over(ProcessGroup* group);
 
 // Runs `decide` on rank 0 alone (claiming a work directory, refusing an earlier run) and tells
 // every rank whether it threw attnseg::Error: rank 0 rethrows its reason, the others throw one
-// line saying that rank 0 refused, instead of failing later on the connection rank 0 closed.
-// Without a group, `decide` runs and throws as it would.
+// line saying that rank 0 refused, instead of failing later on the connection rank 0 closed
+// (RankZeroRefused under --nproc, whose launcher reports rank 0's failure and whose console
+// then shows rank 0's line alone). Without a group, `decide` runs and throws as it would.
 void decide_on_rank_zero(ProcessGroup* group, int rank, const std::function<void()>& decide);
 
 // Every parameter and buffer of `model` made rank 0's.
