@@ -235,7 +235,10 @@ TEST_F(Predict, SegmenterGivesThePredictCommandsLabelsAndOneLineErrors) {
   const fs::path image = data() / "images" / "val_00002.png";
   const auto r = run_attnseg("predict " + q(run) + " --input " + q(image) + " --out " + q(dir / "p"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  Segmenter segmenter((run / "config.yaml").string(), (run / "iter_2.pt").string(), {"cpu", "", 1});
+  SegmenterOptions on_cpu;
+  on_cpu.device = "cpu";
+  on_cpu.threads = 1;
+  Segmenter segmenter((run / "config.yaml").string(), (run / "iter_2.pt").string(), on_cpu);
   const cv::Mat bgr = cv::imread(image.string());
   const cv::Mat labels = segmenter.predict(bgr);
   EXPECT_TRUE(same_pixels(labels, read_labels(dir / "p" / "labels" / "val_00002.png")));
@@ -256,7 +259,9 @@ TEST_F(Predict, SegmenterGivesThePredictCommandsLabelsAndOneLineErrors) {
   };
   const std::string missing = (dir / "missing.pt").string();
   EXPECT_NE(message([&] { Segmenter((run / "config.yaml").string(), missing); }).find(missing), std::string::npos);
-  EXPECT_NE(message([&] { Segmenter((run / "config.yaml").string(), (run / "iter_2.pt").string(), {"tpu"}); })
+  SegmenterOptions on_tpu;
+  on_tpu.device = "tpu";
+  EXPECT_NE(message([&] { Segmenter((run / "config.yaml").string(), (run / "iter_2.pt").string(), on_tpu); })
                 .find("runtime.device"),
             std::string::npos);
   EXPECT_NE(message([&] { segmenter.predict(cv::Mat()); }).find("empty"), std::string::npos);
