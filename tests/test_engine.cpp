@@ -601,50 +601,63 @@ TEST_F(EngineTest, SlidingWindowCoversTheImageAndMatchesWholeWhenOneWindowFits) 
   EXPECT_TRUE(torch::allclose(tiled.select(2, 39).select(2, 71), corner.select(2, 23).select(2, 31), 1e-4, 1e-5));
 }
 
-TEST_F(EngineTest, FlipAveragesTheMirroredPrediction) {
+// The class probabilities of a model's scores.
+at::Tensor probabilities(const at::Tensor& scores) { return at::softmax(scores.to(at::kDouble), 1); }
+
+// As mmsegmentation's flip test: the mirrored view's probabilities, mirrored back, averaged
+// with the image's (not its scores: on this image, 4x randn, the two averages part by more than
+// ten times the tolerance).
+TEST_F(EngineTest, FlipAveragesTheMirroredPredictionsProbabilities) {
   Segmentor x = tiny_model();
   x->eval();
   torch::NoGradGuard no_grad;
-  const at::Tensor image = torch::randn({1, 3, 32, 48});
+  const at::Tensor image = torch::randn({1, 3, 32, 48}) * 4;
   EvalSettings flip;
   flip.flip = true;
-  const at::Tensor expected = (x->predict(image) + x->predict(image.flip({3})).flip({3})) / 2;
-  EXPECT_TRUE(torch::allclose(segment(x, image, flip), expected));
+  const at::Tensor a = x->predict(image), b = x->predict(image.flip({3})).flip({3});
+  const at::Tensor p = probabilities(segment(x, image, flip));
+  EXPECT_TRUE(torch::allclose(p, (probabilities(a) + probabilities(b)) / 2, 1e-5, 1e-7));
+  EXPECT_GT((p - probabilities((a + b) / 2)).abs().max().item<double>(), 1e-4) << "scores averaged";
 }
 
 // mmsegmentation's multi-scale test on an odd size: each ratio's image (37x53 at 0.5 is 19x27,
-// at 1.25 46x66: rounded), flip-averaged, its scores resized back bilinearly and averaged.
-TEST_F(EngineTest, MultiScaleAveragesEachRatiosFlipAveragedScoresResizedBackToTheImage) {
+// at 1.25 46x66: rounded) and its mirror image, their scores resized back bilinearly, and the
+// six views' probabilities averaged.
+TEST_F(EngineTest, MultiScaleAveragesTheProbabilitiesOfEachRatioAndMirrorResizedBackToTheImage) {
   Segmentor x = tiny_model();
   x->eval();
   torch::NoGradGuard no_grad;
   const at::Tensor image = torch::randn({1, 3, 37, 53});
-  const auto view = [&](const at::Tensor& im) { return (x->predict(im) + x->predict(im.flip({3})).flip({3})) / 2; };
   const auto resized = [](const at::Tensor& t, int64_t h, int64_t w) {
     return torch::nn::functional::interpolate(
         t, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear).align_corners(false));
   };
-  const at::Tensor expected =
-      (resized(view(resized(image, 19, 27)), 37, 53) + view(image) + resized(view(resized(image, 46, 66)), 37, 53)) / 3;
+  // The summed probabilities of the image at h x w and its mirror image, back at 37x53.
+  const auto views = [&](int64_t h, int64_t w) {
+    const at::Tensor im = resized(image, h, w);
+    return probabilities(resized(x->predict(im), 37, 53)) + probabilities(resized(x->predict(im.flip({3})).flip({3}), 37, 53));
+  };
+  const at::Tensor expected = (views(19, 27) + views(37, 53) + views(46, 66)) / 6;
   EvalSettings multi;
   multi.flip = true;
   multi.scales = {0.5, 1.0, 1.25};
   const at::Tensor scores = segment(x, image, multi);
   EXPECT_EQ(scores.sizes(), (at::IntArrayRef{1, 6, 37, 53}));
-  EXPECT_TRUE(torch::allclose(scores, expected, 1e-5, 1e-6));
-  // The scales matter: without the 0.5 and 1.25 views the scores differ.
-  EXPECT_FALSE(torch::allclose(scores, view(image), 1e-3, 1e-4));
+  EXPECT_TRUE(torch::allclose(probabilities(scores), expected, 1e-5, 1e-7));
+  // The scales matter: without the 0.5 and 1.25 views the probabilities differ.
+  EXPECT_FALSE(torch::allclose(probabilities(scores), views(37, 53) / 2, 1e-3, 1e-4));
   EvalSettings twice;
   twice.scales = {1.0, 1.0};
-  EXPECT_TRUE(torch::allclose(segment(x, image, twice), x->predict(image)));
+  EXPECT_TRUE(torch::allclose(probabilities(segment(x, image, twice)), probabilities(x->predict(image)), 1e-5, 1e-7));
   // eval.scale fits the image first, keeping its aspect ratio: [106, 74] takes 37x53 to 74x106
   // (both sides double), and the ratios multiply that: at 0.5 the model sees the image's size.
   EvalSettings fitted;
   fitted.scale = {106, 74};
   fitted.scales = {0.5, 1.0};
-  EXPECT_TRUE(torch::allclose(segment(x, image, fitted),
-                              (x->predict(image) + resized(x->predict(resized(image, 74, 106)), 37, 53)) / 2, 1e-5,
-                              1e-6));
+  EXPECT_TRUE(torch::allclose(
+      probabilities(segment(x, image, fitted)),
+      (probabilities(x->predict(image)) + probabilities(resized(x->predict(resized(image, 74, 106)), 37, 53))) / 2, 1e-5,
+      1e-7));
   fitted.scale = {212, 74};  // the short side binds: still 74x106
   EXPECT_EQ(view_size(fitted, 37, 53, 1.0), (std::array<int64_t, 2>{74, 106}));
   fitted.scale = {74, 80};  // the larger bound is the long side's, and it binds: 53 -> 80, 37 -> 56 (55.85)

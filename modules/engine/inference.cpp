@@ -6,6 +6,7 @@
 #include <spdlog/fmt/fmt.h>
 
 #include <array>
+#include <cmath>
 #include <vector>
 
 #include "engine/timing.h"
@@ -52,21 +53,29 @@ at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings
     return p.scores;
   }
   auto run = [&](const at::Tensor& x) { return whole ? model->predict(x) : slide(model, x, settings); };
-  auto views = [&](const at::Tensor& x) {
-    at::Tensor scores = run(x);
-    return settings.flip ? (scores + run(x.flip({3})).flip({3})) / 2 : scores;
-  };
-  // Each ratio's scores, flip-averaged, resized back to the image and averaged: every view
-  // (ratio, flip) weighs the same, as in mmsegmentation's multi-scale test (which averages
-  // probabilities; the scores here are averaged as the flip averages them).
-  at::Tensor logits;
-  for (const double ratio : settings.scales) {
-    const at::Tensor scores = resized(views(resized(image, view_size(settings, h, w, ratio))), {h, w});
-    logits = logits.defined() ? logits + scores : scores;
+  const int64_t views = static_cast<int64_t>(settings.scales.size()) * (settings.flip ? 2 : 1);
+  at::Tensor scores;
+  if (views == 1) {
+    scores = resized(run(resized(image, view_size(settings, h, w, settings.scales[0]))), {h, w});
+  } else {
+    // Several views (each ratio, and its mirror image with eval.flip): each view's scores are
+    // resized back to the image and turned into probabilities, which are averaged, every view
+    // weighing the same, as mmsegmentation's test-time augmentation does. The scores returned
+    // are the average's logarithm: their softmax is that average, their arg-max its arg-max.
+    at::Tensor log_sum;  // log of the views' summed probabilities
+    auto add = [&](const at::Tensor& view_scores) {
+      const at::Tensor log_p = at::log_softmax(resized(view_scores, {h, w}).to(at::kFloat), 1);
+      log_sum = log_sum.defined() ? at::logaddexp(log_sum, log_p) : log_p;
+    };
+    for (const double ratio : settings.scales) {
+      const at::Tensor x = resized(image, view_size(settings, h, w, ratio));
+      add(run(x));
+      if (settings.flip) add(run(x.flip({3})).flip({3}));
+    }
+    scores = log_sum - std::log(static_cast<double>(views));
   }
-  if (settings.scales.size() > 1) logits = logits / static_cast<double>(settings.scales.size());
   if (block_input != nullptr) *block_input = model->head()->block_input(model->backbone()->forward(image).stage4);
-  return logits;
+  return scores;
 }
 
 std::string describe_inference(const EvalSettings& s) {

@@ -14,7 +14,8 @@
 namespace attnseg {
 
 // Class scores [1, K, H, W] for one normalised image [1, 3, H, W] on the model's device,
-// under the runtime's precision. With `block_input`, also what the attention block received
+// under the runtime's precision; with several views (eval.scales, eval.flip), the logarithm of
+// the views' averaged probabilities, in float (a softmax gives that average). With `block_input`, also what the attention block received
 // for the whole image: from the same pass in whole-image mode without flip, from a pass of
 // the backbone alone otherwise (no single pass sees the whole image then).
 at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings& settings,
