@@ -132,16 +132,6 @@ std::set<std::string> tree(const std::filesystem::path& dir) {
   return names;
 }
 
-// The hidden entries beside `dir` that name it (stages: `.<name>.<pid>-<n>.tmp`).
-std::vector<std::string> stages_beside(const std::filesystem::path& dir) {
-  std::vector<std::string> found;
-  const std::string prefix = "." + dir.filename().string() + ".";
-  for (const auto& e : std::filesystem::directory_iterator(dir.parent_path())) {
-    if (e.path().filename().string().rfind(prefix, 0) == 0) found.push_back(e.path().string());
-  }
-  return found;
-}
-
 // A beacon set written where a reach set was keeps nothing of it: no regions (eval would
 // score the new scenes by the old scenes' distance bins) and no scene beyond the new count.
 TEST(Synthetic, ASecondRunReplacesTheDatasetWholeKeepingNoSceneOrRegionOfTheFirst) {
@@ -159,7 +149,7 @@ TEST(Synthetic, ASecondRunReplacesTheDatasetWholeKeepingNoSceneOrRegionOfTheFirs
   EXPECT_EQ(test::read_file(out / "train.txt"), "train_00000\ntrain_00001\n");
   const cv::Mat image = cv::imread((out / "images" / "val_00000.png").string(), cv::IMREAD_COLOR);
   EXPECT_EQ(cv::norm(image, make_synthetic_scene(32, 5, "val", 0).image, cv::NORM_L1), 0);
-  EXPECT_TRUE(stages_beside(out).empty()) << stages_beside(out).front();
+  EXPECT_TRUE(test::stages_beside(out).empty()) << test::stages_beside(out).front();
 }
 
 TEST(Synthetic, ADirectoryHoldingOtherFilesIsRefusedNamingOneAndLeftAsItWas) {
@@ -172,7 +162,7 @@ TEST(Synthetic, ADirectoryHoldingOtherFilesIsRefusedNamingOneAndLeftAsItWas) {
     EXPECT_NE(std::string(e.what()).find("holds 'notes.txt'"), std::string::npos) << e.what();
   }
   EXPECT_EQ(tree(dir.path()), std::set<std::string>{"notes.txt"});
-  EXPECT_TRUE(stages_beside(dir.path()).empty()) << stages_beside(dir.path()).front();
+  EXPECT_TRUE(test::stages_beside(dir.path()).empty()) << test::stages_beside(dir.path()).front();
   write_file(dir / "file", "");
   EXPECT_THROW(write_synthetic_dataset(dir / "file", {2, 1, 24, 0}), Error);
 }

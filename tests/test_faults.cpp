@@ -288,13 +288,13 @@ std::map<std::string, std::string> contents(const fs::path& dir) {
   return files;
 }
 
-// Hidden entries beside `dir` that name it: the stages synth builds a dataset in.
-std::vector<std::string> beside(const fs::path& dir) {
-  std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator(dir.parent_path())) {
-    if (e.path().filename().string().rfind("." + dir.filename().string() + ".", 0) == 0) found.push_back(e.path());
-  }
-  return found;
+// `synth` of a small dataset into `out` and its command line, for a second run to redo with
+// another seed.
+std::string small_synthetic_set(const fs::path& out) {
+  const std::string synth = "synth --out '" + out.string() + "' --train 3 --val 2 --size 24";
+  const auto r = run_attnseg(synth);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return synth;
 }
 
 // synth killed while it writes a new dataset over an old one: the old one is whole and as it
@@ -302,29 +302,27 @@ std::vector<std::string> beside(const fs::path& dir) {
 // clears the dead run's stage and writes the new one.
 TEST_F(Faults, ASynthKilledMidWayLeavesThePreviousDatasetAsItWasAndTheNextRunReplacesIt) {
   const fs::path out = dir / "set";
-  const std::string synth = "synth --out '" + out.string() + "' --train 3 --val 2 --size 24";
-  ASSERT_EQ(run_attnseg(synth).exit_code, 0);
+  const std::string synth = small_synthetic_set(out);
   const auto before = contents(out);
   const auto killed = run_attnseg(synth + " --seed 7", "ATTNSEG_KILL_AT=commit:val_00001:1");
   EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.output;
   EXPECT_EQ(contents(out), before);
-  EXPECT_EQ(beside(out).size(), 1u) << "the dead run's stage";
+  EXPECT_EQ(test::stages_beside(out).size(), 1u) << "the dead run's stage";
   const auto again = run_attnseg(synth + " --seed 7");
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_NE(again.output.find("replacing the dataset there"), std::string::npos) << again.output;
-  EXPECT_TRUE(beside(out).empty()) << beside(out).front();
+  EXPECT_TRUE(test::stages_beside(out).empty()) << test::stages_beside(out).front();
   EXPECT_NE(contents(out).at("images/val_00001.png"), before.at("images/val_00001.png"));
 }
 
 TEST_F(Faults, ASynthOnAFullDiskEndsInOneLineNamingTheFileAndLeavesThePreviousDataset) {
   const fs::path out = dir / "set";
-  const std::string synth = "synth --out '" + out.string() + "' --train 3 --val 2 --size 24";
-  ASSERT_EQ(run_attnseg(synth).exit_code, 0);
+  const std::string synth = small_synthetic_set(out);
   const auto before = contents(out);
   const auto r = run_attnseg(synth + " --seed 7", "ATTNSEG_FULL_DISK=val_00001.png");
   expect_clean_error(r, {"cannot write", (out / "images" / "val_00001.png").string(), "No space left on device"});
   EXPECT_EQ(contents(out), before);
-  EXPECT_TRUE(beside(out).empty()) << beside(out).front();
+  EXPECT_TRUE(test::stages_beside(out).empty()) << test::stages_beside(out).front();
 }
 
 TEST(BenchMemory, ABlockWhoseEstimatedPeakExceedsTheLimitIsNotRunAndTheOthersAre) {

@@ -139,6 +139,17 @@ inline std::string read_file(const fs::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+// The hidden entries beside `dir` that name it: the stages synth builds a dataset in
+// (`.<name>.<pid>-<n>.tmp`).
+inline std::vector<std::string> stages_beside(const fs::path& dir) {
+  std::vector<std::string> found;
+  const std::string prefix = "." + dir.filename().string() + ".";
+  for (const auto& e : fs::directory_iterator(dir.parent_path())) {
+    if (e.path().filename().string().rfind(prefix, 0) == 0) found.push_back(e.path().string());
+  }
+  return found;
+}
+
 // A config for a tiny, fast model on `data_root`, layered on the repository's configs.
 inline std::string tiny_config(const fs::path& data_root, const std::string& block = "ccnet") {
   return "_base_: '" ATTNSEG_SOURCE_DIR "/configs/ccnet_r18_synthetic.yaml'\n"
