@@ -388,6 +388,7 @@ bool write_synthetic_dataset(const fs::path& out_arg, const SynthOptions& option
     throw;
   }
   const fs::path previous = temporary_path(out.parent_path() / ("." + out.filename().string()));
+  ec.clear();
   if (!empty) fs::rename(out, previous, ec);
   if (!ec) {
     fs::rename(stage, out, ec);
