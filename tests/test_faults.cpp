@@ -277,8 +277,6 @@ TEST_F(Faults, DemoOnAFileThatHoldsNoFrameExitsNonZeroNamingTheSource) {
   EXPECT_TRUE(temporaries_in(dir.path()).empty());
 }
 
-// nonlocal holds two N x N maps: at 64x128 (N = 8192) 512 MiB, which 64 MiB cannot hold; ccnet's
-// peak at that size is a few MiB. The refusal comes from the estimate, before any timing.
 // Every file under `dir` by its path relative to it, with its bytes.
 std::map<std::string, std::string> contents(const fs::path& dir) {
   std::map<std::string, std::string> files;
@@ -325,6 +323,8 @@ TEST_F(Faults, ASynthOnAFullDiskEndsInOneLineNamingTheFileAndLeavesThePreviousDa
   EXPECT_TRUE(test::stages_beside(out).empty()) << test::stages_beside(out).front();
 }
 
+// nonlocal holds two N x N maps: at 64x128 (N = 8192) 512 MiB, which 64 MiB cannot hold; ccnet's
+// peak at that size is a few MiB. The refusal comes from the estimate, before any timing.
 TEST(BenchMemory, ABlockWhoseEstimatedPeakExceedsTheLimitIsNotRunAndTheOthersAre) {
   BenchSettings s;
   s.blocks = {"nonlocal", "ccnet"};

@@ -83,13 +83,27 @@ void write_png_atomically(const fs::path& path, const cv::Mat& image) {
   write_text_atomically(path, std::string(bytes.begin(), bytes.end()));
 }
 
+namespace {
+// temporary_path's names: <target>.<pid>-<n>.tmp, and .<ext> after that for writers that need
+// the extension last.
+const std::regex& temporary_name() {
+  static const std::regex pattern(R"((.+)\.([0-9]{1,9})-[0-9]+\.tmp(\.[A-Za-z0-9]+)?)");
+  return pattern;
+}
+}  // namespace
+
+pid_t temporary_owner(const std::string& name, const std::string& target) {
+  std::smatch m;
+  if (!std::regex_match(name, m, temporary_name()) || m[1] != target) return 0;
+  return static_cast<pid_t>(std::stol(m[2]));
+}
+
 std::vector<std::string> remove_stale_temporaries(const fs::path& dir) {
-  static const std::regex pattern(R"(.+\.[0-9]+-[0-9]+\.tmp(\.[A-Za-z0-9]+)?)");
   std::vector<std::string> removed;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (!entry.is_regular_file(ec) || !std::regex_match(name, pattern)) continue;
+    if (!entry.is_regular_file(ec) || !std::regex_match(name, temporary_name())) continue;
     if (fs::remove(entry.path(), ec)) removed.push_back(name);
   }
   return removed;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <opencv2/core.hpp>
+#include <sys/types.h>
 
 #include <filesystem>
 #include <string>
@@ -24,6 +25,9 @@ std::filesystem::path temporary_path(const std::filesystem::path& path);
 // Moves the finished temporary file `tmp` to `path` (fsync of both and of the directory);
 // for writers that produce the temporary file themselves. On failure `tmp` is removed.
 void commit_file(const std::filesystem::path& tmp, const std::filesystem::path& path);
+// The pid of the process whose temporary_path(<dir>/<target>) is the name `name`; 0 when `name`
+// is not such a name.
+pid_t temporary_owner(const std::string& name, const std::string& target);
 // Removes the temporary files that writes into `dir` left behind when their process died
 // (only call it while no other process writes there: see WorkDirLock); returns their names.
 std::vector<std::string> remove_stale_temporaries(const std::filesystem::path& dir);

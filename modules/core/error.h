@@ -20,8 +20,6 @@ class RankZeroRefused : public Error {
   using Error::Error;
 };
 constexpr int kDeferredToRankZero = 3;
-// Set in the environment of the ranks that `--nproc` starts.
-constexpr const char* kLaunchedByNproc = "ATTNSEG_NPROC_RANK";
 
 }  // namespace attnseg
 

@@ -261,30 +261,17 @@ bool written_by_synth(const std::string& name) {
   return false;
 }
 
-// The pid in `entry` when it is a stage that a run writing `name` builds beside it
-// (temporary_path's `.<name>.<pid>-<n>.tmp`), else 0.
-pid_t stage_pid(const std::string& entry, const std::string& name) {
-  const std::string prefix = "." + name + ".", suffix = ".tmp";
-  if (entry.size() <= prefix.size() + suffix.size() || entry.compare(0, prefix.size(), prefix) != 0 ||
-      entry.compare(entry.size() - suffix.size(), suffix.size(), suffix) != 0) {
-    return 0;
-  }
-  const std::string middle = entry.substr(prefix.size(), entry.size() - prefix.size() - suffix.size());
-  const size_t dash = middle.find('-');
-  const auto digits = [](const std::string& t) {
-    const auto digit = [](char c) { return c >= '0' && c <= '9'; };
-    return !t.empty() && t.size() < 10 && std::all_of(t.begin(), t.end(), digit);
-  };
-  if (dash == std::string::npos || !digits(middle.substr(0, dash)) || !digits(middle.substr(dash + 1))) return 0;
-  return static_cast<pid_t>(std::stol(middle.substr(0, dash)));
-}
+// The hidden name beside `out` whose temporary paths are the stages a run builds a dataset in
+// (`.<name>.<pid>-<n>.tmp`).
+fs::path stage_base(const fs::path& out) { return out.parent_path() / ("." + out.filename().string()); }
 
 // Removes the stages beside `out` whose runs died (killed mid-way, or mid-swap with the
 // dataset they were replacing).
 void remove_dead_stages(const fs::path& out) {
   std::error_code ec;
+  const std::string base = stage_base(out).filename().string();
   for (const auto& entry : fs::directory_iterator(out.parent_path(), ec)) {
-    const pid_t pid = stage_pid(entry.path().filename().string(), out.filename().string());
+    const pid_t pid = temporary_owner(entry.path().filename().string(), base);
     if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) fs::remove_all(entry.path(), ec);
   }
 }
@@ -373,7 +360,7 @@ bool write_synthetic_dataset(const fs::path& out_arg, const SynthOptions& option
   // that fails or is killed leaves the previous dataset as it was, and a dataset that replaces
   // another keeps none of its files (a beacon set written over a reach set would otherwise
   // keep its regions).
-  const fs::path stage = temporary_path(out.parent_path() / ("." + out.filename().string()));
+  const fs::path stage = temporary_path(stage_base(out));
   try {
     write_scenes(stage, options);
   } catch (const Error& e) {
@@ -387,7 +374,7 @@ bool write_synthetic_dataset(const fs::path& out_arg, const SynthOptions& option
     fs::remove_all(stage, ec);
     throw;
   }
-  const fs::path previous = temporary_path(out.parent_path() / ("." + out.filename().string()));
+  const fs::path previous = temporary_path(stage_base(out));
   ec.clear();
   if (!empty) fs::rename(out, previous, ec);
   if (!ec) {

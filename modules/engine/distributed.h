@@ -92,6 +92,8 @@ SumOverRanks sum_over(ProcessGroup* group);
 // (RankZeroRefused under --nproc, whose launcher reports rank 0's failure and whose console
 // then shows rank 0's line alone). Without a group, `decide` runs and throws as it would.
 void decide_on_rank_zero(ProcessGroup* group, int rank, const std::function<void()>& decide);
+// Set in the environment of the ranks that `--nproc` starts.
+constexpr const char* kLaunchedByNproc = "ATTNSEG_NPROC_RANK";
 
 // Every parameter and buffer of `model` made rank 0's.
 void broadcast_model(ProcessGroup& group, Segmentor& model);

@@ -38,8 +38,9 @@ struct EvalSettings {
   // The size inference starts from: the image fitted to [long, short] keeping its aspect ratio
   // (mmsegmentation's test Resize), or with {0, 0} the image's own size.
   std::array<int64_t, 2> scale{0, 0};
-  // Multi-scale inference: that size times each ratio (rounded), segmented as `mode` and `flip`
-  // say, the scores resized back to the image and averaged.
+  // Multi-scale inference: that size times each ratio (rounded), segmented as `mode` says, with
+  // `flip` its mirror image too; each view's scores resized back to the image, and the views'
+  // probabilities averaged.
   std::vector<double> scales{1.0};
   int64_t speed_warmup = 3;
   int64_t speed_runs = 10;

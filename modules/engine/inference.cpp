@@ -45,18 +45,17 @@ at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings
   AutocastGuard autocast(runtime);
   const bool whole = settings.mode != "slide";
   const int64_t h = image.size(2), w = image.size(3);
-  const bool one_view = !settings.flip && settings.scales.size() == 1 &&
-                        view_size(settings, h, w, settings.scales[0]) == std::array<int64_t, 2>{h, w};
-  if (block_input != nullptr && whole && one_view) {
-    Prediction p = model->predict_with_block_input(image);
-    *block_input = p.block_input;
-    return p.scores;
-  }
   auto run = [&](const at::Tensor& x) { return whole ? model->predict(x) : slide(model, x, settings); };
   const int64_t views = static_cast<int64_t>(settings.scales.size()) * (settings.flip ? 2 : 1);
   at::Tensor scores;
   if (views == 1) {
-    scores = resized(run(resized(image, view_size(settings, h, w, settings.scales[0]))), {h, w});
+    const std::array<int64_t, 2> size = view_size(settings, h, w, settings.scales[0]);
+    if (block_input != nullptr && whole && size == std::array<int64_t, 2>{h, w}) {
+      Prediction p = model->predict_with_block_input(image);
+      *block_input = p.block_input;
+      return p.scores;
+    }
+    scores = resized(run(resized(image, size)), {h, w});
   } else {
     // Several views (each ratio, and its mirror image with eval.flip): each view's scores are
     // resized back to the image and turned into probabilities, which are averaged, every view

@@ -15,9 +15,10 @@ namespace attnseg {
 
 // Class scores [1, K, H, W] for one normalised image [1, 3, H, W] on the model's device,
 // under the runtime's precision; with several views (eval.scales, eval.flip), the logarithm of
-// the views' averaged probabilities, in float (a softmax gives that average). With `block_input`, also what the attention block received
-// for the whole image: from the same pass in whole-image mode without flip, from a pass of
-// the backbone alone otherwise (no single pass sees the whole image then).
+// the views' averaged probabilities, in float (a softmax gives that average). With
+// `block_input`, also what the attention block received for the whole image: from the same
+// pass for one whole-image view at the image's own size, from a pass of the backbone alone
+// otherwise (no single pass sees the whole image then).
 at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings& settings,
                    const Runtime& runtime = Runtime{}, at::Tensor* block_input = nullptr);
 
@@ -26,7 +27,8 @@ at::Tensor segment(Segmentor& model, const at::Tensor& image, const EvalSettings
 at::Tensor resized(const at::Tensor& t, const std::array<int64_t, 2>& size);
 
 // How `segment` infers under `settings`, for logs and reports: "whole inference", or "slide
-// inference (512x512 windows, stride 341x341)", then ", flip" and ", scales 0.75, 1, 1.25".
+// inference (512x512 windows, stride 341x341)", then ", fitted to 2048x512", ", flip" and
+// ", scales 0.75, 1, 1.25".
 std::string describe_inference(const EvalSettings& settings);
 
 // The class of each pixel of scores [1, K, H, W], CV_8U (at most 255 classes): the arg-max
