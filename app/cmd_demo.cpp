@@ -41,8 +41,8 @@ void setup_demo(CLI::App& app, DemoOptions& options) {
   app.add_option("--opacity", options.opacity, "opacity of the class overlay")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--compare", options.compare,
-                 "after the run, time the bare model N times on the last frame and print the "
-                 "demo's overhead against it")
+                 "after the run, time the bare model N times on the last frame (every view the demo "
+                 "infers) and print the demo's overhead against it")
       ->check(non_negative());
   app.add_option("--save-dir", options.save_dir,
                  "where the window's `s` key saves frame, mask and view");
@@ -137,16 +137,19 @@ int run_demo(const DemoOptions& options) {
       stats.model_ms, stats.read_ms, controls.pinned() ? "/influence" : "", stats.prepost_ms,
       options.headless ? "writing" : "display", stats.show_ms, stats.latency_ms);
   if (options.compare > 0 && !stats.last_frame.empty()) {
-    // the same model on the same frame in the same process, with nothing else running
+    // the same model on the same frame in the same process, inferring as the demo did (every
+    // view of eval.flip and eval.scales), with nothing else running
     DemoBlock& block = models.blocks[static_cast<size_t>(stats.last_block)];
-    const SpeedResult bare = measure_speed(
-        block.model, frame_input(stats.last_frame, models.experiment.norm).to(runtime.device), 3,
-        options.compare, runtime);
+    const SpeedResult bare = measure_inference_speed(
+        block.model, frame_input(stats.last_frame, models.experiment.norm).to(runtime.device),
+        models.experiment.eval, 3, options.compare, runtime);
     const double per_frame = stats.fps > 0 ? 1000.0 / stats.fps : 0.0;
+    const std::string views =
+        bare.forwards > 1 ? fmt::format(" ({} forwards: eval.mode, eval.flip, eval.scales)", bare.forwards) : "";
     spdlog::info(
-        "bare {} model on the last frame, {} runs with nothing else running: {:.1f} ms "
+        "bare {} model on the last frame{}, {} runs with nothing else running: {:.1f} ms "
         "({:.1f} FPS); the demo took {:.1f} ms per shown frame, {:.1f} ms ({:.0f}%) more",
-        block.name, options.compare, bare.median_ms, bare.fps, per_frame,
+        block.name, views, options.compare, bare.median_ms, bare.fps, per_frame,
         per_frame - bare.median_ms, 100.0 * (per_frame - bare.median_ms) / bare.median_ms);
   }
   if (stats.reconnects > 0) spdlog::info("the source was reconnected {} times", stats.reconnects);

@@ -66,6 +66,30 @@ TEST_F(Cli, SmokeTrainThenEvaluate) {
   EXPECT_TRUE(fs::exists(dir / "show/val_00002.png"));
 }
 
+// The speed line times one forward; an inference of several forwards (flip, two ratios: four)
+// is also timed whole, and only then.
+TEST_F(Cli, EvalTimesTheWholeInferenceBesideOneForwardOnlyWhenItMakesSeveralForwards) {
+  ASSERT_EQ(run_attnseg("train " + config() + " " + work("run")).exit_code, 0);
+  const fs::path one = dir / "one.json", four = dir / "four.json";
+  const std::string run_dir = " '" + (dir / "run").string() + "'";
+  const auto whole = run_attnseg("eval" + run_dir + " --json '" + one.string() + "'");
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  EXPECT_EQ(whole.output.find("inference as evaluated"), std::string::npos) << whole.output;
+  EXPECT_TRUE(nlohmann::json::parse(read_file(one))["inference_speed"].is_null());
+  const auto views = run_attnseg("eval" + run_dir + " --json '" + four.string() +
+                                 "' eval.flip=true eval.scales=[0.5,1]");
+  ASSERT_EQ(views.exit_code, 0) << views.output;
+  EXPECT_NE(views.output.find("speed at 32x192, batch 1"), std::string::npos) << views.output;
+  EXPECT_NE(views.output.find("inference as evaluated, 4 forwards per 32x192 image: median "), std::string::npos)
+      << views.output;
+  const auto j = nlohmann::json::parse(read_file(four))["inference_speed"];
+  EXPECT_EQ(j["forwards"].get<int>(), 4);
+  EXPECT_EQ(j["height"].get<int>(), 32);
+  EXPECT_EQ(j["width"].get<int>(), 192);
+  EXPECT_GT(j["median_ms"].get<double>(), 0);
+  EXPECT_NEAR(j["images_per_s"].get<double>(), 1000.0 / j["median_ms"].get<double>(), 1e-6);
+}
+
 // The first line a command that computes logs: device, precision, threads, LibTorch.
 std::string first_line(const std::string& output) { return output.substr(0, output.find('\n')); }
 
@@ -632,6 +656,27 @@ TEST_F(Cli, TrainEvaluateAndCheckACityscapesTree) {
   EXPECT_NE(r.output.find("cityscapes dataset"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("train: 2 samples, 2 readable; image sizes all 64x32"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("val: 1 samples"), std::string::npos) << r.output;
+}
+
+// --compare times the model as the demo ran it: with flip and two ratios, four forwards.
+TEST_F(Cli, DemoCompareTimesEveryViewTheDemoInfers) {
+  ASSERT_EQ(run_attnseg("train " + config() + " " + work("run")).exit_code, 0);
+  write_test_video(dir / "in.avi", 3);
+  const std::string demo = " --checkpoint '" + (dir / "run/iter_4.pt").string() + "' --source '" +
+                           (dir / "in.avi").string() + "' --headless --compare 2 --output '" +
+                           (dir / "out.avi").string() + "'";
+  auto r = run_attnseg("demo " + config() + demo);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("bare ccnet model on the last frame, 2 runs with nothing else running: "),
+            std::string::npos)
+      << r.output;
+  write_file(dir / "views.yaml", "_base_: '" + (dir / "ccnet.yaml").string() + "'\neval: {flip: true, scales: [0.5, 1]}\n");
+  r = run_attnseg("demo '" + (dir / "views.yaml").string() + "'" + demo);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("bare ccnet model on the last frame (4 forwards: eval.mode, eval.flip, eval.scales), 2 "
+                          "runs with nothing else running: "),
+            std::string::npos)
+      << r.output;
 }
 
 TEST_F(Cli, DemoHeadlessWritesEveryFrameAnnotated) {

@@ -601,6 +601,31 @@ TEST_F(EngineTest, SlidingWindowCoversTheImageAndMatchesWholeWhenOneWindowFits) 
   EXPECT_TRUE(torch::allclose(tiled.select(2, 39).select(2, 71), corner.select(2, 23).select(2, 31), 1e-4, 1e-5));
 }
 
+// mmsegmentation's window grid, ceil((h - crop) / stride) + 1 rows and as many columns by the
+// width, for each ratio, twice with flip; counted here by hand.
+TEST_F(EngineTest, ForwardsPerImageCountsEachRatiosWindowsAndTwiceWithFlip) {
+  EXPECT_EQ(forwards_per_image(EvalSettings{}, 37, 53), 1);
+  EvalSettings cityscapes;  // 1024x2048 in 512x1024 windows, stride 341: 3 rows, 5 columns
+  cityscapes.mode = "slide";
+  cityscapes.crop_size = {512, 1024};
+  cityscapes.stride = {341, 341};
+  EXPECT_EQ(forwards_per_image(cityscapes, 1024, 2048), 15);
+  cityscapes.flip = true;
+  EXPECT_EQ(forwards_per_image(cityscapes, 1024, 2048), 30);
+  cityscapes.scales = {0.5, 1.0};  // at 0.5 the image is one window
+  EXPECT_EQ(forwards_per_image(cityscapes, 1024, 2048), 32);
+  EvalSettings tiles;  // the windows of SlidingWindowCoversTheImage...: rows 0, 16; columns 0, 20, 40
+  tiles.mode = "slide";
+  tiles.crop_size = {24, 32};
+  tiles.stride = {16, 20};
+  EXPECT_EQ(forwards_per_image(tiles, 40, 72), 6);
+  EXPECT_EQ(forwards_per_image(tiles, 41, 72), 9) << "one row more past 40";
+  EvalSettings whole;
+  whole.scales = {0.75, 1.0, 1.25};
+  whole.flip = true;
+  EXPECT_EQ(forwards_per_image(whole, 37, 53), 6);
+}
+
 // The class probabilities of a model's scores.
 at::Tensor probabilities(const at::Tensor& scores) { return at::softmax(scores.to(at::kDouble), 1); }
 

@@ -1,6 +1,7 @@
 // Evaluation: confusion-matrix metrics over the validation split with whole-image or
 // sliding-window inference (optionally flip-averaged; engine/inference.h), colour overlays on
-// request, and the model's inference speed at the evaluation resolution.
+// request, and the model's speed at the evaluation resolution (one forward, and the whole
+// inference when that makes several).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -8,6 +9,7 @@
 
 #include <array>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,7 +38,10 @@ struct EvalResult {
   at::Tensor confusion;
   std::vector<std::string> class_names;
   int64_t images = 0;
-  SpeedResult speed;
+  SpeedResult speed;  // one forward at the size the model sees of the first image
+  // The whole inference of the first image (every view and window of `inference`), measured
+  // when that is more than one forward.
+  std::optional<SpeedResult> inference_speed;
   std::string checkpoint;
   EvalSettings inference;  // how the scores were made: mode, windows, flip, scales
   // The trained block's effective receptive field (engine/erf.h, threshold 1%): share of its
@@ -63,7 +68,8 @@ std::vector<size_t> class_ids(const std::vector<std::string>& names, const std::
 std::vector<std::string> read_region_names(const std::filesystem::path& root);
 
 // mIoU, per-class IoU and accuracy of `checkpoint` on the validation split, and the model's
-// speed on the first validation image, on the runtime's device and precision; with
+// speed on the first validation image (one forward, and the whole inference when it makes
+// several), on the runtime's device and precision; with
 // `show_dir`, a colour overlay of each prediction is written there. Sharded in a data-parallel
 // job as `validate` is (rank r of W segments images r, r + W, ... and writes their overlays;
 // `sum_over_ranks` adds the ranks' confusion matrices and image counts, so every rank gets the

@@ -14,11 +14,21 @@
 namespace attnseg {
 namespace {
 
+// Sliding windows over an h x w image: mmsegmentation's grid, the last row and column moved
+// back to end at the border.
+struct WindowGrid {
+  int64_t crop_h, crop_w, rows, cols;
+};
+
+WindowGrid window_grid(const EvalSettings& s, int64_t h, int64_t w) {
+  const int64_t ch = std::min(s.crop_size[0], h), cw = std::min(s.crop_size[1], w);
+  return {ch, cw, std::max<int64_t>(h - ch + s.stride[0] - 1, 0) / s.stride[0] + 1,
+          std::max<int64_t>(w - cw + s.stride[1] - 1, 0) / s.stride[1] + 1};
+}
+
 at::Tensor slide(Segmentor& model, const at::Tensor& image, const EvalSettings& s) {
   const int64_t h = image.size(2), w = image.size(3);
-  const int64_t ch = std::min(s.crop_size[0], h), cw = std::min(s.crop_size[1], w);
-  const int64_t rows = std::max<int64_t>(h - ch + s.stride[0] - 1, 0) / s.stride[0] + 1;
-  const int64_t cols = std::max<int64_t>(w - cw + s.stride[1] - 1, 0) / s.stride[1] + 1;
+  const auto [ch, cw, rows, cols] = window_grid(s, h, w);
   at::Tensor sum = at::zeros({1, model->num_classes(), h, w}, image.options());
   at::Tensor count = at::zeros({1, 1, h, w}, image.options());
   for (int64_t r = 0; r < rows; ++r) {
@@ -111,14 +121,19 @@ cv::Mat class_map(const at::Tensor& scores) {
   return labels;
 }
 
-SpeedResult measure_speed(Segmentor& model, const at::Tensor& image, int64_t warmup, int64_t runs,
-                          const Runtime& runtime) {
+namespace {
+
+// Median latency of `infer` (scores of `image`) after warm-up, in eval and inference mode under
+// the runtime's precision.
+template <typename Infer>
+SpeedResult time_inference(Segmentor& model, const at::Tensor& image, Infer&& infer, int64_t warmup, int64_t runs,
+                           const Runtime& runtime) {
   c10::InferenceMode guard;
   AutocastGuard autocast(runtime);
   model->eval();
   const Timing t = time_runs(
       [&] {
-        const at::Tensor out = model->predict(image);
+        const at::Tensor out = infer();
         (void)out.sum().item<float>();  // waits for an asynchronous device
       },
       warmup, runs);
@@ -131,6 +146,31 @@ SpeedResult measure_speed(Segmentor& model, const at::Tensor& image, int64_t war
   r.threads = at::get_num_threads();
   r.device = runtime.device.str();
   r.precision = precision_name(runtime.precision);
+  return r;
+}
+
+}  // namespace
+
+int64_t forwards_per_image(const EvalSettings& settings, int64_t h, int64_t w) {
+  int64_t forwards = 0;
+  for (const double ratio : settings.scales) {
+    const std::array<int64_t, 2> size = view_size(settings, h, w, ratio);
+    const WindowGrid grid = window_grid(settings, size[0], size[1]);
+    forwards += settings.mode == "slide" ? grid.rows * grid.cols : 1;
+  }
+  return settings.flip ? 2 * forwards : forwards;
+}
+
+SpeedResult measure_speed(Segmentor& model, const at::Tensor& image, int64_t warmup, int64_t runs,
+                          const Runtime& runtime) {
+  return time_inference(model, image, [&] { return model->predict(image); }, warmup, runs, runtime);
+}
+
+SpeedResult measure_inference_speed(Segmentor& model, const at::Tensor& image, const EvalSettings& settings,
+                                    int64_t warmup, int64_t runs, const Runtime& runtime) {
+  SpeedResult r = time_inference(
+      model, image, [&] { return segment(model, image, settings, runtime); }, warmup, runs, runtime);
+  r.forwards = forwards_per_image(settings, image.size(2), image.size(3));
   return r;
 }
 

@@ -1,5 +1,6 @@
 // Inference with a trained model: class scores of one image (whole, or in sliding windows,
-// optionally flip-averaged), the class of each pixel, and the model's speed.
+// optionally flip-averaged and multi-scale), the class of each pixel, and the speed of one
+// forward and of the whole inference.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -36,9 +37,15 @@ std::string describe_inference(const EvalSettings& settings);
 // 640x480 here, this about 1).
 cv::Mat class_map(const at::Tensor& scores);
 
+// The model's forwards `segment` makes of one h x w image under `settings`: over the ratios of
+// eval.scales, the windows of each view (one in whole mode; in slide mode mmsegmentation's grid,
+// ceil((h - crop) / stride) + 1 rows and as many columns by the width), twice with eval.flip.
+int64_t forwards_per_image(const EvalSettings& settings, int64_t h, int64_t w);
+
 struct SpeedResult {
-  double median_ms = 0, p25_ms = 0, p75_ms = 0, fps = 0;
+  double median_ms = 0, p25_ms = 0, p75_ms = 0, fps = 0;  // fps: images per second
   std::array<int64_t, 2> resolution{0, 0};  // height, width
+  int64_t forwards = 1;                      // the model's forwards in one timed run
   int threads = 0;
   std::string device, precision;  // "cpu", "fp32"
 };
@@ -47,5 +54,10 @@ struct SpeedResult {
 // under the runtime's precision; every run waits for its result, so a GPU is timed whole.
 SpeedResult measure_speed(Segmentor& model, const at::Tensor& image, int64_t warmup, int64_t runs,
                           const Runtime& runtime = Runtime{});
+
+// The same for the whole of `segment` on `image` under `settings`: every view and window,
+// the resizing and the averaging, as an evaluation or the demo infers.
+SpeedResult measure_inference_speed(Segmentor& model, const at::Tensor& image, const EvalSettings& settings,
+                                    int64_t warmup, int64_t runs, const Runtime& runtime = Runtime{});
 
 }  // namespace attnseg
