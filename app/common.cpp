@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -106,7 +107,12 @@ std::vector<std::string> parse_block_list(const std::string& text) {
   std::string item;
   while (std::getline(stream, item, ',')) {
     if (item.empty()) continue;
-    blocks.push_back(find_block(item, "--blocks").name);
+    const std::string& name = find_block(item, "--blocks").name;
+    // Twice would train or time it twice and give it two rows of one leaderboard or table.
+    if (std::find(blocks.begin(), blocks.end(), name) != blocks.end()) {
+      throw Error("--blocks: " + name + " is named twice");
+    }
+    blocks.push_back(name);
   }
   if (blocks.empty()) throw Error("--blocks: no block named (give a list such as none,ccnet or 'all')");
   return blocks;

@@ -39,7 +39,8 @@ void prepare_output_file(const std::string& path, const std::string& flag);
 
 // "32x64,64x128" → {{32, 64}, {64, 128}}; throws attnseg::Error naming --sizes and the bad item.
 std::vector<std::array<int64_t, 2>> parse_sizes(const std::string& text);
-// "all" → every registered block; otherwise a comma-separated list of known names (--blocks).
+// "all" → every registered block; otherwise a comma-separated list of known names, each once
+// (--blocks).
 std::vector<std::string> parse_block_list(const std::string& text);
 // The demo's "name=checkpoint,..." (--blocks): known block names, each once, none equal to
 // `own` (the config's block, loaded with --checkpoint).

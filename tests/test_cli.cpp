@@ -307,9 +307,10 @@ TEST_F(Cli, MissingCheckpoint) {
                      {"nope.pt"});
 }
 
-TEST_F(Cli, BenchRejectsUnknownBlocksAndMalformedSizes) {
+TEST_F(Cli, BenchRejectsUnknownOrRepeatedBlocksAndMalformedSizes) {
   expect_clean_error(run_attnseg("bench --blocks ccnet,nonlokal"), {"nonlokal", "--blocks", "accepted"});
   expect_clean_error(run_attnseg("bench --blocks ,"), {"--blocks"});
+  expect_clean_error(run_attnseg("bench --blocks ccnet,none,ccnet --sizes 4x4"), {"--blocks", "ccnet is named twice"});
   expect_clean_error(run_attnseg("bench --blocks ccnet --sizes 32x64,48"), {"--sizes", "'48'"});
   // A size the block cannot split: axial's 8 heads need channels divisible by 8.
   expect_clean_error(run_attnseg("bench --blocks axial --channels 12 --sizes 5x7"), {"axial", "12", "divisible"});
@@ -493,6 +494,8 @@ TEST_F(Cli, SweepResumesAfterAKillWithoutRetrainingFinishedBlocks) {
 TEST_F(Cli, SweepRejectsBadInputBeforeTraining) {
   expect_clean_error(run_attnseg("sweep " + config() + " --blocks none,nonlokal " + work("s1")), {"nonlokal", "--blocks"});
   expect_clean_error(run_attnseg("sweep " + config() + " --blocks , " + work("s2")), {"--blocks"});
+  expect_clean_error(run_attnseg("sweep " + config() + " --blocks none,none " + work("s2")),
+                     {"--blocks", "none is named twice"});
   expect_clean_error(run_attnseg("sweep " + config() + " --blocks none --seeds 0 " + work("s2")), {"--seeds", "1 to"});
   expect_clean_error(run_attnseg("sweep " + config() + " --blocks none " + work("s3") + " train.iterz=3"), {"train.iterz"});
   EXPECT_FALSE(fs::exists(dir / "s3/none"));
