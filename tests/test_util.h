@@ -111,21 +111,28 @@ inline int free_port() {
   return ok ? ntohs(addr.sin_port) : 29500;
 }
 
-// One line starting with "error:" that contains every part; a non-zero exit that is not a
-// crash.
-inline void expect_clean_error(const CommandResult& r, const std::vector<std::string>& parts) {
+// Whether a failing command may print a report (`data check`'s) before its error line.
+enum class Report { kNone, kAllowed };
+
+// One line starting with "error:" that contains every part, the rest of the output log lines
+// only (and a report where allowed); a non-zero exit that is not a crash.
+inline void expect_clean_error(const CommandResult& r, const std::vector<std::string>& parts,
+                               Report report = Report::kNone) {
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_LT(r.exit_code, 128) << "crashed: " << r.output;
-  std::string error_line;
+  std::string error_line, other_lines;
   int error_lines = 0;
   std::istringstream lines(r.output);
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("error: ", 0) == 0) {
       error_line = line;
       ++error_lines;
+    } else if (report == Report::kNone && !(line.size() > 11 && line[0] == '[' && line[9] == ']' && line[10] == ' ')) {
+      other_lines += line + "\n";  // neither the error nor a log line ("[12:34:56] info ..."): a library's noise
     }
   }
   EXPECT_EQ(error_lines, 1) << r.output;
+  EXPECT_EQ(other_lines, "") << "lines beside the error and the log:\n" << r.output;
   for (const auto& p : parts) EXPECT_NE(error_line.find(p), std::string::npos) << "missing '" << p << "' in: " << r.output;
 }
 

@@ -48,10 +48,15 @@ class VideoSource : public FrameSource {
 
  private:
   bool open() {
-    // a URL goes to FFmpeg alone: the other back ends would each log their own failure
+    // Each back end that fails logs it, some at error level (the image-sequence reader, asked
+    // about any file that is not a video: five lines for a corrupt .avi); the caller's Error
+    // says it in one line. A URL goes to FFmpeg alone.
+    namespace logging = cv::utils::logging;
+    const logging::LogLevel level = logging::setLogLevel(logging::LOG_LEVEL_SILENT);
     const bool opened = camera_   ? capture_.open(std::stoi(source_))
                         : stream_ ? capture_.open(source_, cv::CAP_FFMPEG)
                                   : capture_.open(source_);
+    logging::setLogLevel(level);
     return opened && capture_.isOpened();
   }
 
@@ -63,8 +68,8 @@ class VideoSource : public FrameSource {
 }  // namespace
 
 std::unique_ptr<FrameSource> open_video_source(const std::string& source) {
-  // OpenCV's back ends warn on stderr about every source they fail to open; the Error says
-  // what went wrong in one line.
+  // OpenCV's back ends warn on stderr about every source they fail to open, and while reading;
+  // the Error says what went wrong in one line.
   cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_ERROR);
   setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", /*overwrite=*/0);  // AV_LOG_QUIET, unless the user says
 
