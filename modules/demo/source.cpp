@@ -29,6 +29,8 @@ class VideoSource : public FrameSource {
     if (!camera_ && !stream_ && !sequence && !fs::exists(source_)) {
       throw Error(source_ + ": no such file (give a video file, a camera index or a stream URL)");
     }
+    std::error_code ec;
+    device_ = !camera_ && !stream_ && !sequence && fs::is_character_file(source_, ec);  // /dev/video0
     if (!open()) {
       throw Error(source_ + ": cannot open it as " +
                   (camera_ ? std::string("a camera") : std::string("a video file or stream")));
@@ -50,18 +52,33 @@ class VideoSource : public FrameSource {
   bool open() {
     // Each back end that fails logs it, some at error level (the image-sequence reader, asked
     // about any file that is not a video: five lines for a corrupt .avi); the caller's Error
-    // says it in one line. A URL goes to FFmpeg alone.
+    // says it in one line.
     namespace logging = cv::utils::logging;
     const logging::LogLevel level = logging::setLogLevel(logging::LOG_LEVEL_SILENT);
-    const bool opened = camera_   ? capture_.open(std::stoi(source_))
-                        : stream_ ? capture_.open(source_, cv::CAP_FFMPEG)
-                                  : capture_.open(source_);
+    bool opened = false;
+    if (camera_) {
+      opened = capture_.open(std::stoi(source_));
+    } else if (stream_) {
+      opened = capture_.open(source_, cv::CAP_FFMPEG);  // the other back ends would each fail on a URL
+    } else if (device_) {
+      opened = capture_.open(source_);
+    } else {
+      // A file or an image sequence: FFmpeg, then OpenCV's own readers, in CAP_ANY's order
+      // less GStreamer, which for a file neither can read prints GLib CRITICAL lines of its
+      // own, past OpenCV's log level, now and then (a race in its teardown).
+      for (const int api : {cv::CAP_FFMPEG, cv::CAP_IMAGES, cv::CAP_OPENCV_MJPEG}) {
+        if (capture_.open(source_, api) && capture_.isOpened()) {
+          opened = true;
+          break;
+        }
+      }
+    }
     logging::setLogLevel(level);
     return opened && capture_.isOpened();
   }
 
   std::string source_;
-  bool camera_ = false, stream_ = false;
+  bool camera_ = false, stream_ = false, device_ = false;
   cv::VideoCapture capture_;
 };
 
