@@ -339,7 +339,7 @@ TEST_F(Cli, BenchWritesCsvAndTimesBackwardWhenAsked) {
 
 // Before, eval --json and bench --json/--csv found out that they could not write the report
 // after the whole evaluation or every timing (minutes on a real dataset or a GPU sweep of blocks).
-TEST_F(Cli, AReportPathThatCannotBeAFileIsRefusedBeforeAnythingIsComputed) {
+TEST_F(Cli, AReportOrOverlayPathThatCannotBeWrittenIsRefusedBeforeAnythingIsComputed) {
   ASSERT_EQ(run_attnseg("train " + config() + " " + work("run") + " train.iters=1").exit_code, 0);
   const std::string checkpoint = " --checkpoint '" + (dir / "run/iter_1.pt").string() + "'";
   fs::create_directories(dir / "taken");
@@ -357,6 +357,10 @@ TEST_F(Cli, AReportPathThatCannotBeAFileIsRefusedBeforeAnythingIsComputed) {
     EXPECT_EQ(r.output.find("mIoU"), std::string::npos) << "evaluated first: " << r.output;
     EXPECT_EQ(r.output.find("\nccnet "), std::string::npos) << "timed first: " << r.output;
   }
+  // eval's overlay folder under a file: named with the reason before any image is segmented
+  const auto r = run_attnseg("eval " + config() + checkpoint + " --show-dir '" + (dir / "plain.txt/show").string() + "'");
+  expect_clean_error(r, {"cannot create the overlay directory " + (dir / "plain.txt/show").string() + ": Not a directory"});
+  EXPECT_EQ(r.output.find("mIoU"), std::string::npos) << "evaluated first: " << r.output;
   EXPECT_TRUE(fs::is_directory(dir / "taken"));
   EXPECT_EQ(read_file(dir / "plain.txt"), "a file, not a folder");
 }

@@ -106,7 +106,7 @@ TEST_F(Faults, ACheckpointWriteOnAFullDiskEndsInOneLineWithoutItsTemporaryAndKee
 }
 
 // Replacing a file that turns out to be a directory: before, X.tmp stayed behind. eval and
-// bench now see the directory before they compute (Cli.AReportPathThatCannotBeAFile...);
+// bench now see the directory before they compute (Cli.AReportOrOverlayPathThatCannotBeWritten...);
 // the metrics rewrite meets it in the writer itself.
 TEST_F(Faults, AWriteOntoADirectoryEndsInOneLineAndLeavesNoTemporary) {
   ASSERT_EQ(run_attnseg(train("w", "train.iters=2")).exit_code, 0);

@@ -224,7 +224,8 @@ TEST_F(Predict, InputsThatNameNothingOrCollideAreRefusedByName) {
   write_file(dir / "taken", "a file where the output folder would go");
   expect_clean_error(run_attnseg("predict " + q(run) + " --input " + q(data() / "images" / "val_00000.png") +
                                  " --out " + q(dir / "taken")),
-                     {"cannot create the output directory", (dir / "taken" / "labels").string()});
+                     {"cannot create the output directory", (dir / "taken" / "labels").string(),
+                      ": Not a directory"});
   EXPECT_EQ(read_file(dir / "taken"), "a file where the output folder would go");
 }
 

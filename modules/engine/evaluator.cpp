@@ -144,7 +144,9 @@ EvalResult evaluate(const Experiment& x, const Runtime& runtime, const fs::path&
   if (!show_dir.empty()) {
     std::error_code ec;
     fs::create_directories(show_dir, ec);
-    if (!fs::is_directory(show_dir)) throw Error("cannot create the overlay directory " + show_dir.string());
+    if (!fs::is_directory(show_dir)) {
+      throw Error("cannot create the overlay directory " + show_dir.string() + (ec ? ": " + ec.message() : ""));
+    }
   }
   const auto palette = class_palette(x.data);
   const int64_t num_classes = static_cast<int64_t>(x.data.class_names.size());

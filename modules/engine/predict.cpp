@@ -116,7 +116,8 @@ PredictSummary predict_images(Predictor& predictor, const std::vector<PredictInp
     std::error_code ec;
     fs::create_directories(file.parent_path(), ec);
     if (!fs::is_directory(file.parent_path())) {
-      throw Error("cannot create the output directory " + file.parent_path().string());
+      throw Error("cannot create the output directory " + file.parent_path().string() +
+                  (ec ? ": " + ec.message() : ""));
     }
     return file;
   };
