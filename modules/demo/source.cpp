@@ -30,7 +30,7 @@ class VideoSource : public FrameSource {
       throw Error(source_ + ": no such file (give a video file, a camera index or a stream URL)");
     }
     std::error_code ec;
-    device_ = !camera_ && !stream_ && !sequence && fs::is_character_file(source_, ec);  // /dev/video0
+    device_ = fs::is_character_file(source_, ec);  // /dev/video0
     if (!open()) {
       throw Error(source_ + ": cannot open it as " +
                   (camera_ ? std::string("a camera") : std::string("a video file or stream")));
@@ -55,26 +55,22 @@ class VideoSource : public FrameSource {
     // says it in one line.
     namespace logging = cv::utils::logging;
     const logging::LogLevel level = logging::setLogLevel(logging::LOG_LEVEL_SILENT);
-    bool opened = false;
     if (camera_) {
-      opened = capture_.open(std::stoi(source_));
+      capture_.open(std::stoi(source_));
     } else if (stream_) {
-      opened = capture_.open(source_, cv::CAP_FFMPEG);  // the other back ends would each fail on a URL
+      capture_.open(source_, cv::CAP_FFMPEG);  // the other back ends would each fail on a URL
     } else if (device_) {
-      opened = capture_.open(source_);
+      capture_.open(source_);
     } else {
       // A file or an image sequence: FFmpeg, then OpenCV's own readers, in CAP_ANY's order
       // less GStreamer, which for a file neither can read prints GLib CRITICAL lines of its
       // own, past OpenCV's log level, now and then (a race in its teardown).
       for (const int api : {cv::CAP_FFMPEG, cv::CAP_IMAGES, cv::CAP_OPENCV_MJPEG}) {
-        if (capture_.open(source_, api) && capture_.isOpened()) {
-          opened = true;
-          break;
-        }
+        if (capture_.open(source_, api)) break;
       }
     }
     logging::setLogLevel(level);
-    return opened && capture_.isOpened();
+    return capture_.isOpened();
   }
 
   std::string source_;

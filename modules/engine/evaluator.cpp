@@ -360,6 +360,13 @@ nlohmann::json report_json(const EvalResult& r) {
     inference["crop_size"] = r.inference.crop_size;
     inference["stride"] = r.inference.stride;
   }
+  nlohmann::json inference_speed = nullptr;  // null when the inference is one forward
+  if (r.inference_speed) {
+    const SpeedResult& s = *r.inference_speed;
+    inference_speed = {{"median_ms", s.median_ms}, {"p25_ms", s.p25_ms},     {"p75_ms", s.p75_ms},
+                       {"images_per_s", s.fps},    {"forwards", s.forwards}, {"height", s.resolution[0]},
+                       {"width", s.resolution[1]}};
+  }
   return {{"checkpoint", r.checkpoint},
           {"images", r.images},
           {"inference", inference},
@@ -388,14 +395,7 @@ nlohmann::json report_json(const EvalResult& r) {
             {"threads", r.speed.threads},
             {"device", r.speed.device},
             {"precision", r.speed.precision}}},
-          {"inference_speed", r.inference_speed ? nlohmann::json{{"median_ms", r.inference_speed->median_ms},
-                                                                  {"p25_ms", r.inference_speed->p25_ms},
-                                                                  {"p75_ms", r.inference_speed->p75_ms},
-                                                                  {"images_per_s", r.inference_speed->fps},
-                                                                  {"forwards", r.inference_speed->forwards},
-                                                                  {"height", r.inference_speed->resolution[0]},
-                                                                  {"width", r.inference_speed->resolution[1]}}
-                                                : nlohmann::json(nullptr)}};
+          {"inference_speed", inference_speed}};
 }
 
 }  // namespace attnseg
